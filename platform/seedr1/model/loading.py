@@ -1,0 +1,68 @@
+"""Resolve and load a checkpoint: a local folder, an ``s3://`` prefix, ``tiny[:family]``, or a hub id.
+
+The tiny model and a real Qwen2-VL-7B-Instruct go through the same code: resolve to a local folder holding a
+Hugging Face checkpoint, then ``from_pretrained``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from seedr1.config import TinyModelConfig
+from seedr1.paths import cache_dir
+from seedr1.storage import get_storage, is_s3
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A local folder (or hub id) that ``from_pretrained`` and vLLM can read.
+
+    - ``tiny`` / ``tiny:qwen2.5-vl``: the offline tiny model (seed 0), built once into the cache;
+    - ``s3://bucket/prefix``: downloaded once into the cache (keyed by the URI);
+    - an existing folder: itself; anything else: passed on as a hub id.
+    """
+    if path == "tiny" or path.startswith("tiny:"):
+        family = path.partition(":")[2] or "qwen2-vl"
+        out = cache_dir() / "models" / f"tiny-{family}-seed0"
+        if not (out / "seedr1_tiny.json").exists():
+            from seedr1.model.tiny import build_tiny_model
+
+            tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+            build_tiny_model(tmp, TinyModelConfig(family=family))  # type: ignore[arg-type]
+            try:
+                os.replace(tmp, out)
+            except OSError:  # another process finished first
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+        return str(out)
+    if is_s3(path):
+        digest = hashlib.sha256(path.encode()).hexdigest()[:16]
+        out = cache_dir() / "checkpoints" / digest
+        if not (out / ".complete").exists():
+            get_storage(path).download_dir(path, out)
+            (out / ".complete").write_text(path + "\n")
+        return str(out)
+    if Path(path).is_dir():
+        return str(Path(path))
+    if Path(path).exists() or path.startswith((".", "/")):
+        raise FileNotFoundError(f"checkpoint {path} is not a folder holding a Hugging Face checkpoint")
+    return path  # a hub id; works where the hub is reachable
+
+
+def load_model(path: str, dtype: torch.dtype = torch.float32, trainable: bool = True):
+    """The image-text-to-text model at ``path`` (any resolvable location)."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(resolve_checkpoint(path), dtype=dtype)
+    model.train(trainable)
+    return model
+
+
+def load_processor(path: str):
+    """The model's processor (tokenizer + image/video processors + chat template)."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(resolve_checkpoint(path))

@@ -1,0 +1,223 @@
+"""One interface over local paths and ``s3://`` URIs (any S3-compatible endpoint), with retries and timeouts.
+
+Endpoint, credentials and region come from the usual AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``/``AWS_DEFAULT_REGION``) or from an explicit ``S3Options``. Everything in
+seedr1 that touches S3 goes through here (and ``pyarrow_filesystem`` for Ray Data), never through ad-hoc clients.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URI and the cause."""
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How to reach an S3-compatible store; unset fields fall back to the AWS environment variables."""
+
+    endpoint_url: Optional[str] = None
+    region: Optional[str] = None
+    access_key: Optional[str] = None
+    secret_key: Optional[str] = None
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    max_attempts: int = 4
+
+    def resolved(self) -> "S3Options":
+        env = os.environ
+        return S3Options(
+            endpoint_url=self.endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
+            region=self.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            access_key=self.access_key or env.get("AWS_ACCESS_KEY_ID"),
+            secret_key=self.secret_key or env.get("AWS_SECRET_ACCESS_KEY"),
+            connect_timeout_s=self.connect_timeout_s, read_timeout_s=self.read_timeout_s,
+            max_attempts=self.max_attempts,
+        )
+
+
+def is_s3(uri: str | os.PathLike) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key/part`` -> ("bucket", "key/part")."""
+    if not is_s3(uri):
+        raise StorageError(f"not an s3:// URI: {uri}")
+    rest = uri[len("s3://"):]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise StorageError(f"s3 URI has no bucket: {uri}")
+    return bucket, key
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts for either a local path or an s3:// URI."""
+    if is_s3(base):
+        out = base.rstrip("/")
+        for p in parts:
+            out += "/" + p.strip("/")
+        return out
+    return str(Path(base, *parts))
+
+
+class Storage:
+    """The storage seam: local and S3 implement the same six methods."""
+
+    def read_bytes(self, uri: str) -> bytes: ...
+    def write_bytes(self, uri: str, data: bytes) -> None: ...
+    def exists(self, uri: str) -> bool: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def download_dir(self, prefix: str, dest: str | os.PathLike) -> Path: ...
+    def upload_file(self, path: str | os.PathLike, uri: str) -> None: ...
+
+
+class LocalStorage(Storage):
+    def read_bytes(self, uri: str) -> bytes:
+        try:
+            return Path(uri).read_bytes()
+        except OSError as e:
+            raise StorageError(f"cannot read {uri}: {e.strerror or e}") from e
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+    def exists(self, uri: str) -> bool:
+        return Path(uri).exists()
+
+    def list(self, prefix: str) -> list[str]:
+        root = Path(prefix)
+        if root.is_file():
+            return [str(root)]
+        if not root.exists():
+            return []
+        return sorted(str(p) for p in root.rglob("*") if p.is_file())
+
+    def download_dir(self, prefix: str, dest: str | os.PathLike) -> Path:
+        return Path(prefix)
+
+    def upload_file(self, path: str | os.PathLike, uri: str) -> None:
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, uri)
+
+
+class S3Storage(Storage):
+    def __init__(self, options: S3Options | None = None):
+        import boto3
+        from botocore.config import Config
+
+        self.options = (options or S3Options()).resolved()
+        o = self.options
+        self.client = boto3.client(
+            "s3", endpoint_url=o.endpoint_url, region_name=o.region, aws_access_key_id=o.access_key,
+            aws_secret_access_key=o.secret_key,
+            config=Config(connect_timeout=o.connect_timeout_s, read_timeout=o.read_timeout_s,
+                          retries={"max_attempts": o.max_attempts, "mode": "standard"}),
+        )
+
+    def _error(self, what: str, uri: str, e: Exception) -> StorageError:
+        from botocore.exceptions import ClientError, EndpointConnectionError
+
+        if isinstance(e, ClientError):
+            code = e.response.get("Error", {}).get("Code", "?")
+            msg = e.response.get("Error", {}).get("Message", str(e))
+            hint = ""
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+                hint = " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and bucket permissions)"
+            return StorageError(f"S3 {what} {uri} failed: {code}: {msg}{hint}")
+        if isinstance(e, EndpointConnectionError):
+            return StorageError(f"S3 {what} {uri} failed: cannot reach endpoint "
+                                f"{self.options.endpoint_url or 'AWS'} after {self.options.max_attempts} attempts ({e})")
+        return StorageError(f"S3 {what} {uri} failed: {e}")
+
+    def _call(self, what: str, uri: str, fn, *args, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(*args, **kwargs)
+        except (BotoCoreError, ClientError) as e:
+            raise self._error(what, uri, e) from e
+
+    def read_bytes(self, uri: str) -> bytes:
+        bucket, key = split_s3(uri)
+        resp = self._call("read", uri, self.client.get_object, Bucket=bucket, Key=key)
+        return resp["Body"].read()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        bucket, key = split_s3(uri)
+        self._call("write", uri, self.client.put_object, Bucket=bucket, Key=key, Body=data)
+
+    def head(self, uri: str) -> Optional[dict]:
+        """Object metadata (size, ETag, user metadata) or None when absent."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, key = split_s3(uri)
+        try:
+            return self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._error("stat", uri, e) from e
+        except BotoCoreError as e:
+            raise self._error("stat", uri, e) from e
+
+    def exists(self, uri: str) -> bool:
+        return self.head(uri) is not None
+
+    def _iter_keys(self, prefix: str) -> Iterator[str]:
+        bucket, key = split_s3(prefix)
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = self._call("list", prefix, lambda: list(paginator.paginate(Bucket=bucket, Prefix=key)))
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield f"s3://{bucket}/{obj['Key']}"
+
+    def list(self, prefix: str) -> list[str]:
+        return sorted(self._iter_keys(prefix))
+
+    def download_dir(self, prefix: str, dest: str | os.PathLike) -> Path:
+        dest = Path(dest)
+        base = prefix.rstrip("/") + "/"
+        keys = [k for k in self._iter_keys(base)]
+        if not keys:
+            raise StorageError(f"nothing under {base}")
+        for uri in keys:
+            target = dest / uri[len(base):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            bucket, key = split_s3(uri)
+            tmp = target.with_name(target.name + ".part")
+            self._call("download", uri, self.client.download_file, bucket, key, str(tmp))
+            os.replace(tmp, target)
+        return dest
+
+    def upload_file(self, path: str | os.PathLike, uri: str) -> None:
+        bucket, key = split_s3(uri)
+        self._call("upload", uri, self.client.upload_file, str(path), bucket, key)
+
+
+def get_storage(uri: str | os.PathLike, options: S3Options | None = None) -> Storage:
+    """The storage implementation for ``uri``."""
+    return S3Storage(options) if is_s3(uri) else LocalStorage()
+
+
+def pyarrow_filesystem(options: S3Options | None = None):
+    """A pyarrow S3FileSystem for Ray Data reads, configured like ``S3Storage``."""
+    from pyarrow import fs
+
+    o = (options or S3Options()).resolved()
+    kwargs = dict(region=o.region, access_key=o.access_key, secret_key=o.secret_key,
+                  connect_timeout=o.connect_timeout_s, request_timeout=o.read_timeout_s,
+                  retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=o.max_attempts))
+    if o.endpoint_url:
+        scheme, _, host = o.endpoint_url.partition("://")
+        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    return fs.S3FileSystem(**kwargs)
