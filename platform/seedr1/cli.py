@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Callable
 
+from seedr1.storage import StorageError
+
 # name -> (help, add_arguments(parser), run(args) -> exit code); each area registers its own below.
 _COMMANDS: dict[str, dict[str, tuple[str, Callable, Callable]]] = {}
 
@@ -37,6 +39,71 @@ command("model", "tiny", "build the tiny offline Qwen2-VL / Qwen2.5-VL model (ra
     (_tiny_args, _tiny_run))
 
 
+# ---- seedr1 data ... ----------------------------------------------------------------------------------------------
+def _synth_args(p: argparse.ArgumentParser) -> None:
+    from seedr1.data.synthetic import SynthSpec
+
+    d = SynthSpec()
+    p.add_argument("--out", required=True, help="dataset root to write (official SEED-Bench-R1 layout)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    for split in ("train", "l1", "l2", "l3"):
+        p.add_argument(f"--{split}", type=int, default=getattr(d, split), help=f"records in {split}")
+    p.add_argument("--frame-size", type=int, default=d.frame_size, help="frame and image side in pixels")
+
+
+def _synth_run(args) -> int:
+    from seedr1.data.synthetic import SynthSpec, write_synthetic
+
+    spec = SynthSpec(seed=args.seed, train=args.train, l1=args.l1, l2=args.l2, l3=args.l3,
+                     frame_size=args.frame_size)
+    counts = write_synthetic(args.out, spec)
+    print(f"synthetic SEED-Bench-R1-mini written to {args.out}: {counts}")
+    return 0
+
+
+def _validate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", help="dataset root (folder or s3://bucket/prefix)")
+    p.add_argument("--rejects", help="write rejected records here as JSONL")
+    p.add_argument("--workers", type=int, default=2, help="decode threads")
+
+
+def _validate_run(args) -> int:
+    from seedr1.data.validate import validate_root, write_rejects
+
+    report = validate_root(args.root, workers=args.workers)
+    print(report.table())
+    for r in report.rejects[:20]:
+        print(f"  {r['file']}:{r['line']} sample_id={r['sample_id']} field={r['field']}: {r['reason']}")
+    if len(report.rejects) > 20:
+        print(f"  ... and {len(report.rejects) - 20} more")
+    if args.rejects:
+        write_rejects(report, args.rejects)
+        print(f"rejects: {args.rejects}")
+    print("OK" if report.ok else f"FAILED: {len(report.rejects)} bad records")
+    return 0 if report.ok else 1
+
+
+def _pack_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", help="dataset root in the official layout (folder or s3://)")
+    p.add_argument("--to", required=True, dest="dest", help="destination folder or s3://bucket/prefix")
+    p.add_argument("--shard-size", type=int, default=64 << 20, help="target shard size in bytes")
+
+
+def _pack_run(args) -> int:
+    from seedr1.data.shards import pack
+
+    r = pack(args.root, args.dest, shard_size=args.shard_size)
+    print(f"packed {r.records} records into {r.shards} shards ({r.bytes / 1e6:.1f} MB): "
+          f"{r.uploaded} written, {r.skipped} already there; manifest {r.manifest}")
+    return 0
+
+
+command("data", "synth", "write a synthetic SEED-Bench-R1-mini (official layout and schema)")((_synth_args, _synth_run))
+command("data", "validate", "check every record and its media; rejects as JSONL")((_validate_args, _validate_run))
+command("data", "pack", "pack records + media into tar shards with a manifest (folder or s3://)")(
+    (_pack_args, _pack_run))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seedr1", description="seedr1: video MLLM post-training on Ray")
     groups = parser.add_subparsers(dest="group", required=True)
@@ -51,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except (StorageError, ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
+        print(f"seedr1: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from typing import Any, Literal, Optional, TypeVar, Union
 
 import yaml
 
+from seedr1.data.prompt_text import OFFICIAL_INSTRUCTION, QUESTION_TEMPLATE
+
 T = TypeVar("T")
 
 
@@ -66,6 +68,45 @@ class VLLMConfig:
     seed: int = doc(0, "Engine sampling seed.")
     limit_images: int = doc(1, "Most images per prompt.")
     limit_videos: int = doc(1, "Most videos per prompt.")
+
+
+@dataclass
+class S3Config:
+    """How to reach an S3-compatible store; empty fields fall back to the usual AWS environment variables."""
+
+    endpoint_url: str = doc("", "Endpoint URL (e.g. http://127.0.0.1:9000); empty: AWS_ENDPOINT_URL or AWS.")
+    region: str = doc("", "Region; empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.")
+    access_key: str = doc("", "Access key id; empty: AWS_ACCESS_KEY_ID. Prefer the variable to a literal.")
+    secret_key: str = doc("", "Secret key; empty: AWS_SECRET_ACCESS_KEY. Prefer the variable to a literal.")
+    connect_timeout_s: float = doc(5.0, "Connection timeout per attempt in seconds.")
+    read_timeout_s: float = doc(30.0, "Read timeout per attempt in seconds.")
+    max_attempts: int = doc(4, "Attempts per request on transient errors (standard retry mode, with backoff).")
+
+
+@dataclass
+class DataConfig:
+    """Where the SEED-Bench-R1 data comes from and how samples become prompts."""
+
+    root: str = doc("", "Dataset root (local folder or s3://...) in the official layout (annotations/, videos/, images/).")
+    shards: str = doc("", "Packed shards (folder or s3:// prefix with manifest.json); when set, read instead of root.")
+    train_file: str = doc("annotations/training_6k.jsonl", "Training annotations, relative to root.")
+    eval_files: list[str] = doc(["annotations/validation_L1.jsonl", "annotations/validation_L2.jsonl",
+                                 "annotations/validation_L3.jsonl"], "Validation annotations, relative to root.")
+    option_order: Literal["shuffle", "sorted", "as_given"] = doc(
+        "shuffle", "Training option order: shuffle (official), sorted, or as_given (negatives then answer).")
+    seed: int = doc(0, "Seed for negative-answer draws, option shuffles and sample order (per sample_id and epoch).")
+    fps: float = doc(2.0, "Video frames sampled per second.")
+    min_frames: int = doc(4, "Fewest frames per video.")
+    max_frames: int = doc(16, "Most frames per video (an even count is always used).")
+    frame_size: int = doc(252, "Video frames are resized to frame_size x frame_size.")
+    image_size: int = doc(252, "The current-observation image is resized to image_size x image_size.")
+    question_template: str = doc(QUESTION_TEMPLATE, "Question + four options template ({question} {a} {b} {c} {d}).")
+    instruction: str = doc(OFFICIAL_INSTRUCTION, "Instruction appended to the question (the official think/answer one).")
+    max_bad_fraction: float = doc(0.05, "Stop with an error when more than this share of records is rejected.")
+    min_records_for_bad_fraction: int = doc(20, "Records seen before the bad-fraction check applies.")
+    rejects_path: str = doc("", "JSONL file for rejected records (default: <run_dir>/rejects.jsonl).")
+    decode_concurrency: int = doc(2, "Parallel decode tasks in the Ray Data pipeline.")
+    s3: S3Config = doc(S3Config, "S3 endpoint and credentials.")
 
 
 @dataclass

@@ -1,44 +1,35 @@
 """One interface over local paths and ``s3://`` URIs (any S3-compatible endpoint), with retries and timeouts.
 
 Endpoint, credentials and region come from the usual AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``/``AWS_DEFAULT_REGION``) or from an explicit ``S3Options``. Everything in
+``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``/``AWS_DEFAULT_REGION``) or from an explicit ``S3Config``. Everything in
 seedr1 that touches S3 goes through here (and ``pyarrow_filesystem`` for Ray Data), never through ad-hoc clients.
 """
 from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Optional
+
+from seedr1.config import S3Config
 
 
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI and the cause."""
 
 
-@dataclass(frozen=True)
-class S3Options:
-    """How to reach an S3-compatible store; unset fields fall back to the AWS environment variables."""
-
-    endpoint_url: Optional[str] = None
-    region: Optional[str] = None
-    access_key: Optional[str] = None
-    secret_key: Optional[str] = None
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
-    max_attempts: int = 4
-
-    def resolved(self) -> "S3Options":
-        env = os.environ
-        return S3Options(
-            endpoint_url=self.endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
-            region=self.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-            access_key=self.access_key or env.get("AWS_ACCESS_KEY_ID"),
-            secret_key=self.secret_key or env.get("AWS_SECRET_ACCESS_KEY"),
-            connect_timeout_s=self.connect_timeout_s, read_timeout_s=self.read_timeout_s,
-            max_attempts=self.max_attempts,
-        )
+def resolve_s3(cfg: S3Config | None = None) -> S3Config:
+    """Fill the empty fields of ``cfg`` from the AWS environment variables."""
+    cfg = cfg or S3Config()
+    env = os.environ
+    return replace(
+        cfg,
+        endpoint_url=cfg.endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or "",
+        region=cfg.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        access_key=cfg.access_key or env.get("AWS_ACCESS_KEY_ID") or "",
+        secret_key=cfg.secret_key or env.get("AWS_SECRET_ACCESS_KEY") or "",
+    )
 
 
 def is_s3(uri: str | os.PathLike) -> bool:
@@ -70,7 +61,7 @@ class Storage:
     """The storage seam: local and S3 implement the same six methods."""
 
     def read_bytes(self, uri: str) -> bytes: ...
-    def write_bytes(self, uri: str, data: bytes) -> None: ...
+    def write_bytes(self, uri: str, data: bytes, metadata: Optional[dict] = None) -> None: ...
     def exists(self, uri: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
     def download_dir(self, prefix: str, dest: str | os.PathLike) -> Path: ...
@@ -84,7 +75,7 @@ class LocalStorage(Storage):
         except OSError as e:
             raise StorageError(f"cannot read {uri}: {e.strerror or e}") from e
 
-    def write_bytes(self, uri: str, data: bytes) -> None:
+    def write_bytes(self, uri: str, data: bytes, metadata: Optional[dict] = None) -> None:
         path = Path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -111,15 +102,15 @@ class LocalStorage(Storage):
 
 
 class S3Storage(Storage):
-    def __init__(self, options: S3Options | None = None):
+    def __init__(self, options: S3Config | None = None):
         import boto3
         from botocore.config import Config
 
-        self.options = (options or S3Options()).resolved()
+        self.options = resolve_s3(options)
         o = self.options
         self.client = boto3.client(
-            "s3", endpoint_url=o.endpoint_url, region_name=o.region, aws_access_key_id=o.access_key,
-            aws_secret_access_key=o.secret_key,
+            "s3", endpoint_url=o.endpoint_url or None, region_name=o.region, aws_access_key_id=o.access_key or None,
+            aws_secret_access_key=o.secret_key or None,
             config=Config(connect_timeout=o.connect_timeout_s, read_timeout=o.read_timeout_s,
                           retries={"max_attempts": o.max_attempts, "mode": "standard"}),
         )
@@ -152,9 +143,9 @@ class S3Storage(Storage):
         resp = self._call("read", uri, self.client.get_object, Bucket=bucket, Key=key)
         return resp["Body"].read()
 
-    def write_bytes(self, uri: str, data: bytes) -> None:
+    def write_bytes(self, uri: str, data: bytes, metadata: Optional[dict] = None) -> None:
         bucket, key = split_s3(uri)
-        self._call("write", uri, self.client.put_object, Bucket=bucket, Key=key, Body=data)
+        self._call("write", uri, self.client.put_object, Bucket=bucket, Key=key, Body=data, Metadata=metadata or {})
 
     def head(self, uri: str) -> Optional[dict]:
         """Object metadata (size, ETag, user metadata) or None when absent."""
@@ -204,17 +195,17 @@ class S3Storage(Storage):
         self._call("upload", uri, self.client.upload_file, str(path), bucket, key)
 
 
-def get_storage(uri: str | os.PathLike, options: S3Options | None = None) -> Storage:
+def get_storage(uri: str | os.PathLike, options: S3Config | None = None) -> Storage:
     """The storage implementation for ``uri``."""
     return S3Storage(options) if is_s3(uri) else LocalStorage()
 
 
-def pyarrow_filesystem(options: S3Options | None = None):
+def pyarrow_filesystem(options: S3Config | None = None):
     """A pyarrow S3FileSystem for Ray Data reads, configured like ``S3Storage``."""
     from pyarrow import fs
 
-    o = (options or S3Options()).resolved()
-    kwargs = dict(region=o.region, access_key=o.access_key, secret_key=o.secret_key,
+    o = resolve_s3(options)
+    kwargs = dict(region=o.region, access_key=o.access_key or None, secret_key=o.secret_key or None,
                   connect_timeout=o.connect_timeout_s, request_timeout=o.read_timeout_s,
                   retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=o.max_attempts))
     if o.endpoint_url:

@@ -17,8 +17,10 @@ LETTERS = ("A", "B", "C", "D")
 
 def build_prompt_text(question: str, options: list[str], question_template: str = QUESTION_TEMPLATE,
                       instruction: str = OFFICIAL_INSTRUCTION) -> str:
-    """The user turn's text part: question, options A-D, instruction."""
-    if len(options) != 4:
-        raise ValueError(f"expected 4 options, got {len(options)}")
-    a, b, c, d = options
-    return question_template.format(question=question, a=a, b=b, c=c, d=d) + instruction
+    """Question, lettered options, instruction. Four options use the (configurable) official template."""
+    if len(options) == 4:
+        a, b, c, d = options
+        body = question_template.format(question=question, a=a, b=b, c=c, d=d)
+    else:
+        body = question + "\n" + "".join(f"{chr(ord('A') + i)}. {o}\n" for i, o in enumerate(options))
+    return body + instruction

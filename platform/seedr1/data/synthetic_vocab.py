@@ -44,3 +44,15 @@ def corpus_lines() -> list[str]:
         lines += [option.format(colour=c) for c in CUE_COLOURS]
     lines += [CUE_THOUGHT.format(colour=c) for c in CUE_COLOURS]
     return lines
+
+
+# How each environment looks: a muted (low-saturation) base colour and a brightness pattern with its period in
+# pixels. Distinct per environment; desaturated so the saturated cue colours stand out.
+ENVIRONMENT_LOOKS = {
+    "kitchen_a": ((150, 140, 125), "rows", 6),
+    "kitchen_b": ((125, 135, 148), "cols", 8),
+    "kitchen_c": ((138, 150, 130), "diag", 10),
+    "kitchen_d": ((165, 152, 152), "checks", 7),
+    "garage_e": ((108, 108, 98), "antidiag", 5),
+    "office_f": ((172, 168, 180), "grid", 12),
+}

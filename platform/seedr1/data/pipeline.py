@@ -1,0 +1,248 @@
+"""The data pipeline: annotation records + media bytes -> model-ready prompt records, on Ray Data or in-process.
+
+Ray Data path (laptop or cluster, same code): read tar shards from S3 or a folder -> split into records ->
+decode video (decord, from memory) and image in a parallel map stage -> rows. Without shards it reads the
+annotation files and fetches media through the storage module instead. Corrupt or missing media never crash the
+job: the record becomes a reject row (reason, file, line, field), is counted and written to the rejects sink by
+``RecordStream``; above ``max_bad_fraction`` the stream stops with a ``DataQualityError``.
+Order is deterministic for a (seed, epoch), so a data position (epoch, index) can be saved and resumed.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+
+from seedr1.config import DataConfig
+from seedr1.data.annotations import kind_of
+from seedr1.data.media import MediaError, decode_image, decode_video
+from seedr1.data.prompts import arrange_options, build_prompt_text, user_message
+from seedr1.data.schema import PARSERS, RecordError, parse_cot
+from seedr1.storage import get_storage, join, pyarrow_filesystem
+
+
+class DataQualityError(RuntimeError):
+    """Too many records were rejected."""
+
+
+@dataclass
+class PromptRecord:
+    """A model-ready sample: chat messages with media placeholders, the decoded media and the answer key."""
+
+    sample_id: str
+    kind: str
+    messages: list[dict]
+    video: Optional[np.ndarray]  # uint8 [T, H, W, 3] or None
+    image: Optional[np.ndarray]  # uint8 [H, W, 3] or None
+    gold_letter: Optional[str]
+    options: list[str] = field(default_factory=list)
+    task_level: Optional[str] = None
+    domain: Optional[str] = None
+    response: Optional[str] = None  # SFT target (cot files)
+
+
+_ROW_KEYS = ("ok", "sample_id", "kind", "messages", "gold_letter", "options", "task_level", "domain", "response",
+             "video", "video_shape", "image", "image_shape", "file", "line", "field", "reason")
+
+
+def _reject(file: str, line, sample_id, field_name, reason: str) -> dict:
+    row = dict.fromkeys(_ROW_KEYS)
+    row.update(ok=False, file=file, line=line, sample_id=sample_id, field=field_name, reason=reason)
+    return row
+
+
+def prepare(meta: dict, media: dict, cfg: DataConfig, epoch: int) -> dict:
+    """One raw record (``meta`` = {file, kind, line, record}) and its media bytes -> a row (ok or reject)."""
+    file, line, raw = meta["file"], meta.get("line"), meta["record"]
+    sid = str(raw.get("sample_id")) if isinstance(raw, dict) and raw.get("sample_id") is not None else None
+    try:
+        sample = parse_cot(raw, line or 0) if meta["kind"] == "cot" else PARSERS[meta["kind"]](raw)
+    except RecordError as e:
+        return _reject(file, line, sid, e.field, e.reason)
+    video = image = None
+    try:
+        if sample.video:
+            if media.get("mp4") is None:
+                return _reject(file, line, sample.sample_id, "video_basename", f"missing video {sample.video}")
+            video = decode_video(media["mp4"], sample.video, cfg.fps, cfg.min_frames, cfg.max_frames,
+                                 cfg.frame_size)
+        if sample.image:
+            if media.get("png") is None:
+                return _reject(file, line, sample.sample_id, "current_observation_basename",
+                               f"missing image {sample.image}")
+            image = decode_image(media["png"], sample.image, cfg.image_size)
+    except MediaError as e:
+        return _reject(file, line, sample.sample_id, "video_basename" if video is None and sample.video
+                       else "current_observation_basename", str(e))
+    row = dict.fromkeys(_ROW_KEYS)
+    row.update(ok=True, sample_id=sample.sample_id, kind=sample.kind, task_level=sample.task_level,
+               domain=sample.domain, file=file, line=line)
+    if sample.kind == "cot":
+        messages = [{**m, "content": [{"type": p["type"]} if p["type"] in ("video", "image") else p
+                                      for p in m["content"]]} if isinstance(m["content"], list) else m
+                    for m in sample.messages]
+        row.update(messages=json.dumps(messages), response=sample.response, options="[]")
+    else:
+        options, gold = arrange_options(sample, cfg.option_order, cfg.seed, epoch)
+        text = build_prompt_text(sample.question, options, cfg.question_template, cfg.instruction)
+        row.update(messages=json.dumps(user_message(text, video is not None, image is not None)),
+                   gold_letter=gold, options=json.dumps(options))
+    if video is not None:
+        row.update(video=video.tobytes(), video_shape=list(video.shape))
+    if image is not None:
+        row.update(image=image.tobytes(), image_shape=list(image.shape))
+    return row
+
+
+def to_record(row: dict) -> PromptRecord:
+    def array(data, shape):
+        return None if data is None else np.frombuffer(data, dtype=np.uint8).reshape([int(s) for s in shape])
+
+    return PromptRecord(sample_id=row["sample_id"], kind=row["kind"], messages=json.loads(row["messages"]),
+                        video=array(row["video"], row["video_shape"]), image=array(row["image"], row["image_shape"]),
+                        gold_letter=row["gold_letter"], options=json.loads(row["options"] or "[]"),
+                        task_level=row["task_level"], domain=row["domain"], response=row["response"])
+
+
+# ---- sources ------------------------------------------------------------------------------------------------------
+def raw_records(root: str, files: Iterable[str], cfg: DataConfig) -> Iterator[dict]:
+    """``meta`` dicts for every line of the given annotation files (relative to root); bad JSON -> meta with error."""
+    storage = get_storage(root, cfg.s3)
+    for rel in files:
+        path = join(root, rel)
+        text = storage.read_bytes(path).decode("utf-8")
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                record = {"__error__": f"malformed JSON: {e.msg} at column {e.colno}"}
+            yield {"file": Path(rel).name, "kind": kind_of(rel), "line": lineno, "record": record}
+
+
+def _media_paths(meta: dict) -> dict:
+    raw = meta["record"]
+    try:
+        sample = parse_cot(raw, 0) if meta["kind"] == "cot" else PARSERS[meta["kind"]](raw)
+    except (RecordError, KeyError):
+        return {}
+    return {k: v for k, v in (("mp4", sample.video), ("png", sample.image)) if v}
+
+
+def prepare_from_root(meta: dict, root: str, cfg: DataConfig, epoch: int) -> dict:
+    """Fetch a record's media through the storage module, then ``prepare`` it."""
+    if "__error__" in meta["record"]:
+        return _reject(meta["file"], meta["line"], None, None, meta["record"]["__error__"])
+    storage = get_storage(root, cfg.s3)
+    media = {}
+    for ext, rel in _media_paths(meta).items():
+        path = join(root, rel)
+        media[ext] = storage.read_bytes(path) if storage.exists(path) else None
+    return prepare(meta, media, cfg, epoch)
+
+
+def epoch_order(items: list, seed: int, epoch: int, shuffle: bool) -> list:
+    if not shuffle:
+        return list(items)
+    items = list(items)
+    random.Random(f"order:{seed}:{epoch}").shuffle(items)
+    return items
+
+
+def iter_local(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bool = False) -> Iterator[dict]:
+    """The single-process path (small evaluations, tests, the benchmark baseline): rows in order."""
+    metas = epoch_order(list(raw_records(cfg.root, files, cfg)), cfg.seed, epoch, shuffle)
+    for meta in metas:
+        yield prepare_from_root(meta, cfg.root, cfg, epoch)
+
+
+# ---- Ray Data -----------------------------------------------------------------------------------------------------
+def _split_shard(row: dict, files: list[str]) -> list[dict]:
+    from seedr1.data.shards import iter_tar_members
+
+    out = []
+    for member in iter_tar_members(row["bytes"], row["path"]):
+        if member["key"] is None:
+            out.append({"meta": json.dumps({"file": Path(row["path"]).name, "kind": "shard", "line": None,
+                                            "record": {"__error__": member["error"]}}), "mp4": None, "png": None})
+            continue
+        meta = json.loads(member["json"])
+        if meta["file"] in files:
+            out.append({"meta": json.dumps(meta), "mp4": member.get("mp4"), "png": member.get("png")})
+    return out
+
+
+def _prepare_shard_row(row: dict, cfg: DataConfig, epoch: int) -> dict:
+    meta = json.loads(row["meta"])
+    if "__error__" in meta["record"]:
+        return _reject(meta["file"], meta["line"], None, None, meta["record"]["__error__"])
+    return prepare(meta, {"mp4": row["mp4"], "png": row["png"]}, cfg, epoch)
+
+
+def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bool = False):
+    """A Ray Dataset of rows (ok and reject) for the given annotation files, from shards or from the root."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # deterministic order: a data position can be resumed
+    names = [Path(f).name for f in files]
+    decode_pool = ray.data.TaskPoolStrategy(size=cfg.decode_concurrency)
+    if cfg.shards:
+        from seedr1.data.shards import read_manifest
+
+        manifest = read_manifest(cfg.shards, cfg.s3)
+        uris = epoch_order([join(cfg.shards, s["name"]) for s in manifest["shards"]
+                            if set(s["files"]) & set(names)], cfg.seed, epoch, shuffle)
+        fs = pyarrow_filesystem(cfg.s3) if cfg.shards.startswith("s3://") else None
+        paths = [u[len("s3://"):] for u in uris] if fs is not None else uris
+        ds = ray.data.read_binary_files(paths, filesystem=fs, include_paths=True, override_num_blocks=len(paths))
+        ds = ds.flat_map(_split_shard, fn_kwargs={"files": names})
+        return ds.map(_prepare_shard_row, fn_kwargs={"cfg": cfg, "epoch": epoch}, compute=decode_pool)
+    metas = epoch_order(list(raw_records(cfg.root, files, cfg)), cfg.seed, epoch, shuffle)
+    ds = ray.data.from_items(metas, override_num_blocks=max(1, min(len(metas), 8 * cfg.decode_concurrency)))
+    return ds.map(prepare_from_root, fn_kwargs={"root": cfg.root, "cfg": cfg, "epoch": epoch}, compute=decode_pool)
+
+
+class RecordStream:
+    """Iterate prompt records from rows; count, log and write rejects; stop when too many are bad."""
+
+    def __init__(self, rows: Iterable[dict], cfg: DataConfig, rejects_path: Optional[str] = None, skip: int = 0):
+        self.rows, self.cfg = rows, cfg
+        self.rejects_path = rejects_path or cfg.rejects_path or None
+        self.seen = self.rejected = 0
+        self.skip = skip  # resume: records already consumed in this epoch
+        self.reasons: dict[str, int] = {}
+
+    def _write_reject(self, row: dict) -> None:
+        if self.rejects_path:
+            Path(self.rejects_path).parent.mkdir(parents=True, exist_ok=True)
+            with open(self.rejects_path, "a") as f:
+                f.write(json.dumps({k: row[k] for k in ("file", "line", "sample_id", "field", "reason")}) + "\n")
+
+    def __iter__(self) -> Iterator[PromptRecord]:
+        ok_index = 0
+        for row in self.rows:
+            self.seen += 1
+            if not row["ok"]:
+                self.rejected += 1
+                key = (row["reason"] or "").split(":")[0][:60]
+                self.reasons[key] = self.reasons.get(key, 0) + 1
+                self._write_reject(row)
+                print(f"[data] rejected {row['file']}:{row['line']} sample_id={row['sample_id']} "
+                      f"field={row['field']}: {row['reason']}", flush=True)
+                if self.seen >= self.cfg.min_records_for_bad_fraction and \
+                        self.rejected / self.seen > self.cfg.max_bad_fraction:
+                    raise DataQualityError(
+                        f"{self.rejected} of {self.seen} records rejected ({self.rejected / self.seen:.0%} > "
+                        f"max_bad_fraction {self.cfg.max_bad_fraction:.0%}); see "
+                        f"{self.rejects_path or 'the log above'}; most common: {self.reasons}")
+                continue
+            ok_index += 1
+            if ok_index <= self.skip:
+                continue
+            yield to_record(row)
