@@ -32,10 +32,10 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One local Ray cluster for the whole session (2 logical CPUs more than the machine, for actor placement)."""
+    """One local Ray cluster for the whole session (8 logical CPUs: actors and trainer workers run 1 thread each)."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}})
     yield ray
     ray.shutdown()
