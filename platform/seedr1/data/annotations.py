@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from seedr1.data.schema import PARSERS, RecordError, Sample, parse_cot
+from seedr1.data.schema import RecordError, Sample, parse_record
 from seedr1.storage import get_storage, join
 
 OFFICIAL_FILES = {
@@ -88,7 +88,7 @@ def read_annotations(path: str, kind: Optional[str] = None,
         try:
             if isinstance(raw, json.JSONDecodeError):
                 raise RecordError(f"malformed JSON: {raw.msg} at column {raw.colno}")
-            sample = parse_cot(raw, index) if kind == "cot" else PARSERS[kind](raw)
+            sample = parse_record(kind, raw, index)
             if sample.sample_id in seen:
                 raise RecordError(f"duplicate sample_id {sample.sample_id!r}", "sample_id")
             seen.add(sample.sample_id)

@@ -20,8 +20,9 @@ import numpy as np
 from seedr1.config import DataConfig
 from seedr1.data.annotations import kind_of
 from seedr1.data.media import MediaError, decode_image, decode_video
-from seedr1.data.prompts import arrange_options, build_prompt_text, user_message
-from seedr1.data.schema import PARSERS, RecordError, parse_cot
+from seedr1.data.prompt_text import build_prompt_text
+from seedr1.data.prompts import arrange_options, user_message
+from seedr1.data.schema import RecordError, media_of, parse_record
 from seedr1.storage import get_storage, join, pyarrow_filesystem
 
 
@@ -60,7 +61,7 @@ def prepare(meta: dict, media: dict, cfg: DataConfig, epoch: int) -> dict:
     file, line, raw = meta["file"], meta.get("line"), meta["record"]
     sid = str(raw.get("sample_id")) if isinstance(raw, dict) and raw.get("sample_id") is not None else None
     try:
-        sample = parse_cot(raw, line or 0) if meta["kind"] == "cot" else PARSERS[meta["kind"]](raw)
+        sample = parse_record(meta["kind"], raw, line or 0)
     except RecordError as e:
         return _reject(file, line, sid, e.field, e.reason)
     video = image = None
@@ -125,22 +126,13 @@ def raw_records(root: str, files: Iterable[str], cfg: DataConfig) -> Iterator[di
             yield {"file": Path(rel).name, "kind": kind_of(rel), "line": lineno, "record": record}
 
 
-def _media_paths(meta: dict) -> dict:
-    raw = meta["record"]
-    try:
-        sample = parse_cot(raw, 0) if meta["kind"] == "cot" else PARSERS[meta["kind"]](raw)
-    except (RecordError, KeyError):
-        return {}
-    return {k: v for k, v in (("mp4", sample.video), ("png", sample.image)) if v}
-
-
 def prepare_from_root(meta: dict, root: str, cfg: DataConfig, epoch: int) -> dict:
     """Fetch a record's media through the storage module, then ``prepare`` it."""
     if "__error__" in meta["record"]:
         return _reject(meta["file"], meta["line"], None, None, meta["record"]["__error__"])
     storage = get_storage(root, cfg.s3)
     media = {}
-    for ext, rel in _media_paths(meta).items():
+    for ext, rel in media_of(meta["kind"], meta["record"]).items():
         path = join(root, rel)
         media[ext] = storage.read_bytes(path) if storage.exists(path) else None
     return prepare(meta, media, cfg, epoch)

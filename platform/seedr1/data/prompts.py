@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-from seedr1.data.prompt_text import LETTERS, build_prompt_text  # noqa: F401 (re-exported)
+from seedr1.data.prompt_text import LETTERS
 from seedr1.data.schema import Sample
 
 OptionOrder = Literal["shuffle", "sorted", "as_given"]

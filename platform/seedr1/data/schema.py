@@ -164,3 +164,23 @@ def parse_longvideobench(record: dict) -> Sample:
 
 
 PARSERS = {"validation": parse_validation, "train": parse_train, "longvideobench": parse_longvideobench}
+
+
+def parse_record(kind: str, record: Any, index: int = 0) -> Sample:
+    """Parse one raw record of the given kind (``index`` names CoT records that carry no sample_id)."""
+    if isinstance(record, dict) and "__error__" in record:  # a line that was not valid JSON
+        raise RecordError(record["__error__"])
+    if kind == "cot":
+        return parse_cot(record, index)
+    if kind not in PARSERS:
+        raise RecordError(f"unknown record kind {kind!r}")
+    return PARSERS[kind](record)
+
+
+def media_of(kind: str, record: Any) -> dict[str, str]:
+    """Relative media paths a valid record uses: {'mp4': ..., 'png': ...}; an invalid record uses none."""
+    try:
+        sample = parse_record(kind, record)
+    except RecordError:
+        return {}
+    return {ext: rel for ext, rel in (("mp4", sample.video), ("png", sample.image)) if rel}

@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 
 from seedr1.config import S3Config
 from seedr1.data.annotations import OFFICIAL_FILES, kind_of
-from seedr1.data.schema import PARSERS, RecordError, parse_cot
+from seedr1.data.schema import media_of
 from seedr1.storage import S3Storage, get_storage, join
 
 MANIFEST = "manifest.json"
@@ -59,20 +59,6 @@ def _records(root: str, s3: Optional[S3Config] = None) -> Iterator[tuple[str, in
                     yield name, lineno, {"__error__": f"malformed JSON: {e.msg} at column {e.colno}"}
 
 
-def _media_of(name: str, record) -> dict[str, str]:
-    """Relative media paths of a raw record: {'mp4': ..., 'png': ...} (the video only when it is used).
-    Media paths come from the same schema parsers the pipeline uses; an invalid record (a reject when read) gets
-    no media."""
-    kind = kind_of(name)
-    if isinstance(record, dict) and "__error__" in record:
-        return {}
-    try:
-        sample = parse_cot(record, 0) if kind == "cot" else PARSERS[kind](record)
-    except RecordError:
-        return {}
-    return {ext: rel for ext, rel in (("mp4", sample.video), ("png", sample.image)) if rel}
-
-
 def pack(root: str, dest: str, shard_size: int = 64 << 20, s3: Optional[S3Config] = None,
          log=print) -> PackResult:
     """Pack every official annotation file under ``root`` with its media into shards at ``dest``."""
@@ -106,7 +92,7 @@ def pack(root: str, dest: str, shard_size: int = 64 << 20, s3: Optional[S3Config
         key = f"{index:08d}"
         meta = {"file": name, "kind": kind_of(name), "line": lineno, "record": record}
         _tar_add(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
-        for ext, rel in _media_of(name, record).items():
+        for ext, rel in media_of(kind_of(name), record).items():
             path = join(root, rel)
             if src.exists(path):  # missing media are caught by `data validate` and by the pipeline's rejects
                 _tar_add(tar, f"{key}.{ext}", src.read_bytes(path))

@@ -4,7 +4,7 @@ Independent of the launcher: it needs an initialised torch.distributed group (Ra
 """
 from __future__ import annotations
 
-import io
+import time
 from dataclasses import dataclass
 
 import torch
@@ -84,8 +84,6 @@ class PolicyTrainer:
             raise ValueError(f"rank {self.rank}: {len(samples)} samples make {n_micro} micro-batches, "
                              f"expected gradient_accumulation_steps={self.grad_accum}")
         sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "ref_s": 0.0}
-        import time
-
         self.engine.train()
         for chunk, batch in self._micro_batches(samples):
             ref_logp = None
