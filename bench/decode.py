@@ -1,11 +1,8 @@
-"""Benchmark: frames/s through the Ray Data pipeline (tar shards on a loopback S3 server) vs the single-process loop.
+"""Frames/s of the Ray Data pipeline (tar shards on a loopback moto S3 server) vs the single-process loop
+(``iter_local``) and raw ``decode_video`` on the local files; medians of alternating rounds after a warm-up, the
+pipeline's peak memory, and the issue's targets, met or not.
 
     .venv/bin/python bench/decode.py [--train 400] [--frame-size 252] [--concurrency 2] [--rounds 3]
-
-Writes a synthetic data set, packs it to a moto S3 server on loopback, warms up, then alternates three contenders for
-``--rounds`` rounds and prints medians: the pipeline (``build_dataset`` + ``RecordStream``, shards from S3), the
-single-process loop (``iter_local`` + ``RecordStream`` on the local files) and raw ``decode_video`` on the local mp4
-files (one core). Also the pipeline's peak memory and the issue's targets, met or not.
 """
 from __future__ import annotations
 
@@ -77,7 +74,7 @@ class PeakMemory(threading.Thread):
 
 
 def cpu_seconds(exclude: int) -> tuple[float, float]:
-    """(busy CPU seconds of the whole machine, CPU seconds of this process tree incl. moto)."""
+    """(busy CPU seconds of the whole machine, CPU seconds of this process tree incl. moto)."""  # contention check
     t, mine = psutil.cpu_times(), 0.0
     for p in tree(exclude) + [psutil.Process(exclude)]:
         try:
@@ -92,7 +89,7 @@ def frames_of(records) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", type=int, default=400, help="training samples in the synthetic data set")
     ap.add_argument("--frame-size", type=int, default=252, help="synthetic video size = decode size")
     ap.add_argument("--concurrency", type=int, default=2, help="DataConfig.decode_concurrency")
