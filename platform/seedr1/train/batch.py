@@ -54,16 +54,17 @@ def completion_logprobs(model, batch: dict, with_entropy: bool = False):
     """Per-token log-probs of the completion tokens: ``[B, Tc]`` plus a bool mask (and entropies when asked)."""
     inputs = {k: v for k, v in batch.items() if k not in ("prompt_lens", "completion_lens")}
     logits = model(**inputs).logits
-    plen, clen = batch["prompt_lens"], batch["completion_lens"]
+    dev = logits.device  # the batch may sit on CPU (engines) or on the trainer's GPU
+    plen, clen = batch["prompt_lens"].to(dev), batch["completion_lens"].to(dev)
     width = max(int(clen.max()), 1)
     # position p-1+j predicts completion token j
-    offsets = torch.arange(width).unsqueeze(0)
+    offsets = torch.arange(width, device=dev).unsqueeze(0)
     mask = offsets < clen.unsqueeze(1)
     pos = (plen.unsqueeze(1) - 1 + offsets).clamp(max=logits.shape[1] - 2)
     tgt_pos = (pos + 1).clamp(max=logits.shape[1] - 1)
-    picked = logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]).to(logits.device))
-    targets = batch["input_ids"].gather(1, tgt_pos)
-    logp = token_logprobs(picked, targets.to(picked.device))
+    picked = logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    targets = batch["input_ids"].to(dev).gather(1, tgt_pos)
+    logp = token_logprobs(picked, targets)
     if with_entropy:
-        return logp, mask.to(logp.device), entropy_from_logits(picked.detach())
-    return logp, mask.to(logp.device)
+        return logp, mask, entropy_from_logits(picked.detach())
+    return logp, mask
