@@ -2,9 +2,12 @@
 
     PYTHONPATH=platform python bench/gpu_bf16_check.py   (needs a CUDA GPU, torch, transformers)
 """
-import sys, time, torch, numpy as np
+import sys
+
+import numpy as np
+import torch
 sys.path.insert(0, "platform")
-import seedr1
+import seedr1  # noqa: F401 - applies the torchvision fix before transformers imports it
 from seedr1.config import TinyModelConfig
 from seedr1.model.tiny import build_tiny_model
 from seedr1.model.loading import load_model, load_processor

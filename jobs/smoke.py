@@ -2,8 +2,12 @@
 
     python jobs/smoke.py [--config configs/smoke/tiny.yaml] [key=value ...]
 """
+from pathlib import Path
+
 from seedr1.config import SmokeConfig, parse_job_args
 from seedr1.smoke import run_smoke
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # defaults work from any working directory
+
 if __name__ == "__main__":
-    run_smoke(parse_job_args(SmokeConfig, default_config="configs/smoke/tiny.yaml", description=__doc__))
+    run_smoke(parse_job_args(SmokeConfig, default_config=str(CONFIGS / "smoke/tiny.yaml"), description=__doc__))

@@ -11,12 +11,9 @@ from seedr1.storage import StorageError
 _COMMANDS: dict[str, dict[str, tuple[str, Callable, Callable]]] = {}
 
 
-def command(group: str, name: str, help: str):
-    def wrap(fn_pair):
-        add_args, run = fn_pair
-        _COMMANDS.setdefault(group, {})[name] = (help, add_args, run)
-        return fn_pair
-    return wrap
+def command(group: str, name: str, help: str, add_args: Callable, run: Callable) -> None:
+    """Register ``seedr1 GROUP NAME``: ``add_args(parser)`` declares its arguments, ``run(args)`` returns the exit code."""
+    _COMMANDS.setdefault(group, {})[name] = (help, add_args, run)
 
 
 # ---- seedr1 model ... ---------------------------------------------------------------------------------------------
@@ -35,8 +32,7 @@ def _tiny_run(args) -> int:
     return 0
 
 
-command("model", "tiny", "build the tiny offline Qwen2-VL / Qwen2.5-VL model (random weights, local tokenizer)")(
-    (_tiny_args, _tiny_run))
+command("model", "tiny", "build the tiny offline Qwen2-VL / Qwen2.5-VL model (random weights, local tokenizer)", _tiny_args, _tiny_run)
 
 
 # ---- seedr1 data ... ----------------------------------------------------------------------------------------------
@@ -98,10 +94,9 @@ def _pack_run(args) -> int:
     return 0
 
 
-command("data", "synth", "write a synthetic SEED-Bench-R1-mini (official layout and schema)")((_synth_args, _synth_run))
-command("data", "validate", "check every record and its media; rejects as JSONL")((_validate_args, _validate_run))
-command("data", "pack", "pack records + media into tar shards with a manifest (folder or s3://)")(
-    (_pack_args, _pack_run))
+command("data", "synth", "write a synthetic SEED-Bench-R1-mini (official layout and schema)", _synth_args, _synth_run)
+command("data", "validate", "check every record and its media; rejects as JSONL", _validate_args, _validate_run)
+command("data", "pack", "pack records + media into tar shards with a manifest (folder or s3://)", _pack_args, _pack_run)
 
 
 def build_parser() -> argparse.ArgumentParser:

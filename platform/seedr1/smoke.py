@@ -19,13 +19,14 @@ def _demo_media(cfg: SmokeConfig) -> tuple[np.ndarray, np.ndarray]:
 
 def run_smoke(cfg: SmokeConfig) -> dict:
     import torch
-    from PIL import Image
-    from vllm import SamplingParams
 
+    from seedr1.data.pipeline import PromptRecord
+    from seedr1.data.prompts import user_message
     from seedr1.model.loading import load_model, load_processor
     from seedr1.model.multimodal import chat_text, processor_inputs
-    from seedr1.model.tiny import build_tiny_model, vision_token_ids
-    from seedr1.rollout.vllm_engine_factory import build_llm
+    from seedr1.model.tiny import build_tiny_model
+    from seedr1.rollout.engine import Sampling
+    from seedr1.rollout.vllm_engine import VLLMEngine
 
     run_dir = Path(cfg.run_dir)
     save_config(cfg, run_dir)
@@ -37,29 +38,24 @@ def run_smoke(cfg: SmokeConfig) -> dict:
     report["build_s"] = round(time.perf_counter() - t0, 2)
     print(f"[smoke] built tiny {cfg.model.family} model in {report['build_s']} s -> {model_dir}", flush=True)
 
-    processor = load_processor(model_dir)
     video, image = _demo_media(cfg)
-    messages = [{"role": "user", "content": [
-        {"type": "video"}, {"type": "image"},
-        {"type": "text", "text": "What is the next action?\nA. a\nB. b\nC. c\nD. d\n"}]}]
-    prompt = chat_text(processor, messages)
+    record = PromptRecord(sample_id="smoke", kind="validation", video=video, image=image, gold_letter=None,
+                          messages=user_message("What is the next action?\nA. a\nB. b\nC. c\nD. d\n", True, True))
 
     t0 = time.perf_counter()
-    llm = build_llm(model_dir, cfg.vllm)
+    engine = VLLMEngine(model_dir, cfg.vllm)  # the rollout engine itself, vision tokens banned as in training
     report["vllm_start_s"] = round(time.perf_counter() - t0, 2)
-    banned = set(vision_token_ids(processor.tokenizer))
-    allowed = [i for i in range(len(processor.tokenizer)) if i not in banned]
-    params = SamplingParams(n=2, max_tokens=cfg.max_tokens, temperature=1.0, seed=cfg.vllm.seed,
-                            allowed_token_ids=allowed, logprobs=0)
     t0 = time.perf_counter()
-    out = llm.generate([{"prompt": prompt, "multi_modal_data": {"video": video, "image": Image.fromarray(image)}}],
-                       params, use_tqdm=False)[0]
+    completions = engine.generate([record], Sampling(n=2, max_tokens=cfg.max_tokens, temperature=1.0,
+                                                     seed=cfg.vllm.seed))[0]
     report["vllm_generate_s"] = round(time.perf_counter() - t0, 3)
-    report["vllm_completions"] = [{"text": c.text, "tokens": len(c.token_ids)} for c in out.outputs]
-    print(f"[smoke] vLLM engine up in {report['vllm_start_s']} s; generated {len(out.outputs)} completions "
-          f"({sum(len(c.token_ids) for c in out.outputs)} tokens) from a {video.shape[0]}-frame video + image "
+    report["vllm_completions"] = [{"text": c.text, "tokens": len(c.token_ids)} for c in completions]
+    print(f"[smoke] vLLM engine up in {report['vllm_start_s']} s; generated {len(completions)} completions "
+          f"({sum(len(c.token_ids) for c in completions)} tokens) from a {video.shape[0]}-frame video + image "
           f"in {report['vllm_generate_s']} s", flush=True)
 
+    processor = load_processor(model_dir)
+    prompt = chat_text(processor, record.messages)
     model = load_model(model_dir, trainable=False)
     inputs = processor_inputs(processor, [prompt], images=[image], videos=[video])
     with torch.no_grad():

@@ -21,6 +21,14 @@ from pathlib import Path
 _state = {"applied": False, "mode": None}
 
 
+def _nms_defined(torch) -> bool:
+    try:
+        torch.ops.torchvision.nms  # noqa: B018 - raises when the op was never defined
+        return True
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _declare_missing_ops() -> str:
     import torch
 
@@ -31,16 +39,12 @@ def _declare_missing_ops() -> str:
     for lib in sorted(pkg_dir.glob("_C*.so")):
         try:
             torch.ops.load_library(str(lib))
-            if torch._C._dispatch_has_kernel_for_dispatch_key("torchvision::nms", "CPU") or hasattr(
-                    torch.ops.torchvision, "nms"):
-                return "compiled"
         except (OSError, RuntimeError):
-            pass
-    try:
-        torch.ops.torchvision.nms  # noqa: B018 - defined by someone else already
+            continue
+        if _nms_defined(torch):
+            return "compiled"
+    if _nms_defined(torch):  # defined by someone else already
         return "compiled"
-    except (AttributeError, RuntimeError):
-        pass
     lib = torch.library.Library("torchvision", "DEF")
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -46,7 +46,7 @@ class ValidationReport:
 
 def validate_root(root: str, cfg: Optional[DataConfig] = None, workers: int = 2) -> ValidationReport:
     cfg = cfg or DataConfig()
-    cfg = DataConfig(**{**cfg.__dict__, "root": root})
+    cfg = replace(cfg, root=root)
     storage = get_storage(root, cfg.s3)
     report = ValidationReport()
     for name in OFFICIAL_FILES:

@@ -32,18 +32,13 @@ def prompt_stream(cfg: GRPOConfig):
         epoch += 1
 
 
-def _split(items: list, parts: int) -> list[list]:
-    return [items[i::parts] for i in range(parts)]
-
-
 def rollout(actors: list, records: list, seed: int) -> tuple[list, float]:
     """Spread prompts over the actors; returns completions per prompt (in order) and the slowest actor's time."""
-    chunks = _split(list(range(len(records))), len(actors))
-    futures = [a.generate.remote([records[i] for i in idx], seed + k) for k, (a, idx) in enumerate(zip(actors, chunks))
-               if idx]
+    chunks = [idx for idx in (list(range(k, len(records), len(actors))) for k in range(len(actors))) if idx]
+    futures = [a.generate.remote([records[i] for i in idx], seed + k) for k, (a, idx) in enumerate(zip(actors, chunks))]
     out: list = [None] * len(records)
     gen_s = 0.0
-    for idx, (completions, secs) in zip([c for c in chunks if c], ray.get(futures)):
+    for idx, (completions, secs) in zip(chunks, ray.get(futures)):
         gen_s = max(gen_s, secs)
         for i, c in zip(idx, completions):
             out[i] = c
