@@ -35,6 +35,36 @@ def _tiny_run(args) -> int:
 command("model", "tiny", "build the tiny offline Qwen2-VL / Qwen2.5-VL model (random weights, local tokenizer)", _tiny_args, _tiny_run)
 
 
+def _warmup_args(p: argparse.ArgumentParser) -> None:
+    from seedr1.config import WarmupConfig
+
+    d = WarmupConfig()
+    p.add_argument("--model", default="tiny", help="starting checkpoint (default: the tiny model)")
+    p.add_argument("--data", required=True, help="SEED-Bench-R1 root with the chain-of-thought file (e.g. synthetic)")
+    p.add_argument("--out", required=True, help="output folder (a Hugging Face checkpoint)")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--frame-size", type=int, default=d.frame_size)
+
+
+def _warmup_run(args) -> int:
+    from seedr1.config import WarmupConfig
+    from seedr1.model.loading import resolve_checkpoint
+    from seedr1.sft.warmup import perception_warmup
+
+    cfg = WarmupConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       frame_size=args.frame_size)
+    out = perception_warmup(resolve_checkpoint(args.model), args.data, args.out, cfg)
+    print(f"perception warm-up written to {out}")
+    return 0
+
+
+command("model", "warmup", "perception warm-up: SFT on the CoT targets with random answer letters (CPU stand-in "
+        "for a pretrained VLM)", _warmup_args, _warmup_run)
+
+
 # ---- seedr1 data ... ----------------------------------------------------------------------------------------------
 def _synth_args(p: argparse.ArgumentParser) -> None:
     from seedr1.data.synthetic import SynthSpec

@@ -175,6 +175,23 @@ class GRPOConfig:
 
 
 @dataclass
+class WarmupConfig:
+    """`seedr1 model warmup`: the perception warm-up that stands in for a pretrained VLM on CPU.
+
+    SFT on the chain-of-thought file with the answer letter replaced by a random one: the model learns to state
+    what it sees and to answer in format, at chance, so GRPO has something to reinforce.
+    """
+
+    steps: int = doc(300, "Optimizer steps.")
+    batch_size: int = doc(32, "Sequences per step.")
+    lr: float = doc(1e-3, "AdamW learning rate (constant).")
+    seed: int = doc(0, "Seed for batches, random letters and torch.")
+    frame_size: int = doc(56, "Video frames and images are resized to this side.")
+    torch_threads: int = doc(2, "torch threads.")
+    cot_file: str = doc("annotations/training_with_cot_6k.jsonl", "Chain-of-thought annotations, relative to the data root.")
+
+
+@dataclass
 class SmokeConfig:
     """`jobs/smoke.py`: build the tiny model, one vLLM generation with video+image, one transformers forward."""
 

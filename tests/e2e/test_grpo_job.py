@@ -42,3 +42,9 @@ def test_grpo_runs_on_ray_with_deepspeed(ray_cluster, small_data, tiny_model_dir
         assert r["seconds"]["sync"] > 0.0 and r["rollout_tokens"] > 0
         assert 0.0 <= r["accuracy"] <= 1.0
     assert (run_dir / "config.yaml").exists()
+    # the final policy is a Hugging Face checkpoint (gathered from every rank under ZeRO-3)
+    from transformers import AutoModelForImageTextToText
+
+    final = AutoModelForImageTextToText.from_pretrained(run_dir / "final")
+    base = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    assert final.state_dict().keys() == base.state_dict().keys()

