@@ -37,4 +37,4 @@ def test_grpo_raises_l1_accuracy(ray_cluster, tmp_path_factory):
     engine.update_weights((Path(run_dir) / "final" / "model.safetensors").read_bytes())
     after = greedy_accuracy(engine, l1)
     print(f"L1 greedy accuracy: warm-up {before['accuracy']:.3f} -> GRPO {after['accuracy']:.3f} ({cfg.steps} steps)")
-    assert after["accuracy"] >= 0.5, (before, after)
+    assert after["accuracy"] >= 0.6, (before, after)

@@ -24,6 +24,12 @@ class TrainSample:
     advantage: float
 
 
+def warmup_schedule(warmup_steps: int):
+    """Linear warm-up to the peak lr, then constant. Step 0 already trains (lr / warmup_steps): DeepSpeed's WarmupLR
+    starts at warmup_min_lr, which made every run's first optimizer step a no-op at lr 0."""
+    return lambda step: min(1.0, (step + 1) / max(warmup_steps, 1))
+
+
 def deepspeed_config(cfg: TrainerConfig, grad_accum: int, gpu: bool) -> dict:
     return {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
@@ -31,9 +37,6 @@ def deepspeed_config(cfg: TrainerConfig, grad_accum: int, gpu: bool) -> dict:
         "gradient_clipping": cfg.grad_clip,
         "optimizer": {"type": "AdamW", "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay,
                                                   "torch_adam": True}},
-        "scheduler": {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0, "warmup_max_lr": cfg.lr,
-                                                     "warmup_num_steps": max(cfg.warmup_steps, 1),
-                                                     "warmup_type": "linear"}},
         "zero_optimization": {"stage": cfg.zero_stage},
         "bf16": {"enabled": gpu},
         "steps_per_print": 10 ** 9,
@@ -61,7 +64,8 @@ class PolicyTrainer:
                     p.requires_grad_(False)
         self.engine, *_ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-            config=deepspeed_config(cfg, grad_accum, self.gpu))
+            config=deepspeed_config(cfg, grad_accum, self.gpu),
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup_schedule(cfg.warmup_steps)))
         self.ref = None
         if algo.beta > 0:  # beta == 0: no reference model is loaded at all
             self.ref = load_model(model_path, dtype=dtype, trainable=False)
