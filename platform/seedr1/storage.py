@@ -58,7 +58,7 @@ def join(base: str, *parts: str) -> str:
 
 
 class Storage:
-    """The storage seam: local and S3 implement the same six methods."""
+    """The storage seam: local and S3 implement the same seven methods."""
 
     def read_bytes(self, uri: str) -> bytes: ...
     def write_bytes(self, uri: str, data: bytes, metadata: Optional[dict] = None) -> None: ...
@@ -66,6 +66,7 @@ class Storage:
     def list(self, prefix: str) -> list[str]: ...
     def download_dir(self, prefix: str, dest: str | os.PathLike) -> Path: ...
     def upload_file(self, path: str | os.PathLike, uri: str) -> None: ...
+    def delete_prefix(self, prefix: str) -> None: ...
 
 
 class LocalStorage(Storage):
@@ -99,6 +100,13 @@ class LocalStorage(Storage):
     def upload_file(self, path: str | os.PathLike, uri: str) -> None:
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, uri)
+
+    def delete_prefix(self, prefix: str) -> None:
+        path = Path(prefix)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 class S3Storage(Storage):
@@ -193,6 +201,13 @@ class S3Storage(Storage):
     def upload_file(self, path: str | os.PathLike, uri: str) -> None:
         bucket, key = split_s3(uri)
         self._call("upload", uri, self.client.upload_file, str(path), bucket, key)
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = list(self._iter_keys(prefix.rstrip("/") + "/"))
+        bucket, _ = split_s3(prefix)
+        for i in range(0, len(keys), 1000):  # delete_objects takes at most 1000 keys
+            objects = [{"Key": split_s3(k)[1]} for k in keys[i:i + 1000]]
+            self._call("delete", prefix, self.client.delete_objects, Bucket=bucket, Delete={"Objects": objects})
 
 
 def get_storage(uri: str | os.PathLike, options: S3Config | None = None) -> Storage:

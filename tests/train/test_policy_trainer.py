@@ -1,28 +1,12 @@
 """The trainer core without any launcher: a one-process gloo group, DeepSpeed ZeRO-2, frozen vision tower."""
-import os
-
 import numpy as np
-import pytest
 import torch
-import torch.distributed as dist
 from safetensors.torch import load
 
 from seedr1.config import AlgoConfig, TrainerConfig
 from seedr1.data.pipeline import PromptRecord
 from seedr1.data.prompts import user_message
 from seedr1.train.policy import PolicyTrainer, TrainSample
-
-
-@pytest.fixture()
-def one_rank_group(monkeypatch):
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(29500 + os.getpid() % 1000))
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def test_frozen_vision_is_not_trained_nor_synced(one_rank_group, tiny_model_dir):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -22,6 +23,7 @@ class TrainSample:
     record: object
     token_ids: list[int]
     advantage: float
+    behaviour_logprobs: Optional[list[float]] = None  # off-policy: the sampling engine's log-probs per token
 
 
 def warmup_schedule(warmup_steps: int):
@@ -87,7 +89,8 @@ class PolicyTrainer:
         if n_micro != self.grad_accum:
             raise ValueError(f"rank {self.rank}: {len(samples)} samples make {n_micro} micro-batches, "
                              f"expected gradient_accumulation_steps={self.grad_accum}")
-        sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "ref_s": 0.0}
+        sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "ref_s": 0.0,
+                "lr": float(self.engine.get_lr()[0]), "train_tokens": 0}
         self.engine.train()
         for chunk, batch in self._micro_batches(samples):
             ref_logp = None
@@ -98,8 +101,7 @@ class PolicyTrainer:
                 sums["ref_s"] += time.perf_counter() - t0
             logp, mask, entropy = completion_logprobs(self.engine, batch, with_entropy=True)
             adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32, device=logp.device)
-            # One on-policy update per batch: the behaviour policy is the current one (ratio 1, gradient intact).
-            loss, m = policy_loss(logp, logp.detach(), adv, mask, ref_logp=ref_logp, beta=self.algo.beta,
+            loss, m = policy_loss(logp, self._old_logprobs(chunk, logp), adv, mask, ref_logp=ref_logp, beta=self.algo.beta,
                                   clip_eps_low=self.algo.clip_eps_low, clip_eps_high=self.algo.clip_eps_high,
                                   kl_kind=self.algo.kl_kind, aggregation=self.algo.aggregation)
             self.engine.backward(loss)
@@ -107,7 +109,20 @@ class PolicyTrainer:
             for k in ("loss", "kl", "clip_fraction"):
                 sums[k] += m[k] / n_micro
             sums["entropy"] += float(masked_mean(entropy, mask)) / n_micro
+            sums["train_tokens"] += int(batch["attention_mask"].sum())
+        sums["optimizer_step"] = int(self.engine.global_steps)
         return sums
+
+    @staticmethod
+    def _old_logprobs(chunk: list[TrainSample], logp: torch.Tensor) -> torch.Tensor:
+        """The behaviour policy's log-probs for the importance ratio. On-policy (one update per batch) that is the
+        current policy (ratio 1, gradient intact); off-policy it is what the sampling engine reported."""
+        old = logp.detach().clone()
+        for i, s in enumerate(chunk):
+            if s.behaviour_logprobs is not None:
+                n = min(len(s.behaviour_logprobs), old.shape[1])
+                old[i, :n] = torch.tensor(s.behaviour_logprobs[:n], dtype=old.dtype, device=old.device)
+        return old
 
     def full_state_dict(self, trainable_only: bool) -> dict | None:
         """Full fp32 CPU tensors on rank 0, None elsewhere (every rank must call: the ZeRO-3 gather is collective)."""

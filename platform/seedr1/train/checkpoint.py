@@ -1,0 +1,167 @@
+"""Trainer-group checkpoints: a Hugging Face folder plus everything needed to resume exactly.
+
+    <root>/step_00000010/
+        hf/                  save_pretrained of model + processor (rank 0): transformers, vLLM, serve, evaluate load it
+        deepspeed/ds/        engine.save_checkpoint: module, optimizer and lr-scheduler state (every rank its shard)
+        rng/rank_<r>.pt      python, numpy and torch RNG states of each rank
+        trainer_state.json   step, data position, time
+        COMPLETE             written last: a folder without it was cut off mid-save and is never resumed from
+
+``<root>`` is a folder (shared by the ranks, as Ray Train's storage is) or ``s3://...``: there every rank stages its
+files in a local temp folder and uploads them, and rank 0 writes ``COMPLETE`` after a barrier. Every function that
+takes a trainer is collective: all ranks call it.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from seedr1.config import S3Config
+from seedr1.storage import get_storage, is_s3, join
+
+STEP_DIR = "step_{:08d}"
+MARKER = "COMPLETE"
+STATE = "trainer_state.json"
+DS_TAG = "ds"
+
+
+def step_uri(root: str, step: int) -> str:
+    """Where the checkpoint of ``step`` lives under ``root``."""
+    return join(root, STEP_DIR.format(step))
+
+
+def complete_steps(root: str, s3: Optional[S3Config] = None) -> list[int]:
+    """Steps of the complete checkpoints under ``root`` (those with a COMPLETE marker), ascending."""
+    if not is_s3(root):
+        return sorted(int(p.parent.name[5:]) for p in Path(root).glob(f"step_*/{MARKER}"))
+    base = root.rstrip("/") + "/"
+    steps = []
+    for uri in get_storage(root, s3).list(base):
+        parts = uri[len(base):].split("/")
+        if len(parts) == 2 and parts[1] == MARKER and parts[0].startswith("step_"):
+            steps.append(int(parts[0][5:]))
+    return sorted(steps)
+
+
+def latest_complete(root: str, s3: Optional[S3Config] = None) -> Optional[str]:
+    """URI of the newest complete checkpoint under ``root``, or None."""
+    steps = complete_steps(root, s3)
+    return step_uri(root, steps[-1]) if steps else None
+
+
+def is_complete(uri: str, s3: Optional[S3Config] = None) -> bool:
+    return get_storage(uri, s3).exists(join(uri, MARKER))
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(trainer, root: str, step: int, data_position: dict, keep: int = 0,
+                    s3: Optional[S3Config] = None) -> str:
+    """Write the checkpoint of ``step`` (collective); COMPLETE goes last. Returns its URI."""
+    rank, remote = dist.get_rank(), is_s3(root)
+    uri, storage = step_uri(root, step), get_storage(root, s3)
+    if rank == 0:
+        storage.delete_prefix(uri)  # leftovers of a save of this step that was cut off (no-op when absent)
+    dist.barrier()
+    stage = Path(tempfile.mkdtemp(prefix="seedr1-ckpt-")) if remote else Path(uri)
+    trainer.save_pretrained(stage / "hf")
+    trainer.engine.save_checkpoint(str(stage / "deepspeed"), tag=DS_TAG)
+    (stage / "rng").mkdir(parents=True, exist_ok=True)
+    torch.save(_rng_state(), stage / "rng" / f"rank_{rank}.pt")
+    if remote:
+        for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+            storage.upload_file(path, join(uri, str(path.relative_to(stage))))
+        shutil.rmtree(stage, ignore_errors=True)
+    dist.barrier()
+    if rank == 0:
+        state = {"step": step, "data_position": data_position, "world_size": dist.get_world_size(),
+                 "time": time.time()}
+        storage.write_bytes(join(uri, STATE), json.dumps(state, indent=1).encode())
+        storage.write_bytes(join(uri, MARKER), b"")
+        prune(root, keep, s3)
+    dist.barrier()
+    return uri
+
+
+def prune(root: str, keep: int, s3: Optional[S3Config] = None) -> list[int]:
+    """Delete all but the newest ``keep`` complete checkpoints (and cut-off ones older than the newest complete one)."""
+    steps = complete_steps(root, s3)
+    storage = get_storage(root, s3)
+    doomed = steps[:-keep] if keep > 0 else []
+    if steps and not is_s3(root):
+        doomed += [int(p.name[5:]) for p in Path(root).glob("step_*")
+                   if not (p / MARKER).exists() and int(p.name[5:]) < steps[-1]]
+    for step in doomed:
+        storage.delete_prefix(step_uri(root, step))
+    return sorted(doomed)
+
+
+def load_checkpoint(trainer, uri: str, s3: Optional[S3Config] = None) -> dict:
+    """Restore module, optimizer, lr scheduler and this rank's RNG from a complete checkpoint (collective);
+    returns its trainer state (step, data position)."""
+    if not is_complete(uri, s3):
+        raise FileNotFoundError(f"{uri} is not a complete checkpoint (no {MARKER} marker): it was cut off mid-save")
+    rank = dist.get_rank()
+    storage = get_storage(uri, s3)
+    local = Path(uri)
+    tmp = None
+    if is_s3(uri):
+        tmp = Path(tempfile.mkdtemp(prefix="seedr1-resume-"))
+        for sub in ("deepspeed", "rng"):
+            storage.download_dir(join(uri, sub), tmp / sub)
+        local = tmp
+    load_path, _ = trainer.engine.load_checkpoint(str(local / "deepspeed"), tag=DS_TAG, load_optimizer_states=True,
+                                                  load_lr_scheduler_states=True)
+    if load_path is None:
+        raise RuntimeError(f"DeepSpeed could not load {uri}/deepspeed/{DS_TAG}")
+    rng = local / "rng" / f"rank_{rank}.pt"
+    if rng.exists():  # absent when the world size grew: that rank starts from its seed
+        _set_rng_state(torch.load(rng, weights_only=False))
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return json.loads(storage.read_bytes(join(uri, STATE)))
+
+
+def report_to_ray_train(uri: str, step: int) -> None:
+    """Tell Ray Train about a complete checkpoint with a small pointer checkpoint (collective: every rank reports;
+    rank 0 attaches the pointer), so a trainer group restarted by ``FailureConfig`` resumes from it."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    if dist.get_rank() != 0:
+        ray.train.report({"step": step})
+        return
+    with tempfile.TemporaryDirectory(prefix="seedr1-pointer-") as d:
+        (Path(d) / "pointer.json").write_text(json.dumps({"uri": uri, "step": step}))
+        ray.train.report({"step": step}, checkpoint=Checkpoint.from_directory(d))
+
+
+def ray_train_pointer() -> Optional[str]:
+    """The checkpoint URI Ray Train hands back after restarting the trainer group, or None on a first start."""
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        return json.loads((Path(d) / "pointer.json").read_text())["uri"]

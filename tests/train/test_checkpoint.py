@@ -1,0 +1,96 @@
+"""Checkpoints of the trainer core: exact continuation, the COMPLETE marker, retention, S3."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seedr1.config import AlgoConfig, TrainerConfig
+from seedr1.data.pipeline import PromptRecord
+from seedr1.data.prompts import user_message
+from seedr1.train import checkpoint as ckpt
+from seedr1.train.policy import PolicyTrainer, TrainSample
+
+
+def _record(i: int) -> PromptRecord:
+    rng = np.random.default_rng(i)
+    return PromptRecord(sample_id=f"t{i}", kind="validation", gold_letter="A",
+                        messages=user_message("What next?\nA. a\nB. b\nC. c\nD. d\n", True, True),
+                        video=rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8),
+                        image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8))
+
+
+def _batch(step: int) -> list[TrainSample]:
+    return [TrainSample(_record(step), [10 + step, 20, 30], 1.0), TrainSample(_record(step), [11, 21 + step], -1.0)]
+
+
+def _trainer(model_dir) -> PolicyTrainer:
+    cfg = TrainerConfig(num_workers=1, zero_stage=2, lr=1e-2, warmup_steps=3, micro_batch_size=2)
+    return PolicyTrainer(model_dir, cfg, AlgoConfig(beta=0.0), grad_accum=1)
+
+
+def _params(trainer) -> dict:
+    return {n: p.detach().clone() for n, p in trainer.engine.module.named_parameters()}
+
+
+def test_resumed_trainer_continues_exactly(one_rank_group, tiny_model_dir, tmp_path):
+    a = _trainer(tiny_model_dir)
+    for step in range(2):
+        a.train_step(_batch(step))
+    uri = ckpt.save_checkpoint(a, str(tmp_path), 2, {"epoch": 0, "rows": 8})
+    after_save = torch.rand(3)  # RNG draws after the save are replayed after the load
+    a.train_step(_batch(2))
+    expected, expected_lr = _params(a), a.engine.get_lr()[0]
+
+    b = _trainer(tiny_model_dir)
+    assert any(not torch.equal(p, _params(b)[n]) for n, p in expected.items())
+    state = ckpt.load_checkpoint(b, uri)
+    assert state["step"] == 2 and state["data_position"] == {"epoch": 0, "rows": 8}
+    torch.testing.assert_close(torch.rand(3), after_save, rtol=0, atol=0)
+    assert b.engine.get_lr()[0] == pytest.approx(1e-2)  # 3rd step of a 3-step warm-up: the scheduler resumed
+    b.train_step(_batch(2))
+    got = _params(b)
+    for n, p in expected.items():  # same optimizer moments, same lr, same step: bit-identical parameters
+        torch.testing.assert_close(got[n], p, rtol=0, atol=0, msg=n)
+    assert b.engine.get_lr()[0] == expected_lr
+
+    from transformers import AutoModelForImageTextToText  # the hf/ folder is a plain Hugging Face checkpoint
+
+    hf = AutoModelForImageTextToText.from_pretrained(Path(uri) / "hf")
+    assert (Path(uri) / "hf" / "tokenizer_config.json").exists()
+    assert set(hf.state_dict()) >= {n for n in expected if "lm_head" not in n}
+
+
+def test_cut_off_checkpoints_are_never_resumed_and_old_ones_pruned(one_rank_group, tiny_model_dir, tmp_path):
+    t = _trainer(tiny_model_dir)
+    root = str(tmp_path)
+    for step in (1, 2, 3):
+        ckpt.save_checkpoint(t, root, step, {"epoch": 0, "rows": step}, keep=2)
+    assert ckpt.complete_steps(root) == [2, 3]  # keep=2 deleted step 1
+    # a save of step 4 killed half-way: files but no COMPLETE marker
+    cut = Path(ckpt.step_uri(root, 4))
+    (cut / "hf").mkdir(parents=True)
+    (cut / "hf" / "config.json").write_text("{}")
+    assert ckpt.latest_complete(root) == ckpt.step_uri(root, 3)
+    with pytest.raises(FileNotFoundError, match="cut off"):
+        ckpt.load_checkpoint(t, str(cut))
+    # saving step 4 again replaces the leftovers; the marker comes last
+    ckpt.save_checkpoint(t, root, 4, {"epoch": 0, "rows": 4}, keep=2)
+    assert ckpt.complete_steps(root) == [3, 4]
+    assert json.loads((cut / "trainer_state.json").read_text())["data_position"]["rows"] == 4
+
+
+def test_checkpoint_on_s3(one_rank_group, tiny_model_dir, s3_env):
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="ckpt-test")
+    root = "s3://ckpt-test/run1/checkpoints"
+    a = _trainer(tiny_model_dir)
+    a.train_step(_batch(0))
+    uri = ckpt.save_checkpoint(a, root, 1, {"epoch": 0, "rows": 2})
+    assert ckpt.latest_complete(root) == uri and uri.startswith("s3://")
+    b = _trainer(tiny_model_dir)
+    assert ckpt.load_checkpoint(b, uri)["step"] == 1
+    for n, p in _params(a).items():
+        torch.testing.assert_close(_params(b)[n], p, rtol=0, atol=0)
