@@ -176,8 +176,11 @@ def _prepare_shard_row(row: dict, cfg: DataConfig, epoch: int) -> dict:
     return prepare(meta, {"mp4": row["mp4"], "png": row["png"]}, cfg, epoch)
 
 
-def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bool = False):
-    """A Ray Dataset of rows (ok and reject) for the given annotation files, from shards or from the root."""
+def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bool = False, start_row: int = 0):
+    """A Ray Dataset of rows (ok and reject) for the given annotation files, from shards or from the root.
+
+    ``start_row`` (resume) drops the epoch's first rows before any media is fetched; shards are read whole, so there
+    the caller skips them (``RecordStream(skip_rows=...)``)."""
     import ray
 
     ctx = ray.data.DataContext.get_current()
@@ -195,7 +198,9 @@ def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bo
         ds = ray.data.read_binary_files(paths, filesystem=fs, include_paths=True, override_num_blocks=len(paths))
         ds = ds.flat_map(_split_shard, fn_kwargs={"files": names})
         return ds.map(_prepare_shard_row, fn_kwargs={"cfg": cfg, "epoch": epoch}, compute=decode_pool)
-    metas = epoch_order(list(raw_records(cfg.root, files, cfg)), cfg.seed, epoch, shuffle)
+    metas = epoch_order(list(raw_records(cfg.root, files, cfg)), cfg.seed, epoch, shuffle)[start_row:]
+    if not metas:
+        return ray.data.from_items([])
     ds = ray.data.from_items(metas, override_num_blocks=max(1, min(len(metas), 8 * cfg.decode_concurrency)))
     return ds.map(prepare_from_root, fn_kwargs={"root": cfg.root, "cfg": cfg, "epoch": epoch}, compute=decode_pool)
 
@@ -203,11 +208,14 @@ def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bo
 class RecordStream:
     """Iterate prompt records from rows; count, log and write rejects; stop when too many are bad."""
 
-    def __init__(self, rows: Iterable[dict], cfg: DataConfig, rejects_path: Optional[str] = None, skip: int = 0):
+    def __init__(self, rows: Iterable[dict], cfg: DataConfig, rejects_path: Optional[str] = None, skip: int = 0,
+                 skip_rows: int = 0):
         self.rows, self.cfg = rows, cfg
         self.rejects_path = rejects_path or cfg.rejects_path or None
         self.seen = self.rejected = 0
-        self.skip = skip  # resume: records already consumed in this epoch
+        self.skip = skip  # resume: ok records already consumed in this epoch
+        self.skip_rows = skip_rows  # resume: rows (ok or not) already consumed, dropped unchecked
+        self.rows_consumed = 0  # rows up to and including the last record yielded (a resumable position)
         self.reasons: dict[str, int] = {}
 
     def _write_reject(self, row: dict) -> None:
@@ -218,7 +226,9 @@ class RecordStream:
 
     def __iter__(self) -> Iterator[PromptRecord]:
         ok_index = 0
-        for row in self.rows:
+        for i, row in enumerate(self.rows):
+            if i < self.skip_rows:
+                continue
             self.seen += 1
             if not row["ok"]:
                 self.rejected += 1
@@ -237,4 +247,5 @@ class RecordStream:
             ok_index += 1
             if ok_index <= self.skip:
                 continue
+            self.rows_consumed = i + 1
             yield to_record(row)
