@@ -10,6 +10,10 @@ from seedr1.config import RolloutConfig
 from seedr1.rollout.engine import Sampling
 
 
+class StaleWeightsError(RuntimeError):
+    """The actor holds other weights than the caller expects: it was restarted (and reloaded the start model)."""
+
+
 class RolloutWorker:
     def __init__(self, model: str, cfg: RolloutConfig, torch_threads: int = 1):
         import torch
@@ -17,6 +21,7 @@ class RolloutWorker:
         if not torch.cuda.is_available():
             torch.set_num_threads(torch_threads)
         self.cfg = cfg
+        self.weights_version = 0  # 0: the start model; the trainer's syncs count up from there
         if cfg.engine == "vllm":
             from seedr1.rollout.vllm_engine import VLLMEngine
 
@@ -26,7 +31,10 @@ class RolloutWorker:
 
             self.engine = HFEngine(model)
 
-    def generate(self, prompts, seed: int):
+    def generate(self, prompts, seed: int, weights_version: int = 0):
+        if weights_version != self.weights_version:
+            raise StaleWeightsError(f"actor holds weights version {self.weights_version}, caller expects "
+                                    f"{weights_version} (restarted?)")
         s = Sampling(n=self.cfg.num_samples, max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature,
                      top_p=self.cfg.top_p, seed=seed)
         t0 = time.perf_counter()
@@ -36,9 +44,10 @@ class RolloutWorker:
     def score(self, prompts, completions):
         return self.engine.score(prompts, completions)
 
-    def update_weights(self, payload) -> float:
+    def update_weights(self, payload, version: int | None = None) -> float:
         t0 = time.perf_counter()
         self.engine.update_weights(payload)
+        self.weights_version = self.weights_version + 1 if version is None else version
         return time.perf_counter() - t0
 
     def pid(self) -> int:
@@ -54,7 +63,9 @@ def start_rollout_group(model: str, cfg: RolloutConfig, env: dict | None = None)
     pg = placement_group([bundle] * cfg.num_actors, strategy="PACK")
     ray.get(pg.ready(), timeout=600)
     actor_cls = ray.remote(RolloutWorker)
+    # A dead actor is restarted by Ray (same bundle); its in-flight calls fail and RolloutGroup re-issues them.
     actors = [actor_cls.options(num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor,
+                                max_restarts=cfg.max_restarts, max_task_retries=0,
                                 scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i),
                                 runtime_env={"env_vars": env or {}}).remote(model, cfg)
               for i in range(cfg.num_actors)]
