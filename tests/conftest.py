@@ -36,7 +36,8 @@ def ray_cluster():
     import ray
 
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}})
+             runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}},
+             _system_config={"metrics_report_interval_ms": 1000})  # Prometheus values within ~1 s, not ~10 s
     yield ray
     ray.shutdown()
 

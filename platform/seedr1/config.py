@@ -122,6 +122,16 @@ class RolloutConfig:
     top_p: float = doc(1.0, "Nucleus sampling threshold.")
     max_tokens: int = doc(256, "Longest completion in tokens.")
     vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")
+    max_restarts: int = doc(3, "Restarts of a dead rollout actor (its prompts are generated again); -1: unlimited.")
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoints of the trainer group: a Hugging Face folder plus the state to resume exactly."""
+
+    every: int = doc(0, "Save every this many steps (0: only at the end).")
+    keep: int = doc(3, "Complete checkpoints to keep (older ones are deleted); 0 keeps all.")
+    dir: str = doc("", "Checkpoint root, a folder or s3://bucket/prefix (default: <run_dir>/checkpoints).")
 
 
 @dataclass
@@ -172,6 +182,10 @@ class GRPOConfig:
     rollout: RolloutConfig = doc(RolloutConfig, "Rollout group.")
     trainer: TrainerConfig = doc(TrainerConfig, "Trainer group.")
     algo: AlgoConfig = doc(AlgoConfig, "GRPO objective.")
+    checkpoint: CheckpointConfig = doc(CheckpointConfig, "Checkpoint cadence, retention and location.")
+    resume: str = doc("auto", "auto: continue from the latest complete checkpoint if any; never; or a checkpoint path.")
+    overlap: bool = doc(False, "One-step off-policy: generate step t+1 while training step t (importance ratios "
+                        "against the behaviour policy's log-probs).")
 
 
 @dataclass

@@ -1,5 +1,7 @@
 """GRPO end to end on a local Ray cluster: 1 vLLM rollout actor + 2 DeepSpeed workers, ZeRO-2 and ZeRO-3."""
 import json
+import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,33 @@ TINY = Path(__file__).resolve().parents[2] / "configs" / "grpo" / "tiny.yaml"
 REQUIRED = ("step", "reward_mean", "reward/accuracy", "reward/format", "accuracy", "format_rate", "kl",
             "clip_fraction", "entropy", "response_length", "seconds")
 STAGES = ("data", "rollout", "reward", "reference", "update", "sync")
+NAMED = ("reward_mean", "reward_std", "reward/accuracy", "reward_std/format", "reward_failures/accuracy",
+         "accuracy", "format_rate", "kl", "clip_fraction", "entropy", "loss", "response_length", "groups_dropped",
+         "rollout_tokens", "rollout_tokens_per_s", "train_tokens", "train_tokens_per_s", "lr", "rollout_restarts",
+         "staleness", *(f"seconds/{s}" for s in STAGES), "seconds/step")
+
+
+class PrometheusWatch(threading.Thread):
+    """Polls the Ray node's Prometheus endpoint while a run goes on; ``seen`` once the series with the tag shows."""
+
+    def __init__(self, ray, series: str, run: str):
+        super().__init__(daemon=True)
+        node = ray.nodes()[0]
+        self.url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+        self.series, self.run_tag, self.seen, self.done = series, run, False, threading.Event()
+        self.start()
+
+    def run(self):
+        while not self.seen and not self.done.wait(1.0):
+            try:
+                body = urllib.request.urlopen(self.url, timeout=5).read().decode()
+            except OSError:
+                continue
+            self.seen = any(line.startswith(self.series) and f'run="{self.run_tag}"' in line for line in body.splitlines())
+
+    def stop(self):
+        self.done.set()
+        self.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +52,18 @@ def small_data(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("zero_stage", [2, 3])
-def test_grpo_runs_on_ray_with_deepspeed(ray_cluster, small_data, tiny_model_dir, tmp_path, zero_stage):
+@pytest.mark.parametrize("zero_stage,overlap", [(2, False), (3, True)])
+def test_grpo_runs_on_ray_with_deepspeed(ray_cluster, small_data, tiny_model_dir, tmp_path, zero_stage, overlap):
     from seedr1.grpo.run import run_grpo
 
+    scraped = PrometheusWatch(ray_cluster, "ray_seedr1_grpo_reward_mean", run=tmp_path.name)
     cfg = load_config(GRPOConfig, TINY, [
         f"run_dir={tmp_path}", f"model={tiny_model_dir}", f"data.root={small_data}", "steps=2",
         "prompts_per_step=2", "rollout.num_samples=4", "rollout.max_tokens=8", f"trainer.zero_stage={zero_stage}",
-        "trainer.micro_batch_size=2"])
+        "trainer.micro_batch_size=2", f"overlap={overlap}"])
     run_dir = run_grpo(cfg)
+    scraped.stop()
+    assert scraped.seen, "the Ray metrics endpoint exposed seedr1_grpo_* during the run"
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
@@ -41,10 +73,38 @@ def test_grpo_runs_on_ray_with_deepspeed(ray_cluster, small_data, tiny_model_dir
             assert r["seconds"][s] >= 0.0
         assert r["seconds"]["sync"] > 0.0 and r["rollout_tokens"] > 0
         assert 0.0 <= r["accuracy"] <= 1.0
+    # overlap: step 2 was generated while step 1 trained, by the weights from before step 1
+    assert [r["staleness"] for r in rows] == ([0, 1] if overlap else [0, 0])
     assert (run_dir / "config.yaml").exists()
     # the final policy is a Hugging Face checkpoint (gathered from every rank under ZeRO-3)
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    final = AutoModelForImageTextToText.from_pretrained(run_dir / "final")
+    from seedr1.train.checkpoint import complete_steps, latest_complete
+
+    assert complete_steps(str(run_dir / "checkpoints")) == [2]
+    final = Path(latest_complete(str(run_dir / "checkpoints"))) / "hf"
+    model = AutoModelForImageTextToText.from_pretrained(final)
+    AutoProcessor.from_pretrained(final)
     base = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
-    assert final.state_dict().keys() == base.state_dict().keys()
+    assert model.state_dict().keys() == base.state_dict().keys()
+    # every named metric of every step is in metrics.jsonl and in TensorBoard
+    from seedr1.metrics.catalog import flatten
+    from seedr1.metrics.sink import read_scalars
+
+    scalars = read_scalars(run_dir / "tensorboard")
+    assert sorted(scalars) == [1, 2]
+    for r in rows:
+        flat = flatten(r)
+        assert set(NAMED) <= set(flat), set(NAMED) - set(flat)
+        assert {k for k in flat if k != "step"} <= set(scalars[r["step"]])
+    if zero_stage == 3:  # ...and the vLLM engine loads it and generates
+        from seedr1.config import DataConfig, VLLMConfig
+        from seedr1.data.pipeline import RecordStream, iter_local
+        from seedr1.rollout.engine import Sampling
+        from seedr1.rollout.vllm_engine import VLLMEngine
+
+        data = DataConfig(root=small_data, frame_size=56, image_size=56)
+        records = list(RecordStream(iter_local(data, ["annotations/validation_L1.jsonl"]), data))[:2]
+        engine = VLLMEngine(str(final), VLLMConfig(max_model_len=1024))
+        out = engine.generate(records, Sampling(n=1, max_tokens=6, temperature=0.0))
+        assert len(out) == 2 and all(len(c[0].token_ids) > 0 for c in out)

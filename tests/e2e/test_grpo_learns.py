@@ -18,6 +18,7 @@ def test_grpo_raises_l1_accuracy(ray_cluster, tmp_path_factory):
     from seedr1.model.loading import resolve_checkpoint
     from seedr1.rollout.vllm_engine import VLLMEngine
     from seedr1.sft.warmup import perception_warmup
+    from seedr1.train.checkpoint import latest_complete
 
     root = tmp_path_factory.mktemp("mini")
     write_synthetic(root, SynthSpec())
@@ -34,7 +35,8 @@ def test_grpo_raises_l1_accuracy(ray_cluster, tmp_path_factory):
     cfg = load_config(GRPOConfig, CONFIG, [f"run_dir={run_dir}", f"model={warm}", f"data.root={root}"])
     run_grpo(cfg)
     # the trained policy goes into the same engine through the weight-sync path used in training
-    engine.update_weights((Path(run_dir) / "final" / "model.safetensors").read_bytes())
+    final = Path(latest_complete(str(Path(run_dir) / "checkpoints"))) / "hf"
+    engine.update_weights((final / "model.safetensors").read_bytes())
     after = greedy_accuracy(engine, l1)
     print(f"L1 greedy accuracy: warm-up {before['accuracy']:.3f} -> GRPO {after['accuracy']:.3f} ({cfg.steps} steps)")
     assert after["accuracy"] >= 0.6, (before, after)

@@ -29,11 +29,18 @@ def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
 
 
 def get_reward(name: str) -> RewardFn:
-    """The registered reward function called `name`."""
-    try:
+    """The registered reward function called `name`, or a user's `package.module:function`."""
+    if name in REWARDS:
         return REWARDS[name]
-    except KeyError:
-        raise ValueError(f"unknown reward {name!r}; known rewards: {sorted(REWARDS)}") from None
+    if ":" in name:  # user rewards without touching this package: rewards: {"my_pkg.rewards:length": 0.1}
+        import importlib
+
+        module, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"reward {name!r}: cannot import {attr} from {module} ({e})") from None
+    raise ValueError(f"unknown reward {name!r}; known rewards: {sorted(REWARDS)} or 'module:function'")
 
 
 def extract_answer(completion: str) -> str | None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from seedr1.config import GRPOConfig, save_config, to_dict
@@ -45,11 +46,12 @@ def prepare_run(cfg: GRPOConfig) -> GRPOConfig:
 
 def run_grpo(cfg: GRPOConfig) -> Path:
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from seedr1.grpo.loop import grpo_train_loop
     from seedr1.rollout.actor import start_rollout_group
+    from seedr1.rollout.group import RolloutGroup
 
     cfg = prepare_run(cfg)
     env = _worker_env()
@@ -62,15 +64,21 @@ def run_grpo(cfg: GRPOConfig) -> Path:
         ray.init(runtime_env={"env_vars": env}, include_dashboard=False, num_cpus=local,
                  log_to_driver=True, ignore_reinit_error=True)
     actors, pg = start_rollout_group(cfg.model, cfg.rollout, env)
+    restarts = cfg.rollout.max_restarts
+    group = RolloutGroup(actors, max_recoveries=restarts if restarts >= 0 else 10 ** 6)
     gpu = cfg.trainer.gpus_per_worker > 0
     trainer = TorchTrainer(
         grpo_train_loop,
-        train_loop_config={"cfg": to_dict(cfg), "actors": actors},
+        train_loop_config={"cfg": to_dict(cfg), "rollout": group},
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.trainer.num_workers, use_gpu=gpu,
                                      resources_per_worker={"CPU": cfg.trainer.cpus_per_worker,
                                                            **({"GPU": cfg.trainer.gpus_per_worker} if gpu else {})}),
-        run_config=RunConfig(name="trainer", storage_path=str(Path(cfg.run_dir) / "ray_train"),
+        # A fresh Ray Train run per launch: its checkpoints (pointers to ours) only serve restarts within this
+        # launch; resuming across launches is ``resume=auto`` over our own checkpoint folder.
+        run_config=RunConfig(name=f"trainer-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                             storage_path=str(Path(cfg.run_dir) / "ray_train"),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep or None),
                              failure_config=FailureConfig(max_failures=cfg.trainer.max_failures)),
     )
     try:
@@ -79,5 +87,6 @@ def run_grpo(cfg: GRPOConfig) -> Path:
         for a in actors:
             ray.kill(a)
         ray.util.remove_placement_group(pg)
-    print(f"[grpo] done: run folder {cfg.run_dir} (metrics.jsonl, config.yaml)", flush=True)
+    print(f"[grpo] done: run folder {cfg.run_dir} (metrics.jsonl, tensorboard/, checkpoints/, config.yaml)",
+          flush=True)
     return Path(cfg.run_dir)
