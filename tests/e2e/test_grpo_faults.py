@@ -60,3 +60,41 @@ def test_run_survives_a_dead_actor_and_a_raising_reward(grpo_job, tmp_path):
     assert [r["reward_failures/flaky_reward:flaky"] for r in rows] == [1, 0, 0, 0]
     assert rows[0]["reward/flaky_reward:flaky"] == pytest.approx(3 / 4)  # 2 prompts x 2 samples, one scored 0
     assert all(r["reward/flaky_reward:flaky"] == 1.0 for r in rows[1:])
+
+
+def _train_worker_pids(job) -> list[int]:
+    pids = []
+    for p in psutil.Process(job.pid).children(recursive=True):
+        try:
+            if any("RayTrainWorker" in part for part in p.cmdline()):
+                pids.append(p.pid)
+        except psutil.Error:
+            pass
+    return pids
+
+
+@pytest.mark.slow
+def test_lost_trainer_worker_restarts_the_group_from_the_last_checkpoint(grpo_job, tmp_path):
+    import os
+    import signal
+
+    from seedr1.data.synthetic import SynthSpec, write_synthetic
+    from seedr1.train.checkpoint import complete_steps, step_uri
+
+    root = tmp_path / "data"
+    write_synthetic(root, SynthSpec(train=16, l1=2, l2=2, l3=2))
+    run_dir = tmp_path / "run"
+    job = grpo_job.start(run_dir, [
+        f"data.root={root}", "steps=5", "prompts_per_step=2", "rollout.num_samples=2", "rollout.max_tokens=6",
+        "trainer.micro_batch_size=2", "checkpoint.every=2", "trainer.max_failures=1",
+        "resume=never"])  # only Ray Train's pointer can make the restarted group resume
+    ckpts = str(run_dir / "checkpoints")
+    grpo_job.wait_for(lambda: 2 in complete_steps(ckpts) and len(_train_worker_pids(job)) == 2, job, run_dir, 600,
+                      "the step-2 checkpoint")
+    os.kill(_train_worker_pids(job)[-1], signal.SIGKILL)
+    assert job.wait(timeout=900) == 0, grpo_job.log_tail(run_dir)
+    resumed = [e for e in grpo_job.events(run_dir) if e["kind"] == "resumed"]
+    assert resumed and resumed[0]["checkpoint"] == step_uri(ckpts, 2)  # Ray Train handed back our pointer
+    rows = grpo_job.metrics(run_dir)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["optimizer_step"] for r in rows] == [1, 2, 3, 4, 5]
