@@ -144,6 +144,9 @@ class TrainerConfig:
     zero_stage: int = doc(2, "DeepSpeed ZeRO stage (2 or 3).")
     lr: float = doc(1e-6, "Peak learning rate (AdamW).")
     warmup_steps: int = doc(0, "Linear learning-rate warm-up steps.")
+    warmup_ratio: float = doc(0.0, "Warm-up as a share of the run's steps (used when > 0, instead of warmup_steps).")
+    schedule: Literal["constant", "cosine"] = doc("constant", "Learning rate after the warm-up: constant, or cosine "
+                                                  "decay to 0 at the last step.")
     weight_decay: float = doc(0.0, "AdamW weight decay.")
     grad_clip: float = doc(1.0, "Gradient norm clipping.")
     micro_batch_size: int = doc(4, "Sequences per forward/backward on one worker (gradient accumulation covers the rest).")
@@ -186,6 +189,26 @@ class GRPOConfig:
     resume: str = doc("auto", "auto: continue from the latest complete checkpoint if any; never; or a checkpoint path.")
     overlap: bool = doc(False, "One-step off-policy: generate step t+1 while training step t (importance ratios "
                         "against the behaviour policy's log-probs).")
+
+
+@dataclass
+class SFTConfig:
+    """`jobs/sft.py`: supervised fine-tuning on SEED-Bench-R1 with the same DeepSpeed trainer group as GRPO."""
+
+    run_dir: str = doc("runs/sft", "Run folder: config, metrics.jsonl, tensorboard/, checkpoints.")
+    model: str = doc("tiny", "Start checkpoint: local folder, s3://..., tiny[:family], or hub id.")
+    target: Literal["cot", "answer"] = doc("cot", "cot: the chain-of-thought file's responses; answer: "
+                                           "'<answer>{letter}.</answer>' for the training file's shuffled options.")
+    cot_file: str = doc("annotations/training_with_cot_6k.jsonl", "Chain-of-thought annotations (target=cot).")
+    epochs: float = doc(1.0, "Passes over the training records (steps = ceil(epochs x records / batch_size)).")
+    steps: int = doc(0, "Optimizer steps; 0: from epochs.")
+    batch_size: int = doc(8, "Sequences per optimizer step over all workers.")
+    seed: int = doc(0, "Run seed.")
+    synthetic_if_missing: bool = doc(True, "When data.root is empty, write a synthetic SEED-Bench-R1-mini into the run folder.")
+    data: DataConfig = doc(DataConfig, "Data source and prompt building.")
+    trainer: TrainerConfig = doc(TrainerConfig, "Trainer group.")
+    checkpoint: CheckpointConfig = doc(CheckpointConfig, "Checkpoint cadence, retention and location.")
+    resume: str = doc("auto", "auto: continue from the latest complete checkpoint if any; never; or a checkpoint path.")
 
 
 @dataclass

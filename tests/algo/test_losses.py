@@ -228,3 +228,14 @@ def test_entropy_from_logits():
     ent = entropy_from_logits(logits)
     assert ent.dtype == torch.float32 and ent.shape == (1, 3)
     torch.testing.assert_close(ent, torch.tensor([[math.log(4), 0.832396, LN2]]), atol=1e-5, rtol=0)
+
+
+def test_sft_loss_only_counts_target_tokens():
+    from seedr1.algo.losses import sft_loss
+
+    logp = torch.tensor([[-1.0, -2.0, -9.0], [-0.5, -7.0, -8.0]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    assert float(sft_loss(logp, mask)) == pytest.approx((1.0 + 2.0 + 0.5) / 3)
+    # whatever sits outside the mask (prompt, padding) changes nothing, not even a NaN
+    noisy = torch.where(mask, logp, torch.full_like(logp, float("nan")))
+    assert float(sft_loss(noisy, mask)) == pytest.approx((1.0 + 2.0 + 0.5) / 3)

@@ -43,3 +43,17 @@ def test_resumed_stream_continues_exactly(ray_cluster, data, source):
     assert _ids(head + tail) == _ids(whole)
     assert resumed.position == {"epoch": 1, "rows": 4}
     resumed.close()
+
+
+def test_cot_messages_come_through_ray_data_unchanged(ray_cluster, data):
+    """Nested chat messages keep their exact keys through Ray Data (no Arrow-unified null keys)."""
+    from seedr1.data.pipeline import RecordStream, iter_local
+
+    root, _ = data
+    cfg = DataConfig(root=root, frame_size=56, image_size=56, decode_concurrency=1)
+    files = ["annotations/training_with_cot_6k.jsonl"]
+    local = {r.sample_id: r.messages for r in RecordStream(iter_local(cfg, files), cfg)}
+    stream = PromptStream(cfg, files)
+    for r in stream.take(len(local)):
+        assert r.messages == local[r.sample_id]
+    stream.close()

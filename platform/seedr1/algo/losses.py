@@ -107,3 +107,9 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     p = logp.exp()
     # where(): a -inf logit (banned token) gives 0 * -inf = NaN otherwise; its true contribution is 0.
     return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(dim=-1)
+
+
+def sft_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of the target (assistant) tokens, mean over those tokens; prompt and padding
+    positions are outside ``mask`` and carry no loss."""
+    return -masked_mean(logp, mask)

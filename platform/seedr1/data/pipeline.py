@@ -201,8 +201,15 @@ def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bo
     metas = epoch_order(list(raw_records(cfg.root, files, cfg)), cfg.seed, epoch, shuffle)[start_row:]
     if not metas:
         return ray.data.from_items([])
-    ds = ray.data.from_items(metas, override_num_blocks=max(1, min(len(metas), 8 * cfg.decode_concurrency)))
-    return ds.map(prepare_from_root, fn_kwargs={"root": cfg.root, "cfg": cfg, "epoch": epoch}, compute=decode_pool)
+    # Records travel as JSON text: Arrow would unify nested dicts across rows and add null keys (a CoT text part
+    # would gain "image": None, which the chat template counts as one more image placeholder).
+    ds = ray.data.from_items([{"meta": json.dumps(m)} for m in metas],
+                             override_num_blocks=max(1, min(len(metas), 8 * cfg.decode_concurrency)))
+    return ds.map(_prepare_json_row, fn_kwargs={"root": cfg.root, "cfg": cfg, "epoch": epoch}, compute=decode_pool)
+
+
+def _prepare_json_row(row: dict, root: str, cfg: DataConfig, epoch: int) -> dict:
+    return prepare_from_root(json.loads(row["meta"]), root, cfg, epoch)
 
 
 class RecordStream:

@@ -23,20 +23,6 @@ from seedr1.train import checkpoint as ckpt
 from seedr1.train.policy import PolicyTrainer, TrainSample
 
 
-def checkpoint_root(cfg: GRPOConfig) -> str:
-    return cfg.checkpoint.dir or str(Path(cfg.run_dir) / "checkpoints")
-
-
-def resume_point(cfg: GRPOConfig) -> str | None:
-    """The checkpoint to start from: Ray Train's after a trainer-group restart, else per ``cfg.resume``."""
-    uri = ckpt.ray_train_pointer()
-    if uri is None and cfg.resume == "auto":
-        uri = ckpt.latest_complete(checkpoint_root(cfg), cfg.data.s3)
-    elif uri is None and cfg.resume != "never":
-        uri = cfg.resume
-    return uri
-
-
 def sampling_seed(cfg: GRPOConfig, step: int) -> int:
     return cfg.seed * 100003 + step * 101
 
@@ -77,14 +63,10 @@ def grpo_train_loop(config: dict) -> None:
     P, G = cfg.prompts_per_step, cfg.rollout.num_samples
     grad_accum = -(-(P * G // world) // cfg.trainer.micro_batch_size)
     torch.manual_seed(cfg.seed + rank)
-    trainer = PolicyTrainer(cfg.model, cfg.trainer, cfg.algo, grad_accum)
+    trainer = PolicyTrainer(cfg.model, cfg.trainer, cfg.algo, grad_accum, total_steps=cfg.steps)
 
-    box = [resume_point(cfg) if rank == 0 else None]
-    dist.broadcast_object_list(box, src=0)  # one decision for all ranks
-    uri, start, position = box[0], 0, None
+    start, position, uri = ckpt.resume_trainer(trainer, cfg)
     if uri:
-        state = ckpt.load_checkpoint(trainer, uri, cfg.data.s3)
-        start, position = state["step"], state["data_position"]
         weights = trainer.state_dict_bytes()  # the engines start from cfg.model: give them the resumed policy
     sink = stream = None
     if rank == 0:
@@ -140,14 +122,11 @@ def grpo_train_loop(config: dict) -> None:
                                   "reference": float(np.mean([g["ref_s"] for g in gathered])),
                                   "update": update_s, "sync": t["sync"] - t["update"], "sync_engine": sync_s,
                                   "step": t["sync"] - t["start"]}})
-        done = step + 1
-        if done == cfg.steps or cfg.checkpoint.every and done % cfg.checkpoint.every == 0:
-            uri = ckpt.save_checkpoint(trainer, checkpoint_root(cfg), done, position, cfg.checkpoint.keep, cfg.data.s3)
-            ckpt.report_to_ray_train(uri, done)
-            if rank == 0:
-                sink.event("checkpoint", checkpoint=uri, step=done)
+        saved = ckpt.save_if_due(trainer, cfg, step + 1, cfg.steps, position)
+        if saved and rank == 0:
+            sink.event("checkpoint", checkpoint=saved, step=step + 1)
     if rank == 0:
-        final = ckpt.latest_complete(checkpoint_root(cfg), cfg.data.s3)
+        final = ckpt.latest_complete(ckpt.checkpoint_root(cfg), cfg.data.s3)
         print(f"[grpo] final policy (Hugging Face format): {final}/hf", flush=True)
         stream.close()
         sink.close()

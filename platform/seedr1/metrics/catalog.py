@@ -41,6 +41,7 @@ METRICS = (
     Metric("rollout_tokens", "Completion tokens generated in the step.", "tokens"),
     Metric("rollout_tokens_per_s", "Completion tokens generated per second of generation.", "tokens/s"),
     Metric("generate_s", "Generation time of the slowest rollout actor in the step.", "seconds"),
+    Metric("target_tokens", "SFT target (assistant) tokens that carried loss in the step, all workers.", "tokens"),
     Metric("train_tokens", "Tokens (prompt and completion) trained on in the step, all ranks.", "tokens"),
     Metric("train_tokens_per_s", "Tokens trained on per second of the update.", "tokens/s"),
     Metric("lr", "Learning rate of the step.", "1"),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from seedr1.algo.losses import sft_loss
 from seedr1.config import DataConfig, WarmupConfig
 from seedr1.data.pipeline import RecordStream, iter_local
 from seedr1.data.prompt_text import LETTERS
@@ -49,7 +50,7 @@ def perception_warmup(model_path: str, data_root: str, out_dir: str | Path, cfg:
         chosen = rng.sample(records, min(cfg.batch_size, len(records)))
         targets = [tok.encode(randomise_letter(r.response, rng), add_special_tokens=False) + end for r in chosen]
         logp, mask = completion_logprobs(model, build_batch(processor, chosen, targets, cache=cache))
-        loss = -(logp * mask).sum() / mask.sum()
+        loss = sft_loss(logp, mask)
         opt.zero_grad()
         loss.backward()
         opt.step()

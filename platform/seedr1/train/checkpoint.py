@@ -165,3 +165,39 @@ def ray_train_pointer() -> Optional[str]:
         return None
     with ckpt.as_directory() as d:
         return json.loads((Path(d) / "pointer.json").read_text())["uri"]
+
+
+def resume_point(resume: str, root: str, s3: Optional[S3Config] = None) -> Optional[str]:
+    """The checkpoint to start from: Ray Train's pointer after a trainer-group restart, else per ``resume``
+    (auto: the newest complete checkpoint under ``root``; never; or an explicit checkpoint URI)."""
+    uri = ray_train_pointer()
+    if uri is None and resume == "auto":
+        uri = latest_complete(root, s3)
+    elif uri is None and resume != "never":
+        uri = resume
+    return uri
+
+
+def checkpoint_root(cfg) -> str:
+    """Where a job's checkpoints go: ``cfg.checkpoint.dir`` or ``<run_dir>/checkpoints``."""
+    return cfg.checkpoint.dir or str(Path(cfg.run_dir) / "checkpoints")
+
+
+def resume_trainer(trainer, cfg) -> tuple[int, Optional[dict], Optional[str]]:
+    """Collective: rank 0 picks the checkpoint (``resume_point``), every rank loads it. Returns
+    (steps done, data position, checkpoint URI), or (0, None, None) for a fresh start."""
+    box = [resume_point(cfg.resume, checkpoint_root(cfg), cfg.data.s3) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)  # one decision for all ranks
+    if not box[0]:
+        return 0, None, None
+    state = load_checkpoint(trainer, box[0], cfg.data.s3)
+    return state["step"], state["data_position"], box[0]
+
+
+def save_if_due(trainer, cfg, done: int, total: int, data_position: Optional[dict]) -> Optional[str]:
+    """Collective: at every ``checkpoint.every``-th step and at the last one, save and report to Ray Train."""
+    if done != total and not (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
+        return None
+    uri = save_checkpoint(trainer, checkpoint_root(cfg), done, data_position, cfg.checkpoint.keep, cfg.data.s3)
+    report_to_ray_train(uri, done)
+    return uri

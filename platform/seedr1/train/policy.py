@@ -4,6 +4,7 @@ Independent of the launcher: it needs an initialised torch.distributed group (Ra
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -11,7 +12,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from seedr1.algo.losses import masked_mean, policy_loss
+from seedr1.algo.losses import masked_mean, policy_loss, sft_loss
 from seedr1.config import AlgoConfig, TrainerConfig
 from seedr1.train.batch import build_batch, completion_logprobs
 
@@ -26,10 +27,24 @@ class TrainSample:
     behaviour_logprobs: Optional[list[float]] = None  # off-policy: the sampling engine's log-probs per token
 
 
-def warmup_schedule(warmup_steps: int):
-    """Linear warm-up to the peak lr, then constant. Step 0 already trains (lr / warmup_steps): DeepSpeed's WarmupLR
-    starts at warmup_min_lr, which made every run's first optimizer step a no-op at lr 0."""
-    return lambda step: min(1.0, (step + 1) / max(warmup_steps, 1))
+def warmup_schedule(warmup_steps: int, total_steps: int = 0, cosine: bool = False):
+    """lr multiplier per optimizer step: linear warm-up to the peak, then constant or cosine decay to 0 at
+    ``total_steps``. Step 0 already trains (lr / warmup_steps): DeepSpeed's WarmupLR starts at warmup_min_lr,
+    which made every run's first optimizer step a no-op at lr 0."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if not cosine or total_steps <= warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
+def lr_schedule(cfg: TrainerConfig, total_steps: int):
+    """The schedule ``cfg`` asks for over a run of ``total_steps`` optimizer steps."""
+    warmup = round(cfg.warmup_ratio * total_steps) if cfg.warmup_ratio > 0 else cfg.warmup_steps
+    return warmup_schedule(warmup, total_steps, cosine=cfg.schedule == "cosine")
 
 
 def deepspeed_config(cfg: TrainerConfig, grad_accum: int, gpu: bool) -> dict:
@@ -47,7 +62,7 @@ def deepspeed_config(cfg: TrainerConfig, grad_accum: int, gpu: bool) -> dict:
 
 
 class PolicyTrainer:
-    def __init__(self, model_path: str, cfg: TrainerConfig, algo: AlgoConfig, grad_accum: int):
+    def __init__(self, model_path: str, cfg: TrainerConfig, algo: AlgoConfig, grad_accum: int, total_steps: int = 0):
         import deepspeed
 
         from seedr1.model.loading import load_model, load_processor
@@ -67,7 +82,7 @@ class PolicyTrainer:
         self.engine, *_ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
             config=deepspeed_config(cfg, grad_accum, self.gpu),
-            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, warmup_schedule(cfg.warmup_steps)))
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg, total_steps)))
         self.ref = None
         if algo.beta > 0:  # beta == 0: no reference model is loaded at all
             self.ref = load_model(model_path, dtype=dtype, trainable=False)
@@ -112,6 +127,26 @@ class PolicyTrainer:
             sums["train_tokens"] += int(batch["attention_mask"].sum())
         sums["optimizer_step"] = int(self.engine.global_steps)
         return sums
+
+    def sft_step(self, records: list, targets: list[list[int]]) -> dict:
+        """One supervised optimizer step on this rank's shard: cross-entropy on the target (assistant) tokens only."""
+        samples = [TrainSample(r, t, 0.0) for r, t in zip(records, targets)]
+        n_micro = -(-len(samples) // self.cfg.micro_batch_size)
+        if n_micro != self.grad_accum:
+            raise ValueError(f"rank {self.rank}: {len(samples)} samples make {n_micro} micro-batches, "
+                             f"expected gradient_accumulation_steps={self.grad_accum}")
+        stats = {"loss": 0.0, "lr": float(self.engine.get_lr()[0]), "train_tokens": 0, "target_tokens": 0}
+        self.engine.train()
+        for chunk, batch in self._micro_batches(samples):
+            logp, mask = completion_logprobs(self.engine, batch)
+            loss = sft_loss(logp, mask)
+            self.engine.backward(loss)
+            self.engine.step()
+            stats["loss"] += float(loss) / n_micro
+            stats["train_tokens"] += int(batch["attention_mask"].sum())
+            stats["target_tokens"] += int(mask.sum())
+        stats["optimizer_step"] = int(self.engine.global_steps)
+        return stats
 
     @staticmethod
     def _old_logprobs(chunk: list[TrainSample], logp: torch.Tensor) -> torch.Tensor:

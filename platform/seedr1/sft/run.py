@@ -1,0 +1,27 @@
+"""Launching an SFT run: the same trainer group (Ray Train + DeepSpeed) as GRPO, no rollout group."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from seedr1.config import SFTConfig, to_dict
+from seedr1.train.launch import ensure_ray, prepare_run, run_trainer_group, worker_env
+
+
+def run_sft(cfg: SFTConfig) -> Path:
+    from seedr1.data.pipeline import raw_records
+    from seedr1.sft.loop import sft_train_loop, training_file
+
+    world = cfg.trainer.num_workers
+    if cfg.batch_size % world or (cfg.batch_size // world) % cfg.trainer.micro_batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} must split into trainer.num_workers = {world} equal shards "
+                         f"of whole micro-batches (trainer.micro_batch_size = {cfg.trainer.micro_batch_size})")
+    cfg = prepare_run(cfg, "sft")
+    if cfg.steps <= 0:
+        n = sum(1 for _ in raw_records(cfg.data.root, [training_file(cfg)], cfg.data))
+        cfg.steps = max(1, math.ceil(cfg.epochs * n / cfg.batch_size))
+        print(f"[sft] {n} records x {cfg.epochs} epochs / batch {cfg.batch_size} = {cfg.steps} steps", flush=True)
+    ensure_ray(world * cfg.trainer.cpus_per_worker, worker_env())
+    run_trainer_group(sft_train_loop, {"cfg": to_dict(cfg)}, cfg.trainer, cfg.run_dir, cfg.checkpoint.keep)
+    print(f"[sft] done: run folder {cfg.run_dir} (metrics.jsonl, tensorboard/, checkpoints/, config.yaml)", flush=True)
+    return Path(cfg.run_dir)

@@ -1,0 +1,77 @@
+"""Launching a trainer-group job (GRPO, SFT): run folder, data and model, Ray (embedded or joined), Ray Train."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from seedr1.config import TrainerConfig, save_config
+
+
+def worker_env() -> dict:
+    """Environment every Ray worker of the job needs (auth, caches, S3, offline hub, thread caps)."""
+    keep = ("RAY_AUTH_MODE", "TORCH_EXTENSIONS_DIR", "SEEDR1_CACHE", "VLLM_ENABLE_V1_MULTIPROCESSING",
+            "VLLM_CPU_KVCACHE_SPACE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
+            "HF_HUB_OFFLINE")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def prepare_run(cfg, job: str):
+    """Resolve the run folder, data (synthetic SEED-Bench-R1-mini when none is given) and the tiny model; write
+    the config into the run folder. ``cfg`` is any job config with run_dir, model, data, synthetic_if_missing."""
+    run_dir = Path(cfg.run_dir).resolve()
+    cfg.run_dir = str(run_dir)
+    if not cfg.data.root and not cfg.data.shards:
+        if not cfg.synthetic_if_missing:
+            raise ValueError("data.root (or data.shards) is required: the SEED-Bench-R1 root or packed shards")
+        from seedr1.data.synthetic import SynthSpec, write_synthetic
+
+        root = run_dir / "data"
+        if not (root / "annotations" / "training_6k.jsonl").exists():
+            write_synthetic(root, SynthSpec(seed=cfg.data.seed))
+        cfg.data.root = str(root)
+        print(f"[{job}] no data.root given: synthetic SEED-Bench-R1-mini at {root}", flush=True)
+    if cfg.model.startswith("tiny"):
+        from seedr1.model.loading import resolve_checkpoint
+
+        cfg.model = resolve_checkpoint(cfg.model)  # built once on the driver, read by every worker
+    save_config(cfg, run_dir)
+    return cfg
+
+
+def ensure_ray(cpus_needed: float, env: dict) -> None:
+    """No RAY_ADDRESS: an embedded local Ray sized to the job; with RAY_ADDRESS / under `ray job submit`: join."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Logical CPUs sized to the job (threads are pinned to 1 per process, so oversubscription is mild).
+    local = None if os.environ.get("RAY_ADDRESS") else max(os.cpu_count() or 1, int(cpus_needed + 2.999))
+    ray.init(runtime_env={"env_vars": env}, include_dashboard=False, num_cpus=local, log_to_driver=True,
+             ignore_reinit_error=True)  # + 2: the train controller and data tasks
+
+
+def run_trainer_group(train_fn, loop_config: dict, trainer: TrainerConfig, run_dir: str, keep: int) -> None:
+    """``train_fn`` on a Ray Train TorchTrainer group of DeepSpeed workers (gloo on CPU, NCCL on GPU).
+
+    A fresh Ray Train run per launch: its checkpoints (pointers to ours) only serve restarts of the group
+    within this launch (``FailureConfig``); resuming across launches is ``resume=auto`` over our own folder."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    gpu = trainer.gpus_per_worker > 0
+    TorchTrainer(
+        train_fn,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=trainer.num_workers, use_gpu=gpu,
+                                     resources_per_worker={"CPU": trainer.cpus_per_worker,
+                                                           **({"GPU": trainer.gpus_per_worker} if gpu else {})}),
+        run_config=RunConfig(name=f"trainer-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                             storage_path=str(Path(run_dir) / "ray_train"),
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep or None),
+                             failure_config=FailureConfig(max_failures=trainer.max_failures)),
+    ).fit()

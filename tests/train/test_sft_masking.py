@@ -1,0 +1,43 @@
+"""SFT: only the assistant (target) tokens carry loss; prompt, media and padding positions get no gradient."""
+import numpy as np
+import torch
+
+from seedr1.algo.losses import sft_loss
+from seedr1.data.pipeline import PromptRecord
+from seedr1.data.prompts import user_message
+from seedr1.train.batch import build_batch, completion_logprobs
+
+
+class LogitsCapture(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.logits = model, None
+
+    def forward(self, **inputs):
+        out = self.model(**inputs)
+        out.logits.retain_grad()
+        self.logits = out.logits
+        return out
+
+
+def test_gradient_reaches_only_positions_predicting_target_tokens(tiny_model_dir):
+    from seedr1.model.loading import load_model, load_processor
+
+    rng = np.random.default_rng(0)
+    record = PromptRecord(sample_id="s0", kind="cot", gold_letter=None,
+                          messages=user_message("Which?\nA. a\nB. b\nC. c\nD. d\n", True, True),
+                          video=rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8),
+                          image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8))
+    processor = load_processor(tiny_model_dir)
+    model = LogitsCapture(load_model(tiny_model_dir))
+    targets = [[11, 12, 13, 14, 15], [21, 22]]  # the second row is shorter: right padding
+    batch = build_batch(processor, [record, record], targets)
+    logp, mask = completion_logprobs(model, batch)
+    sft_loss(logp, mask).backward()
+    touched = model.logits.grad.abs().sum(-1) > 0  # [B, T]: positions whose logits got gradient
+    plen = int(batch["prompt_lens"][0])
+    for row, target in enumerate(targets):
+        expected = torch.zeros(touched.shape[1], dtype=torch.bool)
+        expected[plen - 1:plen - 1 + len(target)] = True  # position p-1+j predicts target token j
+        assert torch.equal(touched[row], expected), row
+    assert not touched[1, plen + 1:].any()  # padding after the short target: no loss
