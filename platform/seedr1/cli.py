@@ -8,12 +8,18 @@ from typing import Callable
 from seedr1.storage import StorageError
 
 # name -> (help, add_arguments(parser), run(args) -> exit code); each area registers its own below.
-_COMMANDS: dict[str, dict[str, tuple[str, Callable, Callable]]] = {}
+_COMMANDS: dict[str, dict[str | None, tuple[str, Callable, Callable]]] = {}
 
 
-def command(group: str, name: str, help: str, add_args: Callable, run: Callable) -> None:
-    """Register ``seedr1 GROUP NAME``: ``add_args(parser)`` declares its arguments, ``run(args)`` returns the exit code."""
-    _COMMANDS.setdefault(group, {})[name] = (help, add_args, run)
+def command(group: str, name: str | None, help: str, add_args: Callable, run: Callable) -> None:
+    """Register ``seedr1 GROUP NAME``: ``add_args(parser)`` declares its arguments, ``run(args)`` returns the exit code.
+
+    ``name=None`` registers ``GROUP`` itself as a top-level command (``seedr1 score``); it then has no subcommands.
+    """
+    commands = _COMMANDS.setdefault(group, {})
+    if (name is None and commands) or None in commands:
+        raise ValueError(f"seedr1 {group} is a command by itself; it cannot also have subcommands")
+    commands[name] = (help, add_args, run)
 
 
 # ---- seedr1 model ... ---------------------------------------------------------------------------------------------
@@ -129,10 +135,40 @@ command("data", "validate", "check every record and its media; rejects as JSONL"
 command("data", "pack", "pack records + media into tar shards with a manifest (folder or s3://)", _pack_args, _pack_run)
 
 
+# ---- seedr1 score --------------------------------------------------------------------------------------------------
+def _score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--annotations", nargs="+", required=True, help="validation / LongVideoBench annotation files")
+    p.add_argument("--predictions", required=True, help='JSONL of {"sample_id": ..., "response": "..."}')
+    p.add_argument("--out", help="also write the JSON summary here")
+
+
+def _score_run(args) -> int:
+    import json
+
+    from seedr1.evaluate.scoring import score_files
+    from seedr1.storage import get_storage
+
+    text = json.dumps(score_files(args.annotations, args.predictions), indent=1)  # ScoringError: nothing written
+    print(text)
+    if args.out:
+        get_storage(args.out).write_bytes(args.out, (text + "\n").encode("utf-8"))
+    return 0
+
+
+command("score", None, "score a predictions JSONL against annotations with the official rule (accuracy by level "
+        "and domain, reasoning consistency)", _score_args, _score_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seedr1", description="seedr1: video MLLM post-training on Ray")
     groups = parser.add_subparsers(dest="group", required=True)
     for group, commands in _COMMANDS.items():
+        if None in commands:  # a top-level command: seedr1 GROUP
+            help, add_args, run = commands[None]
+            p = groups.add_parser(group, help=help, description=help)
+            add_args(p)
+            p.set_defaults(_run=run)
+            continue
         gp = groups.add_parser(group).add_subparsers(dest="command", required=True)
         for name, (help, add_args, run) in commands.items():
             p = gp.add_parser(name, help=help, description=help)

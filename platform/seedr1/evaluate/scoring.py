@@ -1,0 +1,112 @@
+"""Score a predictions file against SEED-Bench-R1 annotations with the official rule (`algo.rewards.is_correct`).
+
+Predictions are JSONL rows ``{"sample_id": ..., "response": "..."}`` (extra keys allowed). Every annotated sample
+counts: one without a prediction is wrong and listed under ``missing``. A prediction for an unknown sample, a sample
+predicted twice or a malformed row is a ``ScoringError`` naming the sample (and the file and line when read from a
+file). The summary also carries the rule-based reasoning analysis of `evaluate.reasoning`.
+"""
+from __future__ import annotations
+
+import json
+from typing import Iterable, Optional
+
+from seedr1.algo.rewards import is_correct
+from seedr1.data.annotations import read_annotations
+from seedr1.data.schema import LEVELS, Sample
+from seedr1.evaluate.reasoning import analyse
+from seedr1.storage import get_storage
+
+
+class ScoringError(ValueError):
+    """Predictions that cannot be scored; ``index`` is the offending prediction's position, when there is one."""
+
+    def __init__(self, message: str, index: Optional[int] = None):
+        super().__init__(message)
+        self.index = index
+
+
+def _tally(correct_flags: Iterable[bool]) -> dict:
+    flags = list(correct_flags)
+    correct = sum(flags)
+    return {"accuracy": correct / len(flags) if flags else 0.0, "n": len(flags), "correct": correct}
+
+
+def _level_order(level: str) -> tuple:
+    return (0, LEVELS.index(level), "") if level in LEVELS else (1, 0, str(level))
+
+
+def _responses_by_id(samples: list[Sample], predictions: list[dict]) -> dict[str, str]:
+    """sample_id -> response, after checking every prediction row and every sample."""
+    known = set()
+    for sample in samples:
+        if sample.sample_id in known:
+            raise ScoringError(f"sample_id {sample.sample_id!r} appears twice in the annotations")
+        if not sample.gold_letter:
+            raise ScoringError(f"sample_id {sample.sample_id!r} ({sample.kind}) has no gold letter; only validation "
+                               "and LongVideoBench annotations can be scored")
+        known.add(sample.sample_id)
+    responses: dict[str, str] = {}
+    for i, row in enumerate(predictions):
+        if not isinstance(row, dict):
+            raise ScoringError(f"prediction must be a JSON object, got {type(row).__name__}", i)
+        sid = row.get("sample_id")
+        if sid is None or isinstance(sid, bool) or not isinstance(sid, (str, int)):
+            raise ScoringError(f"prediction needs a sample_id (string or integer), got {sid!r}", i)
+        sid = str(sid)
+        if not isinstance(row.get("response"), str):
+            raise ScoringError(f"prediction for sample_id {sid!r} needs a string response", i)
+        if sid not in known:
+            raise ScoringError(f"prediction for sample_id {sid!r}, which is not in the annotations", i)
+        if sid in responses:
+            raise ScoringError(f"sample_id {sid!r} is predicted twice", i)
+        responses[sid] = row["response"]
+    return responses
+
+
+def score(samples: list[Sample], predictions: list[dict]) -> dict:
+    """Accuracy overall, by level and by domain (missing predictions count wrong), plus the reasoning analysis."""
+    responses = _responses_by_id(samples, predictions)
+    right = {s.sample_id: s.sample_id in responses and is_correct(responses[s.sample_id], s.gold_letter)
+             for s in samples}
+    levels = sorted({s.task_level for s in samples if s.task_level is not None}, key=_level_order)
+    domains = sorted({s.domain for s in samples if s.domain is not None})
+    predicted = [s for s in samples if s.sample_id in responses]
+
+    def reasoning_of(chosen: list[Sample]) -> dict:
+        return analyse([responses[s.sample_id] for s in chosen], [s.options for s in chosen])
+
+    return {
+        **_tally(right.values()),
+        "by_level": {lv: _tally(right[s.sample_id] for s in samples if s.task_level == lv) for lv in levels},
+        "by_domain": {d: _tally(right[s.sample_id] for s in samples if s.domain == d) for d in domains},
+        "missing": [s.sample_id for s in samples if s.sample_id not in responses],
+        "reasoning": reasoning_of(predicted),
+        "reasoning_by_level": {lv: reasoning_of([s for s in predicted if s.task_level == lv]) for lv in levels},
+    }
+
+
+def read_predictions(path: str) -> tuple[list[object], list[int]]:
+    """The rows of a predictions JSONL file (local or s3://) and their line numbers; bad JSON names file:line."""
+    text = get_storage(path).read_bytes(path).decode("utf-8")
+    rows, lines = [], []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ScoringError(f"{path}:{lineno}: malformed JSON: {e.msg} at column {e.colno}") from None
+        lines.append(lineno)
+    return rows, lines
+
+
+def score_files(annotation_files: list[str], predictions_file: str) -> dict:
+    """`score` of a predictions JSONL file against annotation files; errors name the predictions file and line."""
+    samples = [s for path in annotation_files for s in read_annotations(path)]
+    rows, lines = read_predictions(predictions_file)
+    try:
+        return score(samples, rows)
+    except ScoringError as e:
+        if e.index is None:
+            raise
+        raise ScoringError(f"{predictions_file}:{lines[e.index]}: {e}", e.index) from None
