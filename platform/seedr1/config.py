@@ -212,6 +212,35 @@ class SFTConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """`jobs/evaluate.py`: score a checkpoint (vLLM actors) or an OpenAI-compatible endpoint on SEED-Bench-R1."""
+
+    out_dir: str = doc("runs/eval", "Output folder: predictions.jsonl, summary.json, table.md, chart.png, report.html.")
+    model: str = doc("tiny", "Checkpoint to evaluate with vLLM actors: folder, s3://..., tiny[:family], or hub id.")
+    name: str = doc("", "Row name in tables (default: the checkpoint's folder name or the served model).")
+    endpoint: str = doc("", "OpenAI-compatible base URL (e.g. http://host:8000/v1); when set, no local engine runs.")
+    api_key: str = doc("", "Bearer token for the endpoint (default: $SEEDR1_API_KEY, then $OPENAI_API_KEY).")
+    served_model: str = doc("seedr1", "Model name sent to the endpoint.")
+    concurrency: int = doc(8, "Requests in flight to the endpoint.")
+    request_timeout_s: float = doc(300.0, "Seconds before an endpoint request is retried.")
+    files: list[str] = doc(["annotations/validation_L1.jsonl", "annotations/validation_L2.jsonl",
+                            "annotations/validation_L3.jsonl"], "Annotation files relative to data.root (SEED-Bench-R1 "
+                           "validation levels or LongVideoBench-format files).")
+    samples: int = doc(1, "Answers per question: 1 greedy (deterministic); k > 1 sampled at temperature, mean +- std.")
+    temperature: float = doc(0.0, "Sampling temperature (0: greedy).")
+    top_p: float = doc(1.0, "Nucleus sampling threshold.")
+    max_tokens: int = doc(256, "Longest answer in tokens.")
+    batch_size: int = doc(32, "Questions per round sent to the engine pool (spread over the actors).")
+    num_actors: int = doc(1, "vLLM actors sharing the questions (data parallel).")
+    cpus_per_actor: float = doc(1.0, "CPUs reserved per actor.")
+    gpus_per_actor: float = doc(0.0, "GPUs per actor.")
+    vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")
+    seed: int = doc(0, "Sampling seed.")
+    html_report: bool = doc(True, "Write report.html: every prediction with its frames, browsable and filterable.")
+    data: DataConfig = doc(DataConfig, "Where the annotation files and media are (data.root or data.shards).")
+
+
+@dataclass
 class WarmupConfig:
     """`seedr1 model warmup`: the perception warm-up that stands in for a pretrained VLM on CPU.
 
@@ -369,8 +398,18 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+SECRET_KEYS = ("api_key", "access_key", "secret_key")
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "***" if k in SECRET_KEYS and v else _masked(v) for k, v in value.items()}
+    return value
+
+
 def to_yaml(cfg: Any) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    """The config as YAML, secrets (API keys, S3 credentials) masked: it is printed and saved with runs."""
+    return yaml.safe_dump(_masked(to_dict(cfg)), sort_keys=False)
 
 
 def save_config(cfg: Any, run_dir: str | os.PathLike) -> Path:
@@ -399,12 +438,24 @@ def describe(cls: type, prefix: str = "") -> list[str]:
 
 def parse_job_args(cls: type[T], argv: Optional[list[str]] = None, default_config: str | None = None,
                    description: str = "") -> T:
-    """Standard job command line: ``[--config FILE] [key=value ...]``; prints and returns the resolved config."""
+    """Standard job command line: ``[--config FILE] [key=value ...] [--some-key VALUE ...]`` (``--api-key K`` is
+    ``api_key=K``); prints (secrets masked) and returns the resolved config."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default=default_config, help="YAML config file")
     parser.add_argument("--help-config", action="store_true", help="list every config key with its doc and exit")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.lr=1e-6")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    while extra:  # --endpoint URL, --api-key=KEY: the same as endpoint=URL, api_key=KEY
+        flag = extra.pop(0)
+        if not flag.startswith("--"):
+            args.overrides.append(flag)
+            continue
+        key, eq, value = flag[2:].partition("=")
+        if not eq:
+            if not extra:
+                parser.error(f"{flag} needs a value")
+            value = extra.pop(0)
+        args.overrides.append(f"{key.replace('-', '_')}={value}")
     if args.help_config:
         print("\n".join(describe(cls)))
         raise SystemExit(0)

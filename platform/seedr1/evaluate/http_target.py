@@ -1,0 +1,100 @@
+"""An OpenAI-compatible chat endpoint as an evaluation target (this project's server, vLLM's, any other).
+
+Media travel inline as data URLs: the current-observation image as PNG (`image_url`), the task-progress clip as an
+mp4 encoded from the sampled frames (`video_url`), in the prompt's order. Bounded concurrency, retries with backoff.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+import numpy as np
+
+
+def png_data_url(image: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def mp4_data_url(frames: np.ndarray, fps: int = 2) -> str:
+    """The sampled frames as a small H.264 mp4 (the server samples its frames from it again)."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1] - frames.shape[1] % 2, frames.shape[2] - frames.shape[2] % 2
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:stream.height, :stream.width]),
+                                                 format="rgb24")
+            for packet in stream.encode(picture):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return "data:video/mp4;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def chat_messages(record) -> list[dict]:
+    """The record's user turn in OpenAI's content-part format: [video?, image?, text] as in the prompt."""
+    parts = []
+    for part in record.messages[0]["content"]:
+        if part["type"] == "video" and record.video is not None:
+            parts.append({"type": "video_url", "video_url": {"url": mp4_data_url(record.video)}})
+        elif part["type"] == "image" and record.image is not None:
+            parts.append({"type": "image_url", "image_url": {"url": png_data_url(record.image)}})
+        elif part["type"] == "text":
+            parts.append({"type": "text", "text": part["text"]})
+    return [{"role": "user", "content": parts}]
+
+
+class EndpointTarget:
+    def __init__(self, base_url: str, model: str, api_key: str = "", concurrency: int = 8, timeout_s: float = 300.0,
+                 retries: int = 3):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.concurrency, self.timeout_s, self.retries = model, concurrency, timeout_s, retries
+        self.api_key = api_key or os.environ.get("SEEDR1_API_KEY") or os.environ.get("OPENAI_API_KEY", "")
+
+    def _post(self, body: dict) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        data = json.dumps(body).encode()
+        for attempt in range(self.retries + 1):
+            try:
+                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                    return json.loads(resp.read())
+            except urllib.error.HTTPError as e:
+                if e.code < 500 and e.code != 429 or attempt == self.retries:  # a client error won't improve
+                    raise RuntimeError(f"{self.url}: HTTP {e.code}: {e.read()[:300]!r}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+                if attempt == self.retries:
+                    raise RuntimeError(f"{self.url}: {e} (after {self.retries + 1} attempts)") from None
+            time.sleep(min(2 ** attempt, 10))
+        raise AssertionError("unreachable")
+
+    def answer(self, record, n: int, temperature: float, top_p: float, max_tokens: int,
+               seed: Optional[int] = None) -> list[str]:
+        body = {"model": self.model, "messages": chat_messages(record), "n": n, "temperature": temperature,
+                "top_p": top_p, "max_tokens": max_tokens}
+        if seed is not None:
+            body["seed"] = seed
+        choices = self._post(body)["choices"]
+        return [c["message"]["content"] or "" for c in sorted(choices, key=lambda c: c.get("index", 0))]
+
+    def generate(self, records: list, n: int, temperature: float, top_p: float, max_tokens: int,
+                 seed: Optional[int] = None) -> list[list[str]]:
+        """``n`` answers per record, ``concurrency`` requests in flight."""
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(lambda r: self.answer(r, n, temperature, top_p, max_tokens, seed), records))

@@ -1,0 +1,123 @@
+"""Evaluation through an OpenAI-compatible HTTP endpoint (a stub server on loopback), and resume after a kill."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from seedr1.config import DataConfig, EvaluateConfig
+from seedr1.data.annotations import read_annotations
+
+REPO = Path(__file__).resolve().parents[2]
+FILES = ["annotations/validation_L1.jsonl", "annotations/validation_L2.jsonl", "annotations/validation_L3.jsonl"]
+
+
+class StubChat(BaseHTTPRequestHandler):
+    """Answers every question with option A after ``delay`` seconds; remembers what it was asked."""
+
+    requests: list = []
+    delay = 0.0
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        StubChat.requests.append({"auth": self.headers.get("Authorization"), "body": body})
+        time.sleep(StubChat.delay)
+        reply = {"choices": [{"index": i, "message": {"role": "assistant",
+                                                      "content": "<think>it is option A.</think><answer>A.</answer>"}}
+                             for i in range(body.get("n", 1))]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def stub_server():
+    StubChat.requests, StubChat.delay = [], 0.0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StubChat)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    from seedr1.data.synthetic import SynthSpec, write_synthetic
+
+    root = tmp_path_factory.mktemp("eval-data")
+    write_synthetic(root, SynthSpec(train=4, l1=6, l2=4, l3=8))
+    return str(root)
+
+
+def _question_of(request: dict) -> str:
+    return next(p["text"] for p in request["body"]["messages"][0]["content"] if p["type"] == "text")
+
+
+def test_endpoint_target_scores_with_the_official_rule(stub_server, data_root, tmp_path):
+    from seedr1.evaluate.run import run_evaluate
+
+    cfg = EvaluateConfig(out_dir=str(tmp_path / "eval"), endpoint=stub_server, api_key="k-123", concurrency=3,
+                         files=FILES, html_report=False, data=DataConfig(root=data_root, frame_size=56, image_size=56))
+    summary = run_evaluate(cfg)
+    samples = [s for f in FILES for s in read_annotations(f"{data_root}/{f}")]
+    gold_a = sum(s.gold_letter == "A" for s in samples)
+    assert summary["n"] == len(samples) == 18 and summary["correct"] == gold_a
+    assert summary["accuracy"] == pytest.approx(gold_a / 18)
+    for level in ("L1", "L2", "L3"):
+        chosen = [s for s in samples if s.task_level == level]
+        assert summary["by_level"][level]["correct"] == sum(s.gold_letter == "A" for s in chosen)
+    assert summary["reasoning"]["consistency_rate"] == 1.0  # the think text concludes A, the answer is A
+    # every question was asked once, with the key, the image and (when the record has one) the video inline
+    assert len(StubChat.requests) == 18 and all(r["auth"] == "Bearer k-123" for r in StubChat.requests)
+    kinds = [[p["type"] for p in r["body"]["messages"][0]["content"]] for r in StubChat.requests]
+    assert all(k[-2:] == ["image_url", "text"] for k in kinds) and any(k[0] == "video_url" for k in kinds)
+    video = next(r for r in StubChat.requests if r["body"]["messages"][0]["content"][0]["type"] == "video_url")
+    assert video["body"]["messages"][0]["content"][0]["video_url"]["url"].startswith("data:video/mp4;base64,")
+    # the same numbers as scoring the predictions file with `seedr1 score`
+    from seedr1.evaluate.scoring import score_files
+
+    again = score_files([f"{data_root}/{f}" for f in FILES], str(tmp_path / "eval" / "predictions.jsonl"))
+    assert again["accuracy"] == summary["accuracy"] and again["by_level"] == summary["by_level"]
+    assert (tmp_path / "eval" / "table.md").read_text().count("|") > 10 and (tmp_path / "eval" / "chart.png").exists()
+    assert "k-123" not in (tmp_path / "eval" / "config.yaml").read_text()  # the key is not saved with the run
+
+
+def test_killed_evaluation_resumes_without_asking_twice(stub_server, data_root, tmp_path):
+    StubChat.delay = 0.3  # slow enough to kill it half-way
+    out = tmp_path / "eval"
+    cmd = [sys.executable, str(REPO / "jobs" / "evaluate.py"), f"out_dir={out}", f"data.root={data_root}",
+           "--endpoint", stub_server, "concurrency=1", "batch_size=2", "html_report=false"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "predictions.jsonl").exists() or \
+            len((out / "predictions.jsonl").read_text().splitlines()) < 6:
+        assert first.poll() is None, "finished before it could be killed"
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    written = [json.loads(line)["sample_id"] for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert 6 <= len(written) < 18
+    StubChat.delay = 0.0
+    assert subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=300).returncode == 0
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    ids = [r["sample_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == 18  # nothing evaluated twice, nothing left out
+    asked = Counter(_question_of(r) for r in StubChat.requests)
+    samples = {s.sample_id: s for f in FILES for s in read_annotations(f"{data_root}/{f}")}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 18 and summary["correct"] == sum(s.gold_letter == "A" for s in samples.values())
+    assert summary["answered_this_run"] == 18 - len(written)  # the rerun asked only for what was missing
+    assert sum(asked.values()) <= 18 + 2  # at most the batch in flight at the kill was asked again
