@@ -258,6 +258,25 @@ class WarmupConfig:
 
 
 @dataclass
+class StudyConfig:
+    """`jobs/study.py`: the paper's comparison in one command: evaluate the base model, run SFT and GRPO from it on
+    the same training data, evaluate both, write the side-by-side table and chart (per seed, then mean +- std)."""
+
+    out_dir: str = doc("runs/study", "Study folder: one sub-folder per seed and stage, study.json, table.md, chart.png.")
+    base_model: str = doc("tiny", "The model both methods start from: folder, s3://..., tiny[:family], or hub id.")
+    perception_warmup: bool = doc(False, "First run the perception warm-up on the base model (the CPU stand-in for a "
+                                  "pretrained VLM: answers in format, at chance).")
+    warmup: WarmupConfig = doc(WarmupConfig, "Perception warm-up settings (used when perception_warmup is set).")
+    seeds: int = doc(1, "Repetitions with seeds 0..seeds-1 (warm-up, SFT, GRPO and data order change with the seed).")
+    synth_sizes: dict[str, int] = doc({}, "When data.root is empty: sizes of the synthetic SEED-Bench-R1-mini "
+                                      "(train, l1, l2, l3); empty keys keep the defaults.")
+    data: DataConfig = doc(DataConfig, "The data set (root or shards), shared by every stage.")
+    sft: SFTConfig = doc(SFTConfig, "The SFT run (model, data and run_dir are set by the study).")
+    grpo: GRPOConfig = doc(GRPOConfig, "The GRPO run (model, data and run_dir are set by the study).")
+    evaluate: EvaluateConfig = doc(EvaluateConfig, "The evaluations (model, data and out_dir are set by the study).")
+
+
+@dataclass
 class SmokeConfig:
     """`jobs/smoke.py`: build the tiny model, one vLLM generation with video+image, one transformers forward."""
 
