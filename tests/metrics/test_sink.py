@@ -50,7 +50,7 @@ def test_log_writes_every_metric_before_close(tmp_path, capsys):
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-6)  # TensorBoard keeps float32
     lines = capsys.readouterr().out.splitlines()
-    assert lines == [f"[grpo] step {s}/5 reward {0.5 + s / 100:.3f} acc 0.250 fmt 1.000 kl 0.00125 "
+    assert lines == [f"[grpo] step {s}/5 reward {0.5 + s / 100:.3f} acc 0.250 fmt 1.000 kl 0.00125 lr 1.00e-06 "
                      f"2.00 s/step ETA {2 * (5 - s)} s" for s in (1, 2, 3)]
     sink.close()
     sink.close()  # idempotent
@@ -64,8 +64,8 @@ def test_progress_without_step_seconds_uses_wall_time(tmp_path, capsys, monkeypa
     sink.log({"step": 2, "loss": 1.0})
     sink.close()
     assert capsys.readouterr().out.splitlines() == [
-        "[sft] step 1/10 reward - acc - fmt - kl - 3.00 s/step ETA 27 s",
-        "[sft] step 2/10 reward - acc - fmt - kl - 1.00 s/step ETA 16 s",  # mean 2 s/step x 8 steps left
+        "[sft] step 1/10 loss 2.0000 3.00 s/step ETA 27 s",
+        "[sft] step 2/10 loss 1.0000 1.00 s/step ETA 16 s",  # mean 2 s/step x 8 steps left
     ]
     assert not (tmp_path / "tensorboard").exists()
 

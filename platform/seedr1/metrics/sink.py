@@ -165,16 +165,15 @@ class MetricsSink:
         if self.progress:
             print(self.progress_line(step, flat, seconds), flush=True)
 
-    def progress_line(self, step: int, flat: dict[str, float], seconds: float) -> str:
-        """``[job] step S/T reward R acc A fmt F kl K 1.23 s/step ETA 45 s`` ('-' for a missing metric)."""
-        def value(name: str, spec: str) -> str:
-            return format(flat[name], spec) if name in flat else "-"
+    PROGRESS = (("reward_mean", "reward", ".3f"), ("accuracy", "acc", ".3f"), ("format_rate", "fmt", ".3f"),
+                ("kl", "kl", ".4g"), ("loss", "loss", ".4f"), ("lr", "lr", ".2e"))
 
+    def progress_line(self, step: int, flat: dict[str, float], seconds: float) -> str:
+        """``[job] step S/T reward R acc A fmt F kl K loss L lr X 1.23 s/step ETA 45 s`` (metrics the row has)."""
         mean = sum(self._step_seconds) / len(self._step_seconds) if self._step_seconds else seconds
         eta = mean * max(self.total_steps - step, 0)
-        return (f"[{self.job}] step {step}/{self.total_steps} reward {value('reward_mean', '.3f')} "
-                f"acc {value('accuracy', '.3f')} fmt {value('format_rate', '.3f')} kl {value('kl', '.4g')} "
-                f"{seconds:.2f} s/step ETA {eta:.0f} s")
+        shown = "".join(f" {label} {format(flat[name], spec)}" for name, label, spec in self.PROGRESS if name in flat)
+        return f"[{self.job}] step {step}/{self.total_steps}{shown} {seconds:.2f} s/step ETA {eta:.0f} s"
 
     def event(self, kind: str, **fields) -> None:
         """Record a rare event: an events.jsonl line, a log line and +1 on ``seedr1_<job>_events_total{kind}``."""

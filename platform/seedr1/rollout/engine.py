@@ -17,6 +17,7 @@ class Sampling:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: Optional[int] = None
+    stop: Optional[list[str]] = None  # stop strings (not included in the text)
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Completion:
     token_ids: list[int]
     logprobs: list[float] = field(default_factory=list)  # per generated token, under the sampling policy
     finish_reason: Optional[str] = None
+    prompt_tokens: int = 0  # tokens of the prompt after media expansion (usage accounting)
 
 
 class RolloutEngine(ABC):

@@ -41,8 +41,13 @@ class HFEngine(RolloutEngine):
             for ids in gen:
                 ids = ids[:ids.index(tok.eos_token_id) + 1] if tok.eos_token_id in ids else ids
                 ids = [i for i in ids if i != tok.pad_token_id]
-                completions.append(Completion(text=tok.decode(ids, skip_special_tokens=True), token_ids=ids,
-                                              finish_reason="stop" if ids and ids[-1] == tok.eos_token_id else "length"))
+                text = tok.decode(ids, skip_special_tokens=True)
+                finish = "stop" if ids and ids[-1] == tok.eos_token_id else "length"
+                cut = min((text.find(s) for s in sampling.stop or [] if s in text), default=-1)
+                if cut >= 0:  # stop strings: the text ends before the first one (token ids stay as generated)
+                    text, finish = text[:cut], "stop"
+                completions.append(Completion(text=text, token_ids=ids, finish_reason=finish,
+                                              prompt_tokens=int(inputs["input_ids"].shape[1])))
             results.append(completions)
         return results
 

@@ -41,12 +41,14 @@ class VLLMEngine(RolloutEngine):
         # not use offset"); on CPU the engine-wide seed (VLLMConfig.seed) keeps runs reproducible instead.
         seed = None if self.cpu else sampling.seed
         params = SamplingParams(n=sampling.n, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                                top_p=sampling.top_p, seed=seed, logprobs=0, allowed_token_ids=self.allowed)
+                                top_p=sampling.top_p, seed=seed, logprobs=0, allowed_token_ids=self.allowed,
+                                stop=sampling.stop or None)
         inputs = [self._inputs(r, chat_text(self.processor, r.messages)) for r in prompts]
         outs = self.llm.generate(inputs, params, use_tqdm=False)
         return [[Completion(text=c.text, token_ids=list(c.token_ids),
                             logprobs=[lp[t].logprob for lp, t in zip(c.logprobs or [], c.token_ids)],
-                            finish_reason=c.finish_reason) for c in o.outputs] for o in outs]
+                            finish_reason=c.finish_reason, prompt_tokens=len(o.prompt_token_ids or []))
+                 for c in o.outputs] for o in outs]
 
     def score(self, prompts: Sequence[PromptRecord], completions: Sequence[Sequence[int]]) -> list[list[float]]:
         from vllm import SamplingParams

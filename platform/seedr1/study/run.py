@@ -76,6 +76,14 @@ def run_study(cfg: StudyConfig) -> dict:
             write_synthetic(root, SynthSpec(**cfg.synth_sizes))
         cfg.data.root = str(root)
     save_config(cfg, out)
+    # One embedded Ray for every stage, sized for the largest (a cluster sized by the first, small stage would leave
+    # GRPO's data tasks waiting for a CPU forever).
+    from seedr1.train.launch import ensure_ray, worker_env
+
+    g, t = cfg.grpo, cfg.sft.trainer
+    ensure_ray(max(g.rollout.num_actors * g.rollout.cpus_per_actor + g.trainer.num_workers * g.trainer.cpus_per_worker,
+                   t.num_workers * t.cpus_per_worker, cfg.evaluate.num_actors * cfg.evaluate.cpus_per_actor),
+               worker_env())
     per_seed = {seed: run_seed(cfg, seed, out / f"seed{seed}") for seed in range(cfg.seeds)}
 
     mean, spread = {}, {}
