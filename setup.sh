@@ -12,6 +12,27 @@ EXTRAS=${SEEDR1_EXTRAS:-cpu,test}
 TORCH_SPEC=${SEEDR1_TORCH:-torch==2.13.0}
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}
 
+# System Chromium for the HTML report's browser test (tests/evaluate/test_report.py skips without it). A system
+# package, so this runs even when the venv stamp is current; instant when /usr/bin/chromium exists. Never fatal.
+# Opt out: SEEDR1_CHROMIUM=0.
+install_chromium() {
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; else
+      echo "setup: chromium missing and apt-get needs root (no passwordless sudo); the browser test will skip"; return 0
+    fi
+  fi
+  echo "setup: installing Debian's chromium (apt-get install chromium) for the HTML report browser test"
+  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+}
+if [ "${SEEDR1_CHROMIUM:-1}" != 0 ] && [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null; then
+    install_chromium || echo "setup: warning: chromium install failed; the browser test will skip"
+  else
+    echo "setup: chromium missing and no apt-get; the browser test will skip"
+  fi
+fi
+
 stamp_key=$(cat pyproject.toml setup.sh | sha256sum | cut -c1-16)-$EXTRAS
 stamp="$VENV/.seedr1-setup"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_key" ] && "$VENV/bin/python" -c "import seedr1" 2>/dev/null; then
