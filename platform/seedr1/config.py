@@ -277,6 +277,54 @@ class StudyConfig:
 
 
 @dataclass
+class ServeLimits:
+    """What one request may ask of the server (every violation is a 4xx in OpenAI's error shape)."""
+
+    max_body_bytes: int = doc(64 * 2 ** 20, "Largest request body.")
+    max_frames: int = doc(64, "Most frames in a video given as a list of frames.")
+    max_video_seconds: float = doc(600.0, "Longest video given by URL.")
+    max_image_pixels: int = doc(4096 * 4096, "Largest image (width x height).")
+    max_images: int = doc(1, "Images per request (the engine's limit_mm_per_prompt).")
+    max_videos: int = doc(1, "Videos per request (the engine's limit_mm_per_prompt).")
+    max_tokens: int = doc(1024, "Largest max_tokens a request may ask for.")
+    max_n: int = doc(8, "Largest n (choices per request).")
+    fetch_timeout_s: float = doc(10.0, "Timeout of one remote media fetch (http(s) or s3).")
+    max_fetch_bytes: int = doc(256 * 2 ** 20, "Largest remote media object.")
+    allow_hosts: list[str] = doc([], "Hosts that http(s) media URLs may name: exact host / host:port entries are "
+                                 "trusted; wildcards ('*', '*.example.com') admit hosts whose addresses are not "
+                                 "loopback, link-local or private. Empty: no http(s) fetches.")
+    fps: float = doc(2.0, "Frames per second sampled from a video URL (as in the data pipeline).")
+    min_frames: int = doc(4, "Fewest frames sampled from a video.")
+    sampled_max_frames: int = doc(16, "Most frames sampled from a video URL (even count).")
+    frame_size: int = doc(252, "Video frames are resized to this side.")
+    image_size: int = doc(252, "Images are resized to this side.")
+
+
+@dataclass
+class ServeConfig:
+    """`jobs/serve.py`: the model on Ray Serve behind an OpenAI-compatible HTTP API with video input."""
+
+    model: str = doc("tiny", "Checkpoint to serve: folder, s3://..., tiny[:family], or hub id.")
+    served_model_name: str = doc("seedr1", "The model id clients send and /v1/models lists.")
+    host: str = doc("127.0.0.1", "HTTP host (0.0.0.0 in a cluster).")
+    port: int = doc(8000, "HTTP port.")
+    route_prefix: str = doc("/", "Route prefix of the application.")
+    auth: Literal["key", "none"] = doc("key", "key: every /v1 request needs 'Authorization: Bearer <key>'; none: local "
+                                       "use only, must be set explicitly.")
+    api_keys_env: str = doc("SEEDR1_API_KEYS", "Environment variable with comma-separated API keys.")
+    api_keys_file: str = doc("", "File with one API key per line (e.g. a mounted Kubernetes secret).")
+    min_replicas: int = doc(1, "Fewest replicas (autoscaling).")
+    max_replicas: int = doc(1, "Most replicas (autoscaling).")
+    target_ongoing_requests: float = doc(4.0, "Autoscaling target of ongoing requests per replica.")
+    max_ongoing_requests: int = doc(16, "Requests one replica takes at once (more wait in Serve's queue).")
+    cpus_per_replica: float = doc(1.0, "CPUs per replica.")
+    gpus_per_replica: float = doc(0.0, "GPUs per replica.")
+    vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")
+    limits: ServeLimits = doc(ServeLimits, "Request limits and media fetching rules.")
+    s3: S3Config = doc(S3Config, "S3 endpoint and credentials for s3:// media and checkpoints.")
+
+
+@dataclass
 class SmokeConfig:
     """`jobs/smoke.py`: build the tiny model, one vLLM generation with video+image, one transformers forward."""
 

