@@ -89,8 +89,10 @@ def test_lost_trainer_worker_restarts_the_group_from_the_last_checkpoint(grpo_jo
         "trainer.micro_batch_size=2", "checkpoint.every=2", "trainer.max_failures=1",
         "resume=never"])  # only Ray Train's pointer can make the restarted group resume
     ckpts = str(run_dir / "checkpoints")
-    grpo_job.wait_for(lambda: 2 in complete_steps(ckpts) and len(_train_worker_pids(job)) == 2, job, run_dir, 600,
-                      "the step-2 checkpoint")
+    # step 3 under way: the step-2 checkpoint is saved and reported to Ray Train (the report is a barrier)
+    grpo_job.wait_for(lambda: len(grpo_job.metrics(run_dir)) >= 3 and len(_train_worker_pids(job)) == 2, job, run_dir,
+                      600, "step 3")
+    assert 2 in complete_steps(ckpts)
     os.kill(_train_worker_pids(job)[-1], signal.SIGKILL)
     assert job.wait(timeout=900) == 0, grpo_job.log_tail(run_dir)
     resumed = [e for e in grpo_job.events(run_dir) if e["kind"] == "resumed"]

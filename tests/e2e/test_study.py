@@ -17,7 +17,7 @@ def test_reduced_study_writes_a_traceable_table(ray_cluster, tmp_path):
         f"out_dir={tmp_path / 'study'}", "synth_sizes={train: 16, l1: 4, l2: 4, l3: 8}", "warmup.steps=5",
         "warmup.batch_size=8", "sft.steps=2", "sft.batch_size=8", "sft.trainer.micro_batch_size=4", "grpo.steps=2",
         "grpo.prompts_per_step=2", "grpo.rollout.num_samples=2", "grpo.trainer.micro_batch_size=2",
-        "evaluate.max_tokens=8", "evaluate.html_report=false"])
+        "evaluate.max_tokens=8"])
     study = run_study(cfg)
     out = tmp_path / "study"
     table = (out / "table.md").read_text()
@@ -30,6 +30,7 @@ def test_reduced_study_writes_a_traceable_table(ray_cluster, tmp_path):
         summary = json.loads((ev / "summary.json").read_text())
         assert summary["by_level"]["L1"]["accuracy"] == study["mean"][method]["L1"]
         assert summary["n"] == 16 and (ev / "predictions.jsonl").exists()
+        assert (ev / "report.html").read_text().count("data-level=") == 16  # every prediction browsable
     assert Path(study["runs"]["0"]["GRPO"]["run_dir"], "metrics.jsonl").exists()
     assert Path(study["runs"]["0"]["SFT"]["run_dir"], "metrics.jsonl").exists()
     assert (out / "chart.png").stat().st_size > 1000 and (out / "seed0" / "warmup" / "config.json").exists()

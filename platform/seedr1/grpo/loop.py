@@ -66,16 +66,17 @@ def grpo_train_loop(config: dict) -> None:
     trainer = PolicyTrainer(cfg.model, cfg.trainer, cfg.algo, grad_accum, total_steps=cfg.steps)
 
     start, position, uri = ckpt.resume_trainer(trainer, cfg)
-    if uri:
-        weights = trainer.state_dict_bytes()  # the engines start from cfg.model: give them the resumed policy
+    # Engines hold cfg.model, or newer weights when Ray Train restarted this group: give them the trainer's policy
+    # (and the group's weight version) before the first rollout.
+    weights = trainer.state_dict_bytes()
     sink = stream = None
     if rank == 0:
         sink = MetricsSink(cfg.run_dir, job="grpo", total_steps=cfg.steps)
         sink.truncate_after(start)  # steps after the checkpoint are redone
         group.on_event = sink.event
         stream = PromptStream(cfg.data, [cfg.data.train_file], str(Path(cfg.run_dir) / "rejects.jsonl"), position)
+        group.sync(weights)
         if uri:
-            group.sync(weights)
             sink.event("resumed", checkpoint=uri, step=start, data_position=position)
             print(f"[grpo] resumed from {uri} at step {start}, data position {position}", flush=True)
 
