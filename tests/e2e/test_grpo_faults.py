@@ -87,7 +87,7 @@ def test_lost_trainer_worker_restarts_the_group_from_the_last_checkpoint(grpo_jo
     job = grpo_job.start(run_dir, [
         f"data.root={root}", "steps=5", "prompts_per_step=2", "rollout.num_samples=2", "rollout.max_tokens=6",
         "trainer.micro_batch_size=2", "checkpoint.every=2", "trainer.max_failures=1",
-        "resume=never"])  # only Ray Train's pointer can make the restarted group resume
+        "resume=never"])  # only the restart logic (not resume=auto) can make the group resume
     ckpts = str(run_dir / "checkpoints")
     # step 3 under way: the step-2 checkpoint is saved and reported to Ray Train (the report is a barrier)
     grpo_job.wait_for(lambda: len(grpo_job.metrics(run_dir)) >= 3 and len(_train_worker_pids(job)) == 2, job, run_dir,
@@ -96,7 +96,8 @@ def test_lost_trainer_worker_restarts_the_group_from_the_last_checkpoint(grpo_jo
     os.kill(_train_worker_pids(job)[-1], signal.SIGKILL)
     assert job.wait(timeout=900) == 0, grpo_job.log_tail(run_dir)
     resumed = [e for e in grpo_job.events(run_dir) if e["kind"] == "resumed"]
-    assert resumed and resumed[0]["checkpoint"] == step_uri(ckpts, 2)  # Ray Train handed back our pointer
+    # Ray Train's pointer, or (killed before Ray Train registered the report) this launch's newest checkpoint
+    assert resumed and resumed[0]["checkpoint"] in (step_uri(ckpts, 2), step_uri(ckpts, 4))
     rows = grpo_job.metrics(run_dir)
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
     assert [r["optimizer_step"] for r in rows] == [1, 2, 3, 4, 5]

@@ -94,3 +94,12 @@ def test_checkpoint_on_s3(one_rank_group, tiny_model_dir, s3_env):
     assert ckpt.load_checkpoint(b, uri)["step"] == 1
     for n, p in _params(a).items():
         torch.testing.assert_close(_params(b)[n], p, rtol=0, atol=0)
+
+
+def test_a_restarted_launch_finds_its_own_checkpoint(one_rank_group, tiny_model_dir, tmp_path):
+    t = _trainer(tiny_model_dir)
+    root = str(tmp_path)
+    uri = ckpt.save_checkpoint(t, root, 1, {"epoch": 0, "rows": 2}, launch_id="launch-a")
+    assert ckpt.resume_point("never", root, launch_id="launch-a") == uri  # the same launch, restarted
+    assert ckpt.resume_point("never", root, launch_id="launch-b") is None  # a new launch with resume=never
+    assert ckpt.resume_point("auto", root, launch_id="launch-b") == uri

@@ -65,7 +65,7 @@ def grpo_train_loop(config: dict) -> None:
     torch.manual_seed(cfg.seed + rank)
     trainer = PolicyTrainer(cfg.model, cfg.trainer, cfg.algo, grad_accum, total_steps=cfg.steps)
 
-    start, position, uri = ckpt.resume_trainer(trainer, cfg)
+    start, position, uri = ckpt.resume_trainer(trainer, cfg, config.get("launch_id"))
     # Engines hold cfg.model, or newer weights when Ray Train restarted this group: give them the trainer's policy
     # (and the group's weight version) before the first rollout.
     weights = trainer.state_dict_bytes()
@@ -123,7 +123,7 @@ def grpo_train_loop(config: dict) -> None:
                                   "reference": float(np.mean([g["ref_s"] for g in gathered])),
                                   "update": update_s, "sync": t["sync"] - t["update"], "sync_engine": sync_s,
                                   "step": t["sync"] - t["start"]}})
-        saved = ckpt.save_if_due(trainer, cfg, step + 1, cfg.steps, position)
+        saved = ckpt.save_if_due(trainer, cfg, step + 1, cfg.steps, position, config.get("launch_id"))
         if saved and rank == 0:
             sink.event("checkpoint", checkpoint=saved, step=step + 1)
     if rank == 0:

@@ -39,7 +39,7 @@ def sft_train_loop(config: dict) -> None:
     grad_accum = -(-(cfg.batch_size // world) // cfg.trainer.micro_batch_size)
     torch.manual_seed(cfg.seed + rank)
     trainer = PolicyTrainer(cfg.model, cfg.trainer, AlgoConfig(beta=0.0), grad_accum, total_steps=cfg.steps)
-    start, position, uri = ckpt.resume_trainer(trainer, cfg)
+    start, position, uri = ckpt.resume_trainer(trainer, cfg, config.get("launch_id"))
     sink = stream = None
     if rank == 0:
         sink = MetricsSink(cfg.run_dir, job="sft", total_steps=cfg.steps)
@@ -73,7 +73,7 @@ def sft_train_loop(config: dict) -> None:
                       "train_tokens_per_s": tokens / max(t_update - t_data, 1e-9),
                       "sample_ids": [r.sample_id for r in records],
                       "seconds": {"data": t_data - t0, "update": t_update - t_data, "step": t_update - t0}})
-        saved = ckpt.save_if_due(trainer, cfg, step + 1, cfg.steps, position)
+        saved = ckpt.save_if_due(trainer, cfg, step + 1, cfg.steps, position, config.get("launch_id"))
         if saved and rank == 0:
             sink.event("checkpoint", checkpoint=saved, step=step + 1)
     if rank == 0:

@@ -76,7 +76,7 @@ def _set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(trainer, root: str, step: int, data_position: dict, keep: int = 0,
-                    s3: Optional[S3Config] = None) -> str:
+                    s3: Optional[S3Config] = None, launch_id: Optional[str] = None) -> str:
     """Write the checkpoint of ``step`` (collective); COMPLETE goes last. Returns its URI."""
     rank, remote = dist.get_rank(), is_s3(root)
     uri, storage = step_uri(root, step), get_storage(root, s3)
@@ -95,7 +95,7 @@ def save_checkpoint(trainer, root: str, step: int, data_position: dict, keep: in
     dist.barrier()
     if rank == 0:
         state = {"step": step, "data_position": data_position, "world_size": dist.get_world_size(),
-                 "time": time.time()}
+                 "time": time.time(), "launch_id": launch_id}
         storage.write_bytes(join(uri, STATE), json.dumps(state, indent=1).encode())
         storage.write_bytes(join(uri, MARKER), b"")
         prune(root, keep, s3)
@@ -160,17 +160,26 @@ def ray_train_pointer() -> Optional[str]:
     """The checkpoint URI Ray Train hands back after restarting the trainer group, or None on a first start."""
     import ray.train
 
-    ckpt = ray.train.get_checkpoint()
+    try:
+        ckpt = ray.train.get_checkpoint()
+    except RuntimeError:  # not inside a Ray Train function (the trainer core on its own)
+        return None
     if ckpt is None:
         return None
     with ckpt.as_directory() as d:
         return json.loads((Path(d) / "pointer.json").read_text())["uri"]
 
 
-def resume_point(resume: str, root: str, s3: Optional[S3Config] = None) -> Optional[str]:
-    """The checkpoint to start from: Ray Train's pointer after a trainer-group restart, else per ``resume``
+def resume_point(resume: str, root: str, s3: Optional[S3Config] = None,
+                 launch_id: Optional[str] = None) -> Optional[str]:
+    """The checkpoint to start from: after a trainer-group restart, Ray Train's pointer or (when the worker died
+    before Ray Train registered the report) the newest checkpoint this launch wrote; else per ``resume``
     (auto: the newest complete checkpoint under ``root``; never; or an explicit checkpoint URI)."""
     uri = ray_train_pointer()
+    if uri is None and launch_id:
+        newest = latest_complete(root, s3)
+        if newest and json.loads(get_storage(newest, s3).read_bytes(join(newest, STATE))).get("launch_id") == launch_id:
+            uri = newest
     if uri is None and resume == "auto":
         uri = latest_complete(root, s3)
     elif uri is None and resume != "never":
@@ -183,10 +192,10 @@ def checkpoint_root(cfg) -> str:
     return cfg.checkpoint.dir or str(Path(cfg.run_dir) / "checkpoints")
 
 
-def resume_trainer(trainer, cfg) -> tuple[int, Optional[dict], Optional[str]]:
+def resume_trainer(trainer, cfg, launch_id: Optional[str] = None) -> tuple[int, Optional[dict], Optional[str]]:
     """Collective: rank 0 picks the checkpoint (``resume_point``), every rank loads it. Returns
     (steps done, data position, checkpoint URI), or (0, None, None) for a fresh start."""
-    box = [resume_point(cfg.resume, checkpoint_root(cfg), cfg.data.s3) if dist.get_rank() == 0 else None]
+    box = [resume_point(cfg.resume, checkpoint_root(cfg), cfg.data.s3, launch_id) if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(box, src=0)  # one decision for all ranks
     if not box[0]:
         return 0, None, None
@@ -194,10 +203,12 @@ def resume_trainer(trainer, cfg) -> tuple[int, Optional[dict], Optional[str]]:
     return state["step"], state["data_position"], box[0]
 
 
-def save_if_due(trainer, cfg, done: int, total: int, data_position: Optional[dict]) -> Optional[str]:
+def save_if_due(trainer, cfg, done: int, total: int, data_position: Optional[dict],
+                launch_id: Optional[str] = None) -> Optional[str]:
     """Collective: at every ``checkpoint.every``-th step and at the last one, save and report to Ray Train."""
     if done != total and not (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
         return None
-    uri = save_checkpoint(trainer, checkpoint_root(cfg), done, data_position, cfg.checkpoint.keep, cfg.data.s3)
+    uri = save_checkpoint(trainer, checkpoint_root(cfg), done, data_position, cfg.checkpoint.keep, cfg.data.s3,
+                          launch_id)
     report_to_ray_train(uri, done)
     return uri

@@ -63,14 +63,15 @@ def run_trainer_group(train_fn, loop_config: dict, trainer: TrainerConfig, run_d
     from ray.train.torch import TorchConfig, TorchTrainer
 
     gpu = trainer.gpus_per_worker > 0
+    name = f"trainer-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     TorchTrainer(
         train_fn,
-        train_loop_config=loop_config,
+        train_loop_config={**loop_config, "launch_id": name},  # restarts find this launch's own checkpoints
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=trainer.num_workers, use_gpu=gpu,
                                      resources_per_worker={"CPU": trainer.cpus_per_worker,
                                                            **({"GPU": trainer.gpus_per_worker} if gpu else {})}),
-        run_config=RunConfig(name=f"trainer-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+        run_config=RunConfig(name=name,
                              storage_path=str(Path(run_dir) / "ray_train"),
                              checkpoint_config=CheckpointConfig(num_to_keep=keep or None),
                              failure_config=FailureConfig(max_failures=trainer.max_failures)),
