@@ -18,12 +18,12 @@ def flaky(completions, golds):
 '''
 
 
-def _rollout_worker_pids(job) -> list[int]:
-    """The job's rollout actor processes (descendants of the job: its embedded Ray's workers)."""
+def _worker_pids(job, actor_class: str) -> list[int]:
+    """The job's Ray worker processes running ``actor_class`` (descendants of the job: its embedded Ray's)."""
     pids = []
     for p in psutil.Process(job.pid).children(recursive=True):
         try:
-            if any("RolloutWorker" in part for part in p.cmdline()):
+            if any(actor_class in part for part in p.cmdline()):
                 pids.append(p.pid)
         except psutil.Error:
             pass
@@ -46,9 +46,10 @@ def test_run_survives_a_dead_actor_and_a_raising_reward(grpo_job, tmp_path):
         f"data.root={root}", "steps=4", "prompts_per_step=2", "rollout.num_samples=2", "rollout.max_tokens=6",
         "trainer.micro_batch_size=2", "algo.rewards={accuracy: 1.0, 'flaky_reward:flaky': 0.5}"],
         extra_env={"PYTHONPATH": str(tmp_path / "plugins")})
-    grpo_job.wait_for(lambda: len(grpo_job.metrics(run_dir)) >= 1 and _rollout_worker_pids(job), job, run_dir, 600,
+    grpo_job.wait_for(lambda: len(grpo_job.metrics(run_dir)) >= 1 and _worker_pids(job, "RolloutWorker"), job,
+                      run_dir, 600,
                       "the first step")
-    pids = _rollout_worker_pids(job)
+    pids = _worker_pids(job, "RolloutWorker")
     os.kill(pids[0], signal.SIGKILL)
     assert job.wait(timeout=900) == 0, grpo_job.log_tail(run_dir)
 
@@ -60,17 +61,6 @@ def test_run_survives_a_dead_actor_and_a_raising_reward(grpo_job, tmp_path):
     assert [r["reward_failures/flaky_reward:flaky"] for r in rows] == [1, 0, 0, 0]
     assert rows[0]["reward/flaky_reward:flaky"] == pytest.approx(3 / 4)  # 2 prompts x 2 samples, one scored 0
     assert all(r["reward/flaky_reward:flaky"] == 1.0 for r in rows[1:])
-
-
-def _train_worker_pids(job) -> list[int]:
-    pids = []
-    for p in psutil.Process(job.pid).children(recursive=True):
-        try:
-            if any("RayTrainWorker" in part for part in p.cmdline()):
-                pids.append(p.pid)
-        except psutil.Error:
-            pass
-    return pids
 
 
 @pytest.mark.slow
@@ -90,10 +80,11 @@ def test_lost_trainer_worker_restarts_the_group_from_the_last_checkpoint(grpo_jo
         "resume=never"])  # only the restart logic (not resume=auto) can make the group resume
     ckpts = str(run_dir / "checkpoints")
     # step 3 under way: the step-2 checkpoint is saved and reported to Ray Train (the report is a barrier)
-    grpo_job.wait_for(lambda: len(grpo_job.metrics(run_dir)) >= 3 and len(_train_worker_pids(job)) == 2, job, run_dir,
+    grpo_job.wait_for(lambda: len(grpo_job.metrics(run_dir)) >= 3 and len(_worker_pids(job, "RayTrainWorker")) == 2,
+                      job, run_dir,
                       600, "step 3")
     assert 2 in complete_steps(ckpts)
-    os.kill(_train_worker_pids(job)[-1], signal.SIGKILL)
+    os.kill(_worker_pids(job, "RayTrainWorker")[-1], signal.SIGKILL)
     assert job.wait(timeout=900) == 0, grpo_job.log_tail(run_dir)
     resumed = [e for e in grpo_job.events(run_dir) if e["kind"] == "resumed"]
     # Ray Train's pointer, or (killed before Ray Train registered the report) this launch's newest checkpoint
