@@ -29,6 +29,9 @@ class EchoWorker:
     def pid(self):
         return os.getpid()
 
+    def version(self):
+        return self.weights_version
+
 
 @pytest.fixture()
 def group(ray_cluster):
@@ -61,3 +64,33 @@ def test_actor_killed_mid_generation_regenerates_its_prompts(group):
     out, _ = g.collect(pending)
     assert out == [f"p{i}@v1" for i in range(8)]
     assert g.restarts == 1 and events[0][1]["error"] in ("ActorDiedError", "RayActorError", "ActorUnavailableError")
+
+
+class BrokenSender:
+    """A collective sender whose broadcast fails (as when a peer died in it)."""
+
+    def __init__(self):
+        self.closed = 0
+
+    def send(self, state, version):
+        raise RuntimeError("Connection closed by peer")
+
+    def close(self):
+        self.closed += 1
+
+
+def test_failed_collective_sync_falls_back_to_the_object_store(ray_cluster):
+    import torch
+    from safetensors.torch import load
+
+    actors = [ray.remote(EchoWorker).options(num_cpus=0).remote() for _ in range(2)]
+    events, sender = [], BrokenSender()
+    g = RolloutGroup(actors, on_event=lambda kind, **f: events.append((kind, f)), sender=sender)
+    state = {"w": torch.arange(4, dtype=torch.float32)}
+    g.sync(state)
+    assert sender.closed == 1 and events[0][0] == "weight_sync_fallback" and "peer" in events[0][1]["error"]
+    assert ray.get([a.version.remote() for a in actors]) == [1, 1]
+    received = load(ray.get(actors[1].__ray_call__.remote(lambda self: self.weights)))
+    assert torch.equal(received["w"], state["w"])
+    for a in actors:
+        ray.kill(a)

@@ -58,3 +58,68 @@ def test_sync_makes_engine_and_trainer_agree(engine, tiny_model_dir):
     # the encoder cache was reset: a new video request after the sync still works
     again = engine.generate([_record(5)], Sampling(n=2, max_tokens=4, temperature=1.0, seed=0))[0]
     assert len(again) == 2
+
+
+def test_buckets_keep_layers_whole_and_round_trip():
+    from seedr1.rollout.weight_sync import flatten, layer_of, plan_buckets, unflatten
+
+    assert layer_of("model.language_model.layers.3.self_attn.q_proj.weight") == "model.language_model.layers.3"
+    assert layer_of("model.visual.merger.mlp.0.bias") == "model.visual.merger.mlp.0"
+    assert layer_of("lm_head.weight") == "lm_head"
+    state = {"emb.weight": torch.ones(10),  # 40 B
+             "layers.0.q.weight": torch.full((2, 3), 2.0), "layers.0.k.weight": torch.full((2,), 2.5),  # 32 B
+             "layers.1.q.weight": torch.arange(40, dtype=torch.float32),  # 160 B
+             "layers.1.q.bias": torch.zeros(4, dtype=torch.bfloat16),
+             "norm.weight": torch.full((5,), 3.0)}
+    buckets = plan_buckets(state, bucket_bytes=64)
+    # emb + layer 0 fit in 64 B (72 would not: layer 0 moves whole); layer 1 is larger than a bucket and goes alone
+    assert [[m.name for m in b] for b in buckets] == [
+        ["emb.weight"], ["layers.0.q.weight", "layers.0.k.weight"], ["layers.1.q.weight", "layers.1.q.bias"],
+        ["norm.weight"]]
+    assert buckets[2][1].dtype == "bfloat16"
+    for b in buckets:
+        flat = flatten(state, b, "cpu")
+        for name, t in unflatten(flat, [tuple(m) for m in b]):  # plain tuples, as after an RPC
+            assert torch.equal(t, state[name]) and t.dtype == state[name].dtype
+    assert flatten(state, buckets[2], "cpu").dtype == torch.float32  # the widest dtype carries the bucket
+
+
+def test_collective_sync_over_gloo_makes_engine_and_trainer_agree(engine, tiny_model_dir):
+    """The GPU path's code on CPU: trainer rank 0 broadcasts buckets over a gloo group, the engine's worker
+    receives and reloads each one; small buckets so the weights arrive in many partial reloads."""
+    import threading
+
+    from vllm.utils.network_utils import get_open_port
+
+    from seedr1.rollout.weight_sync import broadcast, flatten, join_group, leave_group, plan_buckets
+
+    record, processor = _record(7), load_processor(tiny_model_dir)
+    tokens = engine.generate([record], Sampling(n=1, max_tokens=8, temperature=1.0, seed=4))[0][0].token_ids
+    model = load_model(tiny_model_dir, trainable=False)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    want = _trainer_logprobs(model, processor, record, tokens)
+    assert np.abs(np.asarray(engine.score([record], [tokens])[0]) - want).max() > 1e-2
+
+    state = {n: p.detach().contiguous() for n, p in model.named_parameters()}
+    buckets = plan_buckets(state, bucket_bytes=256 << 10)
+    assert len(buckets) > 3
+    port, box = get_open_port(), {}
+
+    def trainer_rank0():  # a thread stands in for the trainer process: gloo ranks only need their own sockets
+        pg = join_group("127.0.0.1", port, 0, 2, "gloo", 60)
+        for b in buckets:
+            broadcast(pg, flatten(state, b, "cpu"))
+        box["pg"] = pg
+
+    sender = threading.Thread(target=trainer_rank0)
+    sender.start()
+    assert engine.weight_group_size() == 1
+    engine.join_weight_group("127.0.0.1", port, 1, 2, "gloo", 60)
+    engine.receive_weights(buckets)
+    sender.join(timeout=60)
+    leave_group(box["pg"])
+    np.testing.assert_allclose(engine.score([record], [tokens])[0], want, atol=1e-4)
+    assert len(engine.generate([_record(8)], Sampling(n=2, max_tokens=4, temperature=1.0, seed=0))[0]) == 2

@@ -38,3 +38,15 @@ def test_warmup_schedule_trains_from_the_first_step():
 
     assert [warmup_schedule(4)(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_schedule(0)(0) == 1.0
+
+
+def test_engine_gap_compares_completion_tokens_only():
+    from seedr1.train.policy import TrainSample, _add_engine_gap
+
+    logp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.25, 0.0]])
+    mask = torch.tensor([[False, True, True], [True, False, False]])
+    chunk = [TrainSample(None, [7, 8], 0.0, engine_logprobs=[-2.5, -2.0]),
+             TrainSample(None, [9], 0.0)]  # no engine log-probs (e.g. SFT): not counted
+    gap = [0.0, 0]
+    _add_engine_gap(gap, chunk, logp, mask)
+    assert gap == [1.5, 2]  # |-2 - -2.5| + |-3 - -2|

@@ -38,7 +38,7 @@ def score_rollouts(cfg: GRPOConfig, records: list, groups: list) -> tuple[list[T
     keep, dropped = torch.ones(len(flat), dtype=torch.bool), 0
     if cfg.algo.drop_uninformative:
         keep, dropped = drop_uninformative(rewards, G)
-    samples = [TrainSample(r, c.token_ids, float(a) if k else 0.0, c.logprobs if cfg.overlap else None)
+    samples = [TrainSample(r, c.token_ids, float(a) if k else 0.0, c.logprobs if cfg.overlap else None, c.logprobs)
                for (r, c), a, k in zip(flat, adv.tolist(), keep.tolist())]
     info = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
             **{f"reward/{k}": float(np.mean(v)) for k, v in per_fn.items()},
@@ -68,7 +68,7 @@ def grpo_train_loop(config: dict) -> None:
     start, position, uri = ckpt.resume_trainer(trainer, cfg, config.get("launch_id"))
     # Engines hold cfg.model, or newer weights when Ray Train restarted this group: give them the trainer's policy
     # (and the group's weight version) before the first rollout.
-    weights = trainer.state_dict_bytes()
+    weights = trainer.full_state_dict(trainable_only=True)  # all ranks (ZeRO-3 gather is collective)
     sink = stream = None
     if rank == 0:
         sink = MetricsSink(cfg.run_dir, job="grpo", total_steps=cfg.steps)
@@ -106,7 +106,7 @@ def grpo_train_loop(config: dict) -> None:
         t_update = time.perf_counter()
         stats = trainer.train_step(samples[rank::world])
         t["update"] = time.perf_counter()
-        weights = trainer.state_dict_bytes()  # all ranks (ZeRO-3 gather is collective)
+        weights = trainer.full_state_dict(trainable_only=True)  # all ranks (ZeRO-3 gather is collective)
         sync_s = group.sync(weights) if rank == 0 else 0.0
         t["sync"] = time.perf_counter()
         gathered = [None] * world
@@ -118,6 +118,8 @@ def grpo_train_loop(config: dict) -> None:
                       "train_tokens": train_tokens,
                       "train_tokens_per_s": train_tokens / max(update_s, 1e-9),
                       **{k: float(np.mean([g[k] for g in gathered])) for k in ("loss", "kl", "clip_fraction", "entropy")},
+                      "engine_logprob_gap": sum(g["engine_gap"][0] for g in gathered)
+                      / max(1, sum(g["engine_gap"][1] for g in gathered)),
                       "seconds": {"data": t["data"] - t["start"], "rollout": t["rollout"] - t["data"],
                                   "reward": t["reward"] - t["rollout"],
                                   "reference": float(np.mean([g["ref_s"] for g in gathered])),

@@ -18,12 +18,19 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     if (cfg.prompts_per_step * G) % world:
         raise ValueError(f"prompts_per_step x rollout.num_samples = {cfg.prompts_per_step * G} must divide evenly "
                          f"over trainer.num_workers = {world}")
+    if cfg.rollout.weight_sync == "collective" and cfg.rollout.engine != "vllm":
+        raise ValueError(f"rollout.weight_sync=collective needs rollout.engine=vllm (got {cfg.rollout.engine!r})")
     cfg = prepare_run(cfg, "grpo")
     env = worker_env()
     ensure_ray(cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + world * cfg.trainer.cpus_per_worker, env)
     actors, pg = start_rollout_group(cfg.model, cfg.rollout, env)
     restarts = cfg.rollout.max_restarts
-    group = RolloutGroup(actors, max_recoveries=restarts if restarts >= 0 else 10 ** 6)
+    sender = None
+    if cfg.rollout.weight_sync == "collective":  # the group forms in the trainer's rank 0, at its first sync
+        from seedr1.rollout.weight_sync import CollectiveSender
+
+        sender = CollectiveSender(actors, cfg.rollout.weight_sync_bucket_mb << 20, cfg.rollout.weight_sync_timeout_s)
+    group = RolloutGroup(actors, max_recoveries=restarts if restarts >= 0 else 10 ** 6, sender=sender)
     try:
         run_trainer_group(grpo_train_loop, {"cfg": to_dict(cfg), "rollout": group}, cfg.trainer, cfg.run_dir,
                           cfg.checkpoint.keep)

@@ -50,6 +50,20 @@ class RolloutWorker:
         self.weights_version = self.weights_version + 1 if version is None else version
         return time.perf_counter() - t0
 
+    # weight_sync=collective: the trainer's rank 0 broadcasts, this actor's engine workers receive
+    def weight_group_size(self) -> int:
+        return self.engine.weight_group_size()
+
+    def join_weight_group(self, host: str, port: int, offset: int, world_size: int, backend: str,
+                          timeout_s: float) -> None:
+        self.engine.join_weight_group(host, port, offset, world_size, backend, timeout_s)
+
+    def receive_weights(self, buckets: list, version: int) -> float:
+        t0 = time.perf_counter()
+        self.engine.receive_weights(buckets)
+        self.weights_version = version
+        return time.perf_counter() - t0
+
     def pid(self) -> int:
         return os.getpid()
 

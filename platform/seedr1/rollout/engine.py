@@ -38,6 +38,19 @@ class RolloutEngine(ABC):
     def update_weights(self, payload: bytes) -> None:
         """Load new policy weights (safetensors bytes of changed parameters), then reset caches."""
 
+    # Collective weight sync (RolloutConfig.weight_sync="collective"); engines without it keep these defaults.
+    def weight_group_size(self) -> int:
+        """Processes of this engine that join the trainer's weight group."""
+        raise NotImplementedError(f"{type(self).__name__} has no collective weight sync; use weight_sync=object_store")
+
+    def join_weight_group(self, host: str, port: int, offset: int, world_size: int, backend: str,
+                          timeout_s: float) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no collective weight sync")
+
+    def receive_weights(self, buckets: list) -> None:
+        """Receive the broadcast buckets (``weight_sync.plan_buckets``) and load them, then reset caches."""
+        raise NotImplementedError(f"{type(self).__name__} has no collective weight sync")
+
     @abstractmethod
     def reset_caches(self) -> None:
         """Drop prefix and encoder caches (stale after a weight change)."""

@@ -4,6 +4,10 @@ An actor that dies (OOM, a crashed engine, a lost node) is restarted by Ray from
 works again it gets the latest synced weights; its prompts are generated again. A restart between two calls is
 caught too: every call names the weights version it expects, and a restarted actor is back at version 0.
 Each restart is counted and reported through ``on_event``.
+
+Weights travel either as safetensors bytes through the object store, or (``sender``, a ``CollectiveSender``) as
+broadcast buckets over a process group of their own. A failed broadcast (an actor died in it) falls back to the
+object store for that sync, and the group is formed again at the next one.
 """
 from __future__ import annotations
 
@@ -17,11 +21,14 @@ from seedr1.rollout.actor import StaleWeightsError
 
 
 class RolloutGroup:
-    def __init__(self, actors: list, max_recoveries: int = 3, on_event: Optional[Callable[..., None]] = None):
+    def __init__(self, actors: list, max_recoveries: int = 3, on_event: Optional[Callable[..., None]] = None,
+                 sender=None):
         self.actors = actors
+        self.sender = sender  # a weight_sync.CollectiveSender, or None: the object store carries the weights
         self.max_recoveries = max_recoveries  # per call: a dead actor is retried this often before giving up
         self.on_event = on_event or (lambda kind, **fields: None)
-        self.weights = None  # ObjectRef of the latest synced weights (None: the engines still hold the start model)
+        self.weights = None  # ObjectRef of the latest synced weights' bytes (made when needed)
+        self.state = None  # the latest synced weights as tensors (collective sync keeps them for a restarted actor)
         self.version = 0  # syncs so far; the actors' weights_version must match
         self.restarts = 0
         self.restart_timeout_s = 900.0  # an engine can take minutes to come back (weights, compilation)
@@ -57,20 +64,40 @@ class RolloutGroup:
     def generate(self, records: list, seed: int) -> tuple[list, float]:
         return self.collect(self.launch(records, seed))
 
-    def sync(self, weights: bytes) -> float:
-        """Send new weights to every actor; returns the slowest actor's load seconds."""
-        self.weights, self.version = ray.put(weights), self.version + 1
+    def sync(self, weights) -> float:
+        """Send new weights (a state dict, or safetensors bytes) to every actor; returns the slowest load seconds."""
+        self.version += 1
+        if isinstance(weights, (bytes, bytearray)):
+            self.state, self.weights = None, ray.put(weights)
+        else:
+            self.state, self.weights = weights, None
+        if self.sender is not None and self.state is not None:
+            try:
+                return self.sender.send(self.state, self.version)
+            except Exception as e:  # a dead peer breaks the whole group: this time the object store carries it
+                self.sender.close()
+                self.on_event("weight_sync_fallback", error=f"{type(e).__name__}: {e}"[:300])
+        ref = self._weights_ref()
+        if self.sender is None:
+            self.state = None  # the object store holds them now; one copy on this host is enough
         secs = 0.0
         for k, actor in enumerate(self.actors):
             for attempt in range(self.max_recoveries + 1):
                 try:
-                    secs = max(secs, ray.get(actor.update_weights.remote(self.weights, self.version)))
+                    secs = max(secs, ray.get(actor.update_weights.remote(ref, self.version)))
                     break
                 except RayActorError as e:
                     if attempt == self.max_recoveries:
                         raise
-                    self._recover(k, e)  # reloads self.weights
+                    self._recover(k, e)  # reloads the latest weights
         return secs
+
+    def _weights_ref(self):
+        if self.weights is None and self.state is not None:
+            from safetensors.torch import save
+
+            self.weights = ray.put(save(self.state))
+        return self.weights
 
     def _recover(self, k: int, error: Exception) -> None:
         t0 = time.perf_counter()
@@ -82,8 +109,10 @@ class RolloutGroup:
                 if time.perf_counter() - t0 > self.restart_timeout_s:
                     raise
                 time.sleep(0.5)
-        if self.weights is not None:
-            ray.get(self.actors[k].update_weights.remote(self.weights, self.version))
+        if self.version > 0:
+            ray.get(self.actors[k].update_weights.remote(self._weights_ref(), self.version))
+        if self.sender is not None:
+            self.sender.close()  # the restarted actor is not in the group: form it again at the next sync
         self.restarts += 1
         self.on_event("rollout_actor_restarted", actor=k, error=type(error).__name__,
                       seconds=round(time.perf_counter() - t0, 2))

@@ -68,6 +68,18 @@ class VLLMEngine(RolloutEngine):
         self.llm.collective_rpc("seedr1_load_safetensors", args=(payload,))
         self.reset_caches()
 
+    def weight_group_size(self) -> int:
+        """Workers of this engine (tensor/pipeline parallel): each joins the weight group as a rank."""
+        return self.llm.llm_engine.vllm_config.parallel_config.world_size
+
+    def join_weight_group(self, host: str, port: int, offset: int, world_size: int, backend: str,
+                          timeout_s: float) -> None:
+        self.llm.collective_rpc("seedr1_join_weight_group", args=(host, port, offset, world_size, backend, timeout_s))
+
+    def receive_weights(self, buckets: list) -> None:
+        self.llm.collective_rpc("seedr1_receive_buckets", args=(buckets,))
+        self.reset_caches()
+
     def reset_caches(self) -> None:
         # A stale encoder cache after a weight change kills the engine on the next video ("Encoder cache miss").
         self.llm.reset_prefix_cache()

@@ -1,9 +1,12 @@
 """The receiving side of weight sync, as a vLLM worker extension (``worker_extension_cls``).
 
 The model's own ``load_weights`` fails on vLLM's CPU backend (it repacks Linear weights), so we go through the
-worker's ``reload_weights`` with checkpoint-format names, which works on both backends.
+worker's ``reload_weights`` with checkpoint-format names, which works on both backends. Two transports reach it:
+safetensors bytes (through the Ray object store) and broadcast buckets over a collective group (``weight_sync``).
 """
 from __future__ import annotations
+
+from seedr1.rollout import weight_sync
 
 
 class WeightReceiver:
@@ -13,3 +16,28 @@ class WeightReceiver:
         state = load(payload)
         self.reload_weights(weights_iterator=iter(state.items()), is_checkpoint_format=True)
         return len(state)
+
+    def seedr1_join_weight_group(self, host: str, port: int, offset: int, world_size: int, backend: str,
+                                 timeout_s: float) -> int:
+        """Join the trainer's weight group as rank ``offset`` + this worker's rank (a new group replaces an old one)."""
+        self.seedr1_leave_weight_group()
+        rank = offset + getattr(self, "rank", 0)
+        self._seedr1_pg = weight_sync.join_group(host, port, rank, world_size, backend, timeout_s)
+        return rank
+
+    def seedr1_leave_weight_group(self) -> None:
+        if getattr(self, "_seedr1_pg", None) is not None:
+            weight_sync.leave_group(self._seedr1_pg)
+            self._seedr1_pg = None
+
+    def seedr1_receive_buckets(self, buckets: list) -> int:
+        """Receive each bucket rank 0 broadcasts and load it (one bucket in memory at a time)."""
+        device = str(getattr(self, "device", "cpu"))
+        count = 0
+        for bucket in buckets:
+            flat = weight_sync.empty_bucket(bucket, device)
+            weight_sync.broadcast(self._seedr1_pg, flat)
+            tensors = weight_sync.unflatten(flat, bucket)
+            self.reload_weights(weights_iterator=iter(tensors), is_checkpoint_format=True)
+            count += len(tensors)
+        return count

@@ -25,6 +25,18 @@ class TrainSample:
     token_ids: list[int]
     advantage: float
     behaviour_logprobs: Optional[list[float]] = None  # off-policy: the sampling engine's log-probs per token
+    engine_logprobs: Optional[list[float]] = None  # what the engine reported when sampling (for the mismatch metric)
+
+
+def _add_engine_gap(gap: list, chunk: list[TrainSample], logp: torch.Tensor, mask: torch.Tensor) -> None:
+    """Accumulate how far the engine's sampling log-probs are from the trainer's (weights not yet stepped: DeepSpeed
+    steps at the accumulation boundary). On-policy this is ~0 after a correct weight sync; a broken sync shows here."""
+    for i, s in enumerate(chunk):
+        if s.engine_logprobs:
+            mine = logp[i][mask[i]][:len(s.engine_logprobs)].float().cpu()
+            theirs = torch.tensor(s.engine_logprobs[:len(mine)], dtype=torch.float32)
+            gap[0] += float((mine - theirs).abs().sum())
+            gap[1] += len(mine)
 
 
 def warmup_schedule(warmup_steps: int, total_steps: int = 0, cosine: bool = False):
@@ -106,6 +118,7 @@ class PolicyTrainer:
                              f"expected gradient_accumulation_steps={self.grad_accum}")
         sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "ref_s": 0.0,
                 "lr": float(self.engine.get_lr()[0]), "train_tokens": 0}
+        gap = [0.0, 0]  # |trainer - engine| log-prob over the completion tokens the engine reported, and their count
         self.engine.train()
         for chunk, batch in self._micro_batches(samples):
             ref_logp = None
@@ -125,7 +138,9 @@ class PolicyTrainer:
                 sums[k] += m[k] / n_micro
             sums["entropy"] += float(masked_mean(entropy, mask)) / n_micro
             sums["train_tokens"] += int(batch["attention_mask"].sum())
+            _add_engine_gap(gap, chunk, logp.detach(), mask)
         sums["optimizer_step"] = int(self.engine.global_steps)
+        sums["engine_gap"] = gap
         return sums
 
     def sft_step(self, records: list, targets: list[list[int]]) -> dict:
