@@ -121,3 +121,35 @@ def test_killed_evaluation_resumes_without_asking_twice(stub_server, data_root, 
     assert summary["n"] == 18 and summary["correct"] == sum(s.gold_letter == "A" for s in samples.values())
     assert summary["answered_this_run"] == 18 - len(written)  # the rerun asked only for what was missing
     assert sum(asked.values()) <= 18 + 2  # at most the batch in flight at the kill was asked again
+
+
+def test_longvideobench_file_evaluates_through_the_same_path(stub_server, data_root, tmp_path):
+    """A LongVideoBench-format file (JSON list: candidates, correct_choice, video_path; video only, no image)."""
+    import shutil
+
+    from seedr1.evaluate.run import run_evaluate
+
+    lvb = tmp_path / "lvb"
+    (lvb / "videos").mkdir(parents=True)
+    mp4s = sorted(Path(data_root, "videos").rglob("*.mp4"))[:2]
+    for i, src in enumerate(mp4s):
+        shutil.copy(src, lvb / "videos" / f"clip{i}.mp4")
+    records = [{"id": f"lvb-{i}", "question": f"What happens in clip {i % 2}?", "video_path": f"clip{i % 2}.mp4",
+                "candidates": ["cut", "stir", "wash", "pour", "open"][:4 + i % 2], "correct_choice": i % 3,
+                "duration_group": 15 if i < 3 else 60, "topic_category": "cooking"} for i in range(5)]
+    (lvb / "lvb_val.json").write_text(json.dumps(records))
+    cfg = EvaluateConfig(out_dir=str(tmp_path / "eval"), endpoint=stub_server, api_key="k", files=["lvb_val.json"],
+                         html_report=False, data=DataConfig(root=str(lvb), frame_size=56, image_size=56))
+    summary = run_evaluate(cfg)
+    gold_a = [r["id"] for r in records if r["correct_choice"] == 0]  # the stub always answers A
+    assert summary["n"] == 5 and summary["correct"] == len(gold_a) == 2
+    # LongVideoBench's duration group stands in for the level
+    assert {k: v["n"] for k, v in summary["by_level"].items()} == {15: 3, 60: 2}
+    assert summary["by_domain"]["cooking"]["correct"] == 2
+    assert len(StubChat.requests) == 5
+    for r in StubChat.requests:
+        parts = r["body"]["messages"][0]["content"]
+        assert [p["type"] for p in parts] == ["video_url", "text"]  # no current-observation image in this format
+        assert parts[0]["video_url"]["url"].startswith("data:video/mp4;base64,")
+    five = next(_question_of(r) for r in StubChat.requests if "E. open" in _question_of(r))
+    assert "A. cut\nB. stir\nC. wash\nD. pour\nE. open\n" in five

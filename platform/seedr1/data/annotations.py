@@ -59,7 +59,8 @@ def kind_of(path: str) -> str:
     raise ValueError(f"cannot tell the record kind of {path}; pass kind= explicitly")
 
 
-def _raw_records(path: str, text: str, kind: str) -> Iterator[tuple[int, object]]:
+def raw_lines(path: str, text: str, kind: str) -> Iterator[tuple[int, object]]:
+    """(line or list position, parsed record or the JSONDecodeError) for JSONL, or a JSON list (LongVideoBench)."""
     if kind == "longvideobench" and text.lstrip().startswith("["):
         try:
             items = json.loads(text)
@@ -82,7 +83,7 @@ def read_annotations(path: str, kind: Optional[str] = None,
     kind = kind or kind_of(path)
     text = get_storage(path).read_bytes(path).decode("utf-8")
     samples, seen = [], set()
-    for index, (lineno, raw) in enumerate(_raw_records(path, text, kind)):
+    for index, (lineno, raw) in enumerate(raw_lines(path, text, kind)):
         sid = str(raw.get("sample_id", raw.get("id"))) if isinstance(raw, dict) and \
             raw.get("sample_id", raw.get("id")) is not None else None
         try:

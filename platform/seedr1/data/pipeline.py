@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 
 from seedr1.config import DataConfig
-from seedr1.data.annotations import kind_of
+from seedr1.data.annotations import kind_of, raw_lines
 from seedr1.data.media import MediaError, decode_image, decode_video
 from seedr1.data.prompt_text import build_prompt_text
 from seedr1.data.prompts import arrange_options, user_message
@@ -115,15 +115,11 @@ def raw_records(root: str, files: Iterable[str], cfg: DataConfig) -> Iterator[di
     storage = get_storage(root, cfg.s3)
     for rel in files:
         path = join(root, rel)
-        text = storage.read_bytes(path).decode("utf-8")
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                record = {"__error__": f"malformed JSON: {e.msg} at column {e.colno}"}
-            yield {"file": Path(rel).name, "kind": kind_of(rel), "line": lineno, "record": record}
+        text, kind = storage.read_bytes(path).decode("utf-8"), kind_of(rel)
+        for lineno, record in raw_lines(path, text, kind):  # JSONL, or a JSON list (LongVideoBench)
+            if isinstance(record, json.JSONDecodeError):
+                record = {"__error__": f"malformed JSON: {record.msg} at column {record.colno}"}
+            yield {"file": Path(rel).name, "kind": kind, "line": lineno, "record": record}
 
 
 def prepare_from_root(meta: dict, root: str, cfg: DataConfig, epoch: int) -> dict:
