@@ -157,6 +157,34 @@ def test_32_concurrent_requests(server, client):
         assert r.status == 200  # the replica is alive
 
 
+def test_evaluation_job_endpoint_mode_against_the_served_model(server, client, tmp_path):
+    """jobs/evaluate.py's --endpoint target, pointed at this app: every question answered, scored by the one rule,
+    and each answer the same text a direct greedy call gets (the evaluation sends what the data pipeline built)."""
+    from seedr1.config import DataConfig, EvaluateConfig
+    from seedr1.data.synthetic import SynthSpec, write_synthetic
+    from seedr1.evaluate.http_target import chat_messages
+    from seedr1.evaluate.run import run_evaluate
+    from seedr1.evaluate.scoring import score_files
+
+    write_synthetic(tmp_path / "data", SynthSpec(train=2, l1=3, l2=2, l3=4))
+    files = [f"annotations/validation_{lv}.jsonl" for lv in ("L1", "L2", "L3")]
+    data = DataConfig(root=str(tmp_path / "data"), frame_size=56, image_size=56)
+    cfg = EvaluateConfig(out_dir=str(tmp_path / "eval"), endpoint=server, api_key=KEY, concurrency=4, files=files,
+                         max_tokens=8, html_report=False, data=data)
+    summary = run_evaluate(cfg)
+    assert summary["n"] == 9 and not summary["missing"] and set(summary["by_level"]) == {"L1", "L2", "L3"}
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 9 and all(isinstance(r["response"], str) for r in rows)
+    again = score_files([str(tmp_path / "data" / f) for f in files], str(tmp_path / "eval" / "predictions.jsonl"))
+    assert again["correct"] == summary["correct"]
+    from seedr1.data.pipeline import RecordStream, iter_local
+
+    first = next(iter(RecordStream(iter_local(data, files[:1]), data)))
+    direct = client.chat.completions.create(model="seedr1", max_tokens=8, temperature=0.0,
+                                            messages=chat_messages(first))
+    assert direct.choices[0].message.content == next(r["response"] for r in rows if r["sample_id"] == first.sample_id)
+
+
 def test_refuses_to_start_without_keys(monkeypatch):
     from seedr1.config import ServeConfig
     from seedr1.serve.app import build
