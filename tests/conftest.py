@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,58 @@ def s3_env(s3_server, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     return s3_server
+
+
+class PrometheusWatch(threading.Thread):
+    """Scrapes the Ray node's Prometheus endpoint while a run goes on (workers' series go when they exit): every
+    seedr1 series name seen, and the largest value of each gauge for this run."""
+
+    def __init__(self, ray, run: str):
+        super().__init__(daemon=True)
+        node = ray.nodes()[0]
+        self.url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+        self.run_tag, self.names, self.values, self.done = run, set(), {}, threading.Event()
+        self.start()
+
+    def scrape(self) -> None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            body = urllib.request.urlopen(self.url, timeout=5).read().decode()
+        except OSError:
+            return
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                if sample.name.startswith("ray_seedr1_"):
+                    self.names.add(re.sub(r"_(bucket|sum|count)$", "", sample.name))
+                    if sample.labels.get("run") == self.run_tag:
+                        self.values[sample.name] = max(self.values.get(sample.name, sample.value), sample.value)
+
+    def run(self):
+        while not self.done.wait(1.0):
+            self.scrape()
+
+    def stop(self):
+        self.done.set()
+        self.join(timeout=10)
+
+    def wait_for(self, names: set, timeout_s: float = 30.0) -> None:
+        """Keep scraping until every name in ``names`` was seen (or the timeout), then stop."""
+        deadline = time.time() + timeout_s
+        while time.time() < deadline and not names <= self.names:
+            time.sleep(1)
+        self.stop()
+
+
+@pytest.fixture()
+def prometheus_watch(ray_cluster):
+    """``prometheus_watch(run=...)`` starts scraping the local Ray node's metrics endpoint every second."""
+    watches = []
+
+    def start(run: str = "") -> PrometheusWatch:
+        watches.append(PrometheusWatch(ray_cluster, run))
+        return watches[-1]
+
+    yield start
+    for w in watches:
+        w.stop()

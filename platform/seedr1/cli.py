@@ -159,6 +159,57 @@ command("score", None, "score a predictions JSONL against annotations with the o
         "and domain, reasoning consistency)", _score_args, _score_run)
 
 
+# ---- seedr1 dashboards ---------------------------------------------------------------------------------------------
+DASHBOARDS_DIR = "k8s/charts/seedr1/dashboards"  # the committed copies the Helm chart ships
+
+
+def _build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=DASHBOARDS_DIR, help=f"folder for the JSON files (default {DASHBOARDS_DIR})")
+    p.add_argument("--no-ray", action="store_true", help="leave out Ray's own dashboards")
+
+
+def _build_run(args) -> int:
+    from seedr1.metrics.dashboards import write_dashboards
+
+    for path in write_dashboards(args.out, include_ray=not args.no_ray):
+        print(path)
+    return 0
+
+
+def _push_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", required=True, help="Grafana base URL, e.g. http://grafana:3000")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--token", help="service account / API token (or env GRAFANA_TOKEN)")
+    auth.add_argument("--basic-auth", help="user:password")
+    p.add_argument("--folder", default="seedr1", help="Grafana folder (found or created by title)")
+    p.add_argument("--no-ray", action="store_true", help="leave out Ray's own dashboards")
+
+
+def _push_run(args) -> int:
+    import os
+
+    from seedr1.metrics.dashboards import build_dashboards
+    from seedr1.metrics.grafana_push import GrafanaPushError, push_dashboards
+
+    basic = tuple(args.basic_auth.split(":", 1)) if args.basic_auth else None
+    if basic is not None and len(basic) != 2:
+        raise ValueError("--basic-auth takes user:password")
+    try:
+        uids = push_dashboards(args.url, build_dashboards(not args.no_ray), token=args.token or
+                               os.environ.get("GRAFANA_TOKEN"), basic_auth=basic, folder=args.folder)
+    except GrafanaPushError as e:
+        print(f"seedr1: error: {e}", file=sys.stderr)
+        return 1
+    print(f"pushed {len(uids)} dashboards to {args.url} (folder {args.folder}): {', '.join(uids)}")
+    return 0
+
+
+command("dashboards", "build", "write the Grafana dashboards (training, data, evaluation, serving, Ray's own)",
+        _build_args, _build_run)
+command("dashboards", "push", "create or overwrite the dashboards in a Grafana through its HTTP API", _push_args,
+        _push_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seedr1", description="seedr1: video MLLM post-training on Ray")
     groups = parser.add_subparsers(dest="group", required=True)

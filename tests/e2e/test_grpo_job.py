@@ -1,7 +1,5 @@
 """GRPO end to end on a local Ray cluster: 1 vLLM rollout actor + 2 DeepSpeed workers, ZeRO-2 and ZeRO-3."""
 import json
-import threading
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,27 +17,16 @@ NAMED = ("reward_mean", "reward_std", "reward/accuracy", "reward_std/format", "r
          "staleness", *(f"seconds/{s}" for s in STAGES), "seconds/step")
 
 
-class PrometheusWatch(threading.Thread):
-    """Polls the Ray node's Prometheus endpoint while a run goes on; ``seen`` once the series with the tag shows."""
+def _emit_a_reject(tmp_path):
+    """One malformed line through the pipeline's record stream (here, in the driver, connected to the same Ray)."""
+    from seedr1.config import DataConfig
+    from seedr1.data.pipeline import RecordStream, iter_local
 
-    def __init__(self, ray, series: str, run: str):
-        super().__init__(daemon=True)
-        node = ray.nodes()[0]
-        self.url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
-        self.series, self.run_tag, self.seen, self.done = series, run, False, threading.Event()
-        self.start()
-
-    def run(self):
-        while not self.seen and not self.done.wait(1.0):
-            try:
-                body = urllib.request.urlopen(self.url, timeout=5).read().decode()
-            except OSError:
-                continue
-            self.seen = any(line.startswith(self.series) and f'run="{self.run_tag}"' in line for line in body.splitlines())
-
-    def stop(self):
-        self.done.set()
-        self.join(timeout=10)
+    bad = tmp_path / "bad-data"
+    (bad / "annotations").mkdir(parents=True)
+    (bad / "annotations" / "validation_L1.jsonl").write_text("{not json\n")
+    data = DataConfig(root=str(bad))
+    assert list(RecordStream(iter_local(data, ["annotations/validation_L1.jsonl"]), data)) == []
 
 
 @pytest.fixture(scope="module")
@@ -53,18 +40,26 @@ def small_data(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("zero_stage,overlap,weight_sync", [(2, False, "object_store"), (3, True, "collective")])
-def test_grpo_runs_on_ray_with_deepspeed(ray_cluster, small_data, tiny_model_dir, tmp_path, zero_stage, overlap,
+def test_grpo_runs_on_ray_with_deepspeed(ray_cluster, prometheus_watch, small_data, tiny_model_dir, tmp_path, zero_stage, overlap,
                                          weight_sync):
     from seedr1.grpo.run import run_grpo
 
-    scraped = PrometheusWatch(ray_cluster, "ray_seedr1_grpo_reward_mean", run=tmp_path.name)
+    scraped = prometheus_watch(run=tmp_path.name)
     cfg = load_config(GRPOConfig, TINY, [
         f"run_dir={tmp_path}", f"model={tiny_model_dir}", f"data.root={small_data}", "steps=2",
         "prompts_per_step=2", "rollout.num_samples=4", "rollout.max_tokens=8", f"trainer.zero_stage={zero_stage}",
         "trainer.micro_batch_size=2", f"overlap={overlap}", f"rollout.weight_sync={weight_sync}"])
     run_dir = run_grpo(cfg)
-    scraped.stop()
-    assert scraped.seen, "the Ray metrics endpoint exposed seedr1_grpo_* during the run"
+    _emit_a_reject(tmp_path)  # the data dashboard also shows rejects; this run's data has none
+    from seedr1.metrics.dashboards import build_dashboards, queried_metrics
+
+    build = build_dashboards(include_ray=False)
+    wanted = queried_metrics(build["seedr1-grpo.json"]) | queried_metrics(build["seedr1-data.json"])
+    scraped.wait_for(wanted)
+    # every metric a GRPO or data dashboard panel queries was emitted (no empty panel), with plausible values
+    assert wanted <= scraped.names, sorted(wanted - scraped.names)
+    assert scraped.values["ray_seedr1_grpo_step"] == 2 == scraped.values["ray_seedr1_grpo_optimizer_step"]
+    assert scraped.values["ray_seedr1_grpo_seconds_step"] > 0
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:

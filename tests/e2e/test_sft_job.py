@@ -9,7 +9,7 @@ TINY = Path(__file__).resolve().parents[2] / "configs" / "sft" / "tiny.yaml"
 
 
 @pytest.mark.slow
-def test_sft_job_learns_the_targets_and_checkpoints(ray_cluster, tiny_model_dir, tmp_path):
+def test_sft_job_learns_the_targets_and_checkpoints(ray_cluster, prometheus_watch, tiny_model_dir, tmp_path):
     import json
 
     from transformers import AutoModelForImageTextToText
@@ -23,7 +23,14 @@ def test_sft_job_learns_the_targets_and_checkpoints(ray_cluster, tiny_model_dir,
     write_synthetic(root, SynthSpec(train=16, l1=2, l2=2, l3=2))
     cfg = load_config(SFTConfig, TINY, [f"run_dir={tmp_path / 'run'}", f"model={tiny_model_dir}", f"data.root={root}",
                                         "steps=8", "checkpoint.every=4"])
+    scraped = prometheus_watch(run="run")
     run_dir = run_sft(cfg)
+    from seedr1.metrics.dashboards import build_dashboards, queried_metrics
+
+    scraped.wait_for(queried_metrics(build_dashboards(include_ray=False)["seedr1-sft.json"]))
+    missing = queried_metrics(build_dashboards(include_ray=False)["seedr1-sft.json"]) - scraped.names
+    assert not missing, f"SFT dashboard panels with no data: {sorted(missing)}"
+    assert scraped.values["ray_seedr1_sft_step"] == 8
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 9))
     assert rows[-1]["loss"] < 0.7 * rows[0]["loss"], [r["loss"] for r in rows]  # it fits the CoT targets

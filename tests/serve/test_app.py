@@ -185,6 +185,19 @@ def test_evaluation_job_endpoint_mode_against_the_served_model(server, client, t
     assert direct.choices[0].message.content == next(r["response"] for r in rows if r["sample_id"] == first.sample_id)
 
 
+def test_serving_and_evaluation_dashboards_have_data(server, client, prometheus_watch):
+    """After the requests above (and the endpoint evaluation), every metric the serving and evaluation dashboards
+    query is on Ray's Prometheus endpoint."""
+    from seedr1.metrics.dashboards import build_dashboards, queried_metrics
+
+    dash = build_dashboards(include_ray=False)
+    wanted = queried_metrics(dash["seedr1-serving.json"]) | queried_metrics(dash["seedr1-evaluation.json"])
+    client.chat.completions.create(model="seedr1", max_tokens=2, messages=[{"role": "user", "content": [QUESTION]}])
+    scraped = prometheus_watch()
+    scraped.wait_for(wanted)
+    assert wanted <= scraped.names, sorted(wanted - scraped.names)
+
+
 def test_refuses_to_start_without_keys(monkeypatch):
     from seedr1.config import ServeConfig
     from seedr1.serve.app import build

@@ -14,6 +14,7 @@ import numpy as np
 from seedr1.algo.rewards import is_correct
 from seedr1.config import EvaluateConfig, RolloutConfig, save_config
 from seedr1.data.schema import Sample
+from seedr1.metrics import ray_metrics
 from seedr1.storage import join
 
 
@@ -138,7 +139,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     pred_path = out / "predictions.jsonl"
     done = read_done(pred_path)
     t0, answered = time.perf_counter(), 0
-    target = None
+    target, run = None, out.name
+    ray_metrics.evaluation_totals(run, len(samples))
     thumbs, by_id = {}, {}
     with open(pred_path, "a", encoding="utf-8") as sink:
         def flush(batch: list) -> None:
@@ -156,6 +158,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             else:
                 texts = target.generate(todo, cfg.seed)
             for r, answers in zip(todo, texts):
+                ray_metrics.evaluation_answers(run, [(r.task_level, is_correct(t, r.gold_letter)) for t in answers])
                 for i, text in enumerate(answers):
                     row = {"sample_id": r.sample_id, "k": i, "response": text, "task_level": r.task_level,
                            "domain": r.domain}
@@ -192,6 +195,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                    files=cfg.files, samples=cfg.samples, temperature=cfg.temperature, seconds=round(seconds, 2),
                    answered_this_run=answered)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    ray_metrics.evaluation_totals(run, summary["n"], {"all": summary["accuracy"],
+                                                      **{lv: v["accuracy"] for lv, v in summary["by_level"].items()}})
     (out / "table.md").write_text(markdown_table({name: summary}))
     bar_chart({name: summary}, out / "chart.png")
     if cfg.html_report:

@@ -79,9 +79,11 @@ class _Metrics:
     def record(self, code: int, seconds: float, usage: Optional[dict]) -> None:
         self.requests.inc(1, tags={"code": str(code)})
         self.latency.observe(seconds, tags={"code": str(code)})
-        if usage:
+        # Ray counters refuse to add 0 (a completion that stopped at once would turn into an error here)
+        if usage and usage["prompt_tokens"] > 0:
             self.tokens_in.inc(usage["prompt_tokens"])
-            self.tokens_out.inc(max(usage["completion_tokens"], 0))
+        if usage and usage["completion_tokens"] > 0:
+            self.tokens_out.inc(usage["completion_tokens"])
 
 
 @serve.deployment
