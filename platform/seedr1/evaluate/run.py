@@ -57,10 +57,9 @@ def _thumbnails(record) -> dict:
 
 
 class _EnginePool:
-    """vLLM actors on their own placement group, behind the rollout group used in training."""
+    """vLLM actors on their own placement group: the rollout group used in training."""
 
     def __init__(self, cfg: EvaluateConfig, model: str):
-        from seedr1.rollout.actor import start_rollout_group
         from seedr1.rollout.group import RolloutGroup
         from seedr1.train.launch import ensure_ray, worker_env
 
@@ -68,19 +67,14 @@ class _EnginePool:
                                 gpus_per_actor=cfg.gpus_per_actor, num_samples=cfg.samples,
                                 temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, vllm=cfg.vllm)
         ensure_ray(cfg.num_actors * cfg.cpus_per_actor, worker_env())
-        self.actors, self.pg = start_rollout_group(model, rollout, worker_env())
-        self.group = RolloutGroup(self.actors)
+        self.group = RolloutGroup.start(model, rollout, worker_env())
 
     def generate(self, records: list, seed: int) -> list[list[str]]:
         groups, _ = self.group.generate(records, seed)
         return [[c.text for c in g] for g in groups]
 
     def close(self) -> None:
-        import ray
-
-        for a in self.actors:
-            ray.kill(a)
-        ray.util.remove_placement_group(self.pg)
+        self.group.close()
 
 
 def _sample_of(record) -> Sample:

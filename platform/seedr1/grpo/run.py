@@ -8,10 +8,7 @@ from seedr1.train.launch import ensure_ray, prepare_run, run_trainer_group, work
 
 
 def run_grpo(cfg: GRPOConfig) -> Path:
-    import ray
-
     from seedr1.grpo.loop import grpo_train_loop
-    from seedr1.rollout.actor import start_rollout_group
     from seedr1.rollout.group import RolloutGroup
 
     G, world = cfg.rollout.num_samples, cfg.trainer.num_workers
@@ -23,21 +20,19 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     cfg = prepare_run(cfg, "grpo")
     env = worker_env()
     ensure_ray(cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + world * cfg.trainer.cpus_per_worker, env)
-    actors, pg = start_rollout_group(cfg.model, cfg.rollout, env)
     restarts = cfg.rollout.max_restarts
-    sender = None
+    group = RolloutGroup.start(cfg.model, cfg.rollout, env, max_recoveries=restarts if restarts >= 0 else 10 ** 6)
     if cfg.rollout.weight_sync == "collective":  # the group forms in the trainer's rank 0, at its first sync
         from seedr1.rollout.weight_sync import CollectiveSender
 
-        sender = CollectiveSender(actors, cfg.rollout.weight_sync_bucket_mb << 20, cfg.rollout.weight_sync_timeout_s)
-    group = RolloutGroup(actors, max_recoveries=restarts if restarts >= 0 else 10 ** 6, sender=sender)
+        group.sender = CollectiveSender(group.actors, cfg.rollout.weight_sync_bucket_mb << 20,
+                                        cfg.rollout.weight_sync_timeout_s)
     try:
         run_trainer_group(grpo_train_loop, {"cfg": to_dict(cfg), "rollout": group}, cfg.trainer, cfg.run_dir,
                           cfg.checkpoint.keep)
     finally:
-        for a in actors:
-            ray.kill(a)
-        ray.util.remove_placement_group(pg)
+        group.sender = None  # its process group lived in the trainer's rank 0, not here
+        group.close()
     print(f"[grpo] done: run folder {cfg.run_dir} (metrics.jsonl, tensorboard/, checkpoints/, config.yaml)",
           flush=True)
     return Path(cfg.run_dir)

@@ -32,6 +32,26 @@ class RolloutGroup:
         self.version = 0  # syncs so far; the actors' weights_version must match
         self.restarts = 0
         self.restart_timeout_s = 900.0  # an engine can take minutes to come back (weights, compilation)
+        self.placement_group = None  # set by ``start``: the group's own resources, released by ``close``
+
+    @classmethod
+    def start(cls, model: str, cfg, env: dict | None = None, **kwargs) -> "RolloutGroup":
+        """Start ``cfg.num_actors`` rollout actors on a placement group of their own (``close`` releases both)."""
+        from seedr1.rollout.actor import start_rollout_group
+
+        actors, pg = start_rollout_group(model, cfg, env)
+        group = cls(actors, **kwargs)
+        group.placement_group = pg
+        return group
+
+    def close(self) -> None:
+        if self.sender is not None:
+            self.sender.close()
+        for actor in self.actors:
+            ray.kill(actor)
+        if self.placement_group is not None:
+            ray.util.remove_placement_group(self.placement_group)
+            self.placement_group = None
 
     def _chunks(self, n: int) -> list[list[int]]:
         return [idx for idx in (list(range(k, n, len(self.actors))) for k in range(len(self.actors))) if idx]

@@ -1,0 +1,32 @@
+"""score_rollouts: rewards -> advantages -> train samples and the step's reward metrics, numbers by hand."""
+from types import SimpleNamespace
+
+import pytest
+
+from seedr1.config import GRPOConfig, RolloutConfig
+from seedr1.grpo.loop import score_rollouts
+from seedr1.rollout.engine import Completion
+
+RIGHT = "<think>red</think><answer>A.</answer>"
+WRONG_FORMAT = "<answer>B</answer>"  # no think part: format 0, wrong letter
+RIGHT_NO_FORMAT = "A is it <answer>A</answer>"
+
+
+def _completion(text: str, logprobs=(-0.5, -0.25)) -> Completion:
+    return Completion(text=text, token_ids=[1, 2], logprobs=list(logprobs), finish_reason="stop", prompt_tokens=9)
+
+
+def test_metrics_and_advantages_with_accuracy_reward_only():
+    cfg = GRPOConfig(rollout=RolloutConfig(num_samples=2))
+    cfg.algo.rewards = {"accuracy": 1.0}
+    records = [SimpleNamespace(gold_letter="A", sample_id="s1"), SimpleNamespace(gold_letter="B", sample_id="s2")]
+    groups = [[_completion(RIGHT), _completion(WRONG_FORMAT)], [_completion(RIGHT_NO_FORMAT), _completion(RIGHT)]]
+    samples, info = score_rollouts(cfg, records, groups)
+    # rewards [1, 0 | 0, 0]: group 1 is informative, group 2 has equal rewards (advantage 0 either way)
+    assert info["reward_mean"] == pytest.approx(0.25)
+    assert info["accuracy"] == pytest.approx(0.25)
+    assert info["format_rate"] == pytest.approx(0.5)  # measured though not rewarded: RIGHT twice out of 4
+    assert [s.advantage > 0 for s in samples[:2]] == [True, False] and samples[2].advantage == samples[3].advantage == 0
+    assert samples[0].engine_logprobs == [-0.5, -0.25]  # kept for the trainer's engine_logprob_gap
+    assert samples[0].behaviour_logprobs is None  # on-policy: the ratio uses the trainer's own log-probs
+    assert info["response_length"] == 2
