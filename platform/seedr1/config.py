@@ -298,6 +298,8 @@ class ServeLimits:
     allow_hosts: list[str] = doc([], "Hosts that http(s) media URLs may name: exact host / host:port entries are "
                                  "trusted; wildcards ('*', '*.example.com') admit hosts whose addresses are not "
                                  "loopback, link-local or private. Empty: no http(s) fetches.")
+    allow_s3_buckets: list[str] = doc([], "Buckets that s3:// media URLs may name (read with the server's credentials): "
+                                      "names or shell patterns ('media-*', '*' for any). Empty: no s3 fetches.")
     fps: float = doc(2.0, "Frames per second sampled from a video URL (as in the data pipeline).")
     min_frames: int = doc(4, "Fewest frames sampled from a video.")
     sampled_max_frames: int = doc(16, "Most frames sampled from a video URL (even count).")

@@ -390,15 +390,18 @@ def test_s3_image_and_video(s3_env):
     s3.create_bucket(Bucket="media-test")
     s3.put_object(Bucket="media-test", Key="img.png", Body=png(colour=(1, 2, 250)))
     s3.put_object(Bucket="media-test", Key="clip.mp4", Body=mp4())
+    allowed = replace(LIMITS, allow_s3_buckets=["media-*", "no-such-bucket"])
     record = parse_chat(user({"type": "video_url", "video_url": {"url": "s3://media-test/clip.mp4"}},
-                             img("s3://media-test/img.png"), TEXT), LIMITS)
+                             img("s3://media-test/img.png"), TEXT), allowed)
     assert record.video.shape == (4, 32, 32, 3) and tuple(record.image[3, 3]) == (1, 2, 250)
 
     for url, limits, status, fragment in [
-        ("s3://media-test/nope.png", LIMITS, 400, "does not exist"),
-        ("s3://media-test/img.png", replace(LIMITS, max_fetch_bytes=10), 413, "10 bytes"),
-        ("s3://media-test", LIMITS, 400, "s3://bucket/key"),
-        ("s3://no-such-bucket/x.png", LIMITS, 400, "no-such-bucket"),
+        ("s3://media-test/nope.png", allowed, 400, "does not exist"),
+        ("s3://media-test/img.png", replace(allowed, max_fetch_bytes=10), 413, "10 bytes"),
+        ("s3://media-test", allowed, 400, "s3://bucket/key"),
+        ("s3://no-such-bucket/x.png", allowed, 400, "no-such-bucket"),
+        ("s3://media-test/img.png", LIMITS, 400, "not on this server's allow_s3_buckets"),  # default: none
+        ("s3://other/img.png", allowed, 400, "'other' is not on"),
     ]:
         with pytest.raises(APIError) as info:
             parse_chat(user(img(url)), limits)

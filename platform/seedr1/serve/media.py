@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import http.client
 import io
 import ipaddress
@@ -443,6 +444,10 @@ def _fetch_s3(url: str, limits: ServeLimits, s3: Optional[S3Config], param: Opti
     if not bucket or not key:
         raise bad_request(f"malformed s3 URL {_shown(url)!r}: expected s3://bucket/key", param=param,
                           code="invalid_url")
+    # The server's credentials may reach more than clients should (checkpoints, other data): only listed buckets.
+    if not any(fnmatch.fnmatchcase(bucket, pattern) for pattern in limits.allow_s3_buckets):
+        raise bad_request(f"s3 bucket {bucket!r} is not on this server's allow_s3_buckets list", param=param,
+                          code="bucket_not_allowed")
     store = _s3_store(s3, limits.fetch_timeout_s)
     try:
         head = store.head(url)
