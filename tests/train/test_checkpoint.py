@@ -94,6 +94,9 @@ def test_checkpoint_on_s3(one_rank_group, tiny_model_dir, s3_env):
     assert ckpt.load_checkpoint(b, uri)["step"] == 1
     for n, p in _params(a).items():
         torch.testing.assert_close(_params(b)[n], p, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="earlier run"):  # no cheap move on s3: resume=never refuses, deletes nothing
+        ckpt.set_aside_for_fresh_start(root)
+    assert ckpt.latest_complete(root) == uri
 
 
 def test_a_restarted_launch_finds_its_own_checkpoint(one_rank_group, tiny_model_dir, tmp_path):
@@ -103,3 +106,25 @@ def test_a_restarted_launch_finds_its_own_checkpoint(one_rank_group, tiny_model_
     assert ckpt.resume_point("never", root, launch_id="launch-a") == uri  # the same launch, restarted
     assert ckpt.resume_point("never", root, launch_id="launch-b") is None  # a new launch with resume=never
     assert ckpt.resume_point("auto", root, launch_id="launch-b") == uri
+
+
+def test_resume_never_sets_the_earlier_runs_checkpoints_aside(tmp_path):
+    """Left in place, an earlier run's step_150 would prune this run's step_2 (keep goes by step) and win resume=auto."""
+    from seedr1.config import GRPOConfig
+    from seedr1.train.launch import prepare_run
+
+    root = tmp_path / "run" / "checkpoints"
+    for step in (100, 150):
+        (root / f"step_{step:08d}").mkdir(parents=True)
+        (root / f"step_{step:08d}" / "COMPLETE").write_text("")
+    cfg = GRPOConfig(run_dir=str(tmp_path / "run"), model=str(tmp_path / "model"), resume="never")
+    cfg.data.root = str(tmp_path / "data")
+    prepare_run(cfg, "grpo")
+    assert ckpt.complete_steps(str(root)) == []
+    moved = [p for p in (tmp_path / "run").iterdir() if p.name.startswith("checkpoints.replaced-")]
+    assert len(moved) == 1 and ckpt.complete_steps(str(moved[0])) == [100, 150]  # kept, not deleted
+    cfg.resume = "auto"  # resume=auto leaves everything where it is
+    (root / "step_00000002").mkdir(parents=True)
+    (root / "step_00000002" / "COMPLETE").write_text("")
+    prepare_run(cfg, "grpo")
+    assert ckpt.complete_steps(str(root)) == [2]

@@ -187,6 +187,24 @@ def resume_point(resume: str, root: str, s3: Optional[S3Config] = None,
     return uri
 
 
+def set_aside_for_fresh_start(root: str, s3: Optional[S3Config] = None) -> Optional[str]:
+    """``resume=never`` over a root that already holds checkpoints: move them to ``<root>.replaced-<UTC time>``
+    (kept, not deleted). Left in place they would mix with this run's: pruning and ``resume=auto`` go by step number,
+    so an earlier run's higher steps would delete this run's checkpoints and win a later resume. On s3:// (no cheap
+    move) it refuses instead, naming the root."""
+    if is_s3(root):
+        steps = complete_steps(root, s3)
+        if steps:
+            raise ValueError(f"resume=never, but {root} holds checkpoints of an earlier run (steps {steps[:3]}"
+                             f"{'...' if len(steps) > 3 else ''}); use another checkpoint.dir, or delete them yourself")
+        return None
+    if not any(Path(root).glob("step_*")):
+        return None
+    dest = f"{root.rstrip('/')}.replaced-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    shutil.move(root, dest)
+    return dest
+
+
 def checkpoint_root(cfg) -> str:
     """Where a job's checkpoints go: ``cfg.checkpoint.dir`` or ``<run_dir>/checkpoints``."""
     return cfg.checkpoint.dir or str(Path(cfg.run_dir) / "checkpoints")

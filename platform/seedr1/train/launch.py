@@ -38,6 +38,12 @@ def prepare_run(cfg, job: str):
         from seedr1.model.loading import resolve_checkpoint
 
         cfg.model = resolve_checkpoint(cfg.model)  # built once on the driver, read by every worker
+    if getattr(cfg, "resume", None) == "never":  # start over: an earlier run's checkpoints must not mix with ours
+        from seedr1.train.checkpoint import checkpoint_root, set_aside_for_fresh_start
+
+        moved = set_aside_for_fresh_start(checkpoint_root(cfg), cfg.data.s3)
+        if moved:
+            print(f"[{job}] resume=never: the earlier run's checkpoints were moved to {moved}", flush=True)
     save_config(cfg, run_dir)
     return cfg
 
