@@ -140,17 +140,16 @@ def _evaluation() -> dict:
 
 
 def _serving() -> dict:
+    req, lat, tin, tout = (f"ray_{n}" for n in (ray_metrics.SERVE_REQUESTS, ray_metrics.SERVE_LATENCY,
+                                                 ray_metrics.SERVE_PROMPT_TOKENS, ray_metrics.SERVE_COMPLETION_TOKENS))
     items = [_row("Requests"),
-             _panel("requests/s by code", [("sum by (code) (rate(ray_seedr1_serve_requests_total[1m]))",
-                                            "{{code}}")], "reqps", "Chat completion requests per second."),
-             _panel("error rate", [('sum(rate(ray_seedr1_serve_requests_total{code!="200"}[5m])) / '
-                                    "clamp_min(sum(rate(ray_seedr1_serve_requests_total[5m])), 1e-9)", "errors")],
-                    "percentunit", "Share of requests answered with an error (4xx/5xx)."),
-             _panel("latency", [(f"histogram_quantile({q}, sum by (le) "
-                                 f"(rate(ray_seedr1_serve_latency_seconds_bucket[5m])))", f"p{int(q * 100)}")
+             _panel("requests/s by code", [(f"sum by (code) (rate({req}[1m]))", "{{code}}")], "reqps",
+                    "Chat completion requests per second."),
+             _panel("error rate", [(f'sum(rate({req}{{code!="200"}}[5m])) / clamp_min(sum(rate({req}[5m])), 1e-9)',
+                                    "errors")], "percentunit", "Share of requests answered with an error (4xx/5xx)."),
+             _panel("latency", [(f"histogram_quantile({q}, sum by (le) (rate({lat}_bucket[5m])))", f"p{int(q * 100)}")
                                 for q in (0.5, 0.9, 0.99)], "s", "Request latency percentiles."),
-             _panel("tokens/s", [("sum(rate(ray_seedr1_serve_prompt_tokens_total[1m]))", "prompt"),
-                                 ("sum(rate(ray_seedr1_serve_completion_tokens_total[1m]))", "completion")],
+             _panel("tokens/s", [(f"sum(rate({tin}[1m]))", "prompt"), (f"sum(rate({tout}[1m]))", "completion")],
                     "short", "Prompt (media expanded) and completion tokens per second.")]
     return _dashboard("seedr1-serving", "seedr1 / serving", items, None)
 

@@ -1,9 +1,9 @@
-"""Prometheus metrics of the data pipeline and the evaluation job, through Ray's metrics API.
+"""Prometheus metrics of the data pipeline, the evaluation job and the server, through Ray's metrics API.
 
 Ray exports them from its Prometheus endpoint with a ``ray_`` prefix (``ray_seedr1_data_records_total``). They are
 created on first use and only in a process connected to Ray (a local run without Ray records nothing). Labels stay
 bounded: annotation file names, schema field names, levels, the run folder's name; never sample ids.
-(Per-step training metrics are the ``MetricsSink`` gauges; serving has its own in ``serve/app.py``.)
+(Per-step training metrics are the ``MetricsSink`` gauges, named from ``catalog.py``.)
 """
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ EVAL_ANSWERED = "seedr1_evaluate_answered"
 EVAL_CORRECT = "seedr1_evaluate_correct"
 EVAL_QUESTIONS = "seedr1_evaluate_questions"
 EVAL_ACCURACY = "seedr1_evaluate_accuracy"
+SERVE_REQUESTS = "seedr1_serve_requests_total"
+SERVE_LATENCY = "seedr1_serve_latency_seconds"
+SERVE_PROMPT_TOKENS = "seedr1_serve_prompt_tokens_total"
+SERVE_COMPLETION_TOKENS = "seedr1_serve_completion_tokens_total"
+LATENCY_BUCKETS_S = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]
 
 
 def data_record(file: str, ok: bool, field: str | None = None, frames: int = 0) -> None:
@@ -79,3 +84,21 @@ def evaluation_totals(run: str, questions: int, accuracy_by_level: dict | None =
     for level, acc in (accuracy_by_level or {}).items():
         _get("Gauge", EVAL_ACCURACY, "Final accuracy of the evaluation, by level (all: overall).",
              ("run", "level")).set(acc, tags={"run": run, "level": str(level)})
+
+
+def serve_request(code: int, seconds: float, usage: dict | None) -> None:
+    """One chat request answered (any status): count by code, latency, tokens in and out."""
+    if not _ray_on():
+        return
+    _get("Counter", SERVE_REQUESTS, "Chat requests by HTTP status code.", ("code",)).inc(1, tags={"code": str(code)})
+    if SERVE_LATENCY not in _metrics:
+        from ray.util.metrics import Histogram
+
+        _metrics[SERVE_LATENCY] = Histogram(SERVE_LATENCY, "Chat request latency.", boundaries=LATENCY_BUCKETS_S,
+                                            tag_keys=("code",))
+    _metrics[SERVE_LATENCY].observe(seconds, tags={"code": str(code)})
+    # Ray counters refuse to add 0 (a completion that stopped at once would turn into an error here)
+    if usage and usage["prompt_tokens"] > 0:
+        _get("Counter", SERVE_PROMPT_TOKENS, "Prompt tokens (media expanded).", ()).inc(usage["prompt_tokens"])
+    if usage and usage["completion_tokens"] > 0:
+        _get("Counter", SERVE_COMPLETION_TOKENS, "Completion tokens.", ()).inc(usage["completion_tokens"])

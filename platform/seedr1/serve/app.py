@@ -16,13 +16,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
 from seedr1.config import ServeConfig, from_dict, to_dict
+from seedr1.metrics import ray_metrics
 from seedr1.serve.errors import APIError, bad_request, too_large, unauthorized
 
 log = logging.getLogger("seedr1.serve.access")
@@ -64,28 +64,6 @@ def _sampling(body: dict, cfg: ServeConfig):
                     top_p=number("top_p", float, 1.0, 0.0, 1.0), seed=seed, stop=stop)
 
 
-class _Metrics:
-    """Request metrics as Ray metrics: count by code, latency, tokens in and out."""
-
-    def __init__(self):
-        from ray.util.metrics import Counter, Histogram
-
-        self.requests = Counter("seedr1_serve_requests_total", "Chat requests by HTTP status code.", tag_keys=("code",))
-        self.latency = Histogram("seedr1_serve_latency_seconds", "Chat request latency.",
-                                 boundaries=[0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60], tag_keys=("code",))
-        self.tokens_in = Counter("seedr1_serve_prompt_tokens_total", "Prompt tokens (media expanded).")
-        self.tokens_out = Counter("seedr1_serve_completion_tokens_total", "Completion tokens.")
-
-    def record(self, code: int, seconds: float, usage: Optional[dict]) -> None:
-        self.requests.inc(1, tags={"code": str(code)})
-        self.latency.observe(seconds, tags={"code": str(code)})
-        # Ray counters refuse to add 0 (a completion that stopped at once would turn into an error here)
-        if usage and usage["prompt_tokens"] > 0:
-            self.tokens_in.inc(usage["prompt_tokens"])
-        if usage and usage["completion_tokens"] > 0:
-            self.tokens_out.inc(usage["completion_tokens"])
-
-
 @serve.deployment
 @serve.ingress(api)
 class ChatServer:
@@ -99,7 +77,6 @@ class ChatServer:
             raise RuntimeError(f"auth=key but no API key: set ${self.cfg.api_keys_env} or api_keys_file")
         self.engine = VLLMEngine(resolve_checkpoint(self.cfg.model), self.cfg.vllm)
         self.lock = threading.Lock()  # one engine call at a time (vLLM's LLM class is not thread-safe)
-        self.metrics = _Metrics()
 
     # --- plumbing ---------------------------------------------------------------------------------------------
     def _check_auth(self, request: Request) -> None:
@@ -194,7 +171,7 @@ class ChatServer:
                                 status_code=500)
         finally:
             seconds = time.perf_counter() - t0
-            self.metrics.record(code, seconds, usage)
+            ray_metrics.serve_request(code, seconds, usage)
             log.info(json.dumps({"path": "/v1/chat/completions", "status": code, "ms": round(1000 * seconds, 1),
                                  "prompt_tokens": usage and usage["prompt_tokens"],
                                  "completion_tokens": usage and usage["completion_tokens"]}))
