@@ -157,3 +157,23 @@ def test_too_many_rejects_raise(root, tmp_path):
     lenient = _cfg(bad, max_bad_fraction=0.75, min_records_for_bad_fraction=4)
     s = RecordStream(iter_local(lenient, [L1]), lenient)
     assert len(list(s)) == len(lines) - 3 and s.rejected == 3
+
+
+def test_arrow_blocks_round_trip_rows(root):
+    """Ray Data carries rows as Arrow blocks built by ``_to_table``: records with and without video, CoT records and
+    rejects come back from a block exactly as from the in-process rows."""
+    from seedr1.data.pipeline import _blocks, _reject, to_record
+
+    rows = list(iter_local(_cfg(root), [TRAIN, COT]))
+    rows.append(_reject("training_6k.jsonl", 3, "s3", "current_observation_basename", "missing image x.png"))
+    tables = list(_blocks(rows))
+    assert [t.num_rows for t in tables][:-1] == [8] * (len(tables) - 1) and sum(t.num_rows for t in tables) == len(rows)
+    back = [dict(zip(t.column_names, values)) for t in tables for values in zip(*(c.to_pylist() for c in t.columns))]
+    assert [r["ok"] for r in back] == [r["ok"] for r in rows] and back[-1]["reason"] == "missing image x.png"
+    assert any(r["video"] is None for r in rows if r["ok"]) and any(r["video"] is not None for r in rows)
+    for mine, theirs in zip(rows[:-1], back[:-1]):
+        a, b = to_record(mine), to_record(theirs)
+        assert a.sample_id == b.sample_id and a.messages == b.messages and a.options == b.options
+        assert a.gold_letter == b.gold_letter and a.response == b.response and a.kind == b.kind
+        for x, y in ((a.video, b.video), (a.image, b.image)):
+            assert (x is None and y is None) or (x.shape == y.shape and np.array_equal(x, y))

@@ -144,7 +144,7 @@ def test_longvideobench_file_evaluates_through_the_same_path(stub_server, data_r
     gold_a = [r["id"] for r in records if r["correct_choice"] == 0]  # the stub always answers A
     assert summary["n"] == 5 and summary["correct"] == len(gold_a) == 2
     # LongVideoBench's duration group stands in for the level
-    assert {k: v["n"] for k, v in summary["by_level"].items()} == {15: 3, 60: 2}
+    assert {k: v["n"] for k, v in summary["by_level"].items()} == {"15": 3, "60": 2}
     assert summary["by_domain"]["cooking"]["correct"] == 2
     assert len(StubChat.requests) == 5
     for r in StubChat.requests:

@@ -146,6 +146,11 @@ def parse_cot(record: dict, index: int) -> Sample:
                   video=video, image=image, messages=record["prompt"], response=record["response"])
 
 
+def _text_or_none(value) -> Optional[str]:
+    """Levels are text everywhere ("L1"); LongVideoBench's duration groups are numbers (15, 60, 600, 3600)."""
+    return None if value is None else str(value)
+
+
 def parse_longvideobench(record: dict) -> Sample:
     check_fields(record, LONGVIDEOBENCH_FIELDS)
     candidates = record["candidates"]
@@ -159,7 +164,7 @@ def parse_longvideobench(record: dict) -> Sample:
         raise RecordError("missing required field", "id")
     return Sample(sample_id=str(sid), kind="longvideobench", question=record["question"], answer=candidates[idx],
                   options=list(candidates), gold_letter=chr(ord("A") + idx), video=f"videos/{record['video_path']}",
-                  image=None, task_level=record.get("level", record.get("duration_group")),
+                  image=None, task_level=_text_or_none(record.get("level", record.get("duration_group"))),
                   domain=record.get("topic_category"))
 
 
