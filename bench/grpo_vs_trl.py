@@ -1,0 +1,222 @@
+"""This project's GRPO job vs TRL's ``GRPOTrainer`` (what the official SEED-Bench-R1 code builds on): same tiny
+model, same training records, same group size, prompts per step, completion length, steps, learning rate, KL
+weight and rewards (accuracy 1.0 + format 0.5, the project's reward functions), on CPU; median seconds per step,
+peak memory of each process tree, and this project's per-stage breakdown.
+
+    .venv/bin/pip install -e '.[bench]' -c <(.venv/bin/pip freeze | grep ==)   # TRL
+    .venv/bin/python bench/grpo_vs_trl.py [--steps 6] [--rounds 1] [key=value ...]
+
+Data: TRL's GRPOTrainer takes images (``image``/``images`` columns) but no video, so TRL gets the current-
+observation image + text of each record; this project's job reads the same records and has no switch to drop the
+video, so it is given the shortest video the pipeline makes (``data.max_frames=2``: 2 frames at 56 px = 4 visual
+tokens; the image is 4 more) on top of the same image + text. Its prompts are therefore a few tokens longer.
+
+Setup as each is meant to run on one 2-core machine: this project: 1 vLLM rollout actor + 2 DeepSpeed ZeRO-2
+trainer workers (data parallel) on an embedded Ray (``key=value`` overrides change it, e.g.
+``trainer.num_workers=1``); TRL: one process (transformers ``generate``, torch with the machine's threads), the way
+its GRPOTrainer runs without ``accelerate launch``. Both: one optimizer step per generation batch (on-policy,
+``num_iterations=1``), a frozen reference model (beta 0.04), temperature 1.0, the same loss aggregation (TRL
+``loss_type="grpo"``). Seconds per step: median over steps after the first two of each run. Peak memory: RSS summed
+over the process tree (the driver with Ray's own processes and workers / the TRL process), sampled every 0.2 s; RSS
+counts pages shared between processes once per process, so for the multi-process side it is an overestimate (PSS is
+printed too). The runs alternate (ours, TRL, ours, ...) for ``--rounds`` rounds in one process tree; TRL runs in a
+child process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("data", "rollout", "reward", "reference", "update", "sync", "step")
+# The shared settings (configs/grpo/tiny.yaml's values).
+PROMPTS, G, MAX_TOKENS, LR, BETA, WARMUP, SIZE = 4, 4, 20, 3.0e-4, 0.04, 2, 56
+REWARD_WEIGHTS = {"accuracy": 1.0, "format": 0.5}
+
+
+class PeakMemory(threading.Thread):
+    """Peak RSS and PSS summed over a process tree (root pid and its descendants), sampled every 0.2 s."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.done, self.rss, self.pss = pid, threading.Event(), 0, 0
+
+    def run(self):
+        import psutil
+
+        while not self.done.wait(0.2):
+            rss = pss = 0
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root] + root.children(recursive=True)
+            except psutil.Error:
+                continue
+            for p in procs:
+                try:
+                    m = p.memory_full_info()
+                    rss, pss = rss + m.rss, pss + m.pss
+                except psutil.Error:
+                    continue
+            self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+
+
+def trl_child(args) -> None:
+    """Runs TRL's GRPOTrainer; writes per-step seconds to args.out (JSON)."""
+    import torch
+    from datasets import Dataset
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from seedr1.algo.rewards import accuracy_reward, format_reward
+    from seedr1.config import DataConfig
+    from seedr1.data.pipeline import RecordStream, iter_local
+
+    data = DataConfig(root=args.data, frame_size=SIZE, image_size=SIZE, option_order="sorted", max_frames=2)
+    rows = []
+    for r in RecordStream(iter_local(data, [data.train_file]), data):
+        if r.image is None:
+            continue
+        content = [part for part in r.messages[0]["content"] if part["type"] != "video"]  # no video in TRL
+        rows.append({"prompt": [{"role": "user", "content": content}], "image": Image.fromarray(r.image),
+                     "gold": r.gold_letter})
+    ds = Dataset.from_list(rows)
+
+    def text_of(completions) -> list[str]:  # conversational completions: [{"role": "assistant", "content": ...}]
+        return [c[0]["content"] if isinstance(c, list) else c for c in completions]
+
+    def accuracy(completions, gold, **_):
+        return accuracy_reward(text_of(completions), gold)
+
+    def fmt(completions, gold, **_):
+        return format_reward(text_of(completions), gold)
+
+    times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            times.append(time.perf_counter() - self.t)
+
+    model_path = args.model
+    cfg = GRPOConfig(output_dir=str(Path(args.out).parent / "trl-out"), use_cpu=True, bf16=False, fp16=False,
+                     per_device_train_batch_size=PROMPTS * G, num_generations=G, max_completion_length=MAX_TOKENS,
+                     max_steps=args.steps, learning_rate=LR, beta=BETA, warmup_steps=WARMUP,
+                     lr_scheduler_type="constant_with_warmup", max_grad_norm=1.0, temperature=1.0,
+                     reward_weights=[REWARD_WEIGHTS["accuracy"], REWARD_WEIGHTS["format"]], loss_type="grpo",
+                     num_iterations=1, logging_steps=1, report_to=[], save_strategy="no", seed=0,
+                     dataloader_num_workers=0, disable_tqdm=True)
+    trainer = GRPOTrainer(model=AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32),
+                          processing_class=AutoProcessor.from_pretrained(model_path), reward_funcs=[accuracy, fmt],
+                          args=cfg, train_dataset=ds, callbacks=[StepTimer()])
+    trainer.train()
+    Path(args.out).write_text(json.dumps({"times": times, "torch_threads": torch.get_num_threads()}))
+
+
+def run_ours(args, tmp: Path, data_root: str, round_: int) -> list[dict]:
+    from seedr1.config import GRPOConfig, load_config
+    from seedr1.grpo.run import run_grpo
+
+    run_dir = tmp / f"ours-{round_}"
+    cfg = load_config(GRPOConfig, str(REPO / "configs" / "grpo" / "tiny.yaml"), [
+        f"run_dir={run_dir}", f"steps={args.steps}", "resume=never", "checkpoint.every=0", f"data.root={data_root}",
+        f"prompts_per_step={PROMPTS}", f"rollout.num_samples={G}", f"rollout.max_tokens={MAX_TOKENS}",
+        f"trainer.lr={LR}", f"algo.beta={BETA}", f"trainer.warmup_steps={WARMUP}", "data.max_frames=2",
+        "data.min_frames=2", *args.overrides])
+    run_grpo(cfg)
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--trl-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("overrides", nargs="*", help="key=value overrides for this project's run")
+    args = ap.parse_args()
+    if args.trl_child:
+        return trl_child(args)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import trl
+    except ImportError:
+        sys.exit("TRL is not installed: .venv/bin/pip install -e '.[bench]' -c <(.venv/bin/pip freeze | grep ==)")
+    import ray
+
+    from seedr1.data.synthetic import SynthSpec, write_synthetic
+    from seedr1.model.loading import resolve_checkpoint
+    from seedr1.train.launch import worker_env
+
+    tmp = Path(tempfile.mkdtemp(prefix="seedr1-vs-trl-"))
+    data_root = str(tmp / "data")
+    write_synthetic(data_root, SynthSpec(train=64, l1=0, l2=0, l3=0))
+    model = resolve_checkpoint("tiny")
+    ray.init(runtime_env={"env_vars": worker_env()}, include_dashboard=False, num_cpus=6, log_to_driver=False)
+    ours_rows: list[dict] = []
+    trl_times: list[float] = []
+    mem = {"ours": [0, 0], "trl": [0, 0]}
+    threads = None
+    try:
+        for round_ in range(args.rounds):
+            sampler = PeakMemory(os.getpid())
+            sampler.start()
+            t0 = time.perf_counter()
+            rows = run_ours(args, tmp, data_root, round_)
+            sampler.done.set()
+            ours_rows += rows[2:]
+            mem["ours"] = [max(mem["ours"][0], sampler.rss), max(mem["ours"][1], sampler.pss)]
+            print(f"[vs-trl] round {round_} ours: {time.perf_counter() - t0:.0f} s with start-up", flush=True)
+            out, log = tmp / f"trl-{round_}.json", tmp / f"trl-{round_}.log"
+            t0 = time.perf_counter()
+            with open(log, "w") as sink:
+                child = subprocess.Popen([sys.executable, __file__, "--trl-child", "--data", data_root, "--model",
+                                          model, "--out", str(out), "--steps", str(args.steps)],
+                                         stdout=sink, stderr=subprocess.STDOUT)
+                sampler = PeakMemory(child.pid)
+                sampler.start()
+                rc = child.wait()
+                sampler.done.set()
+            if rc:
+                sys.exit(f"TRL run failed (rc {rc}); log: {log}\n" + log.read_text()[-3000:])
+            res = json.loads(out.read_text())
+            trl_times += res["times"][2:]
+            threads = res["torch_threads"]
+            mem["trl"] = [max(mem["trl"][0], sampler.rss), max(mem["trl"][1], sampler.pss)]
+            print(f"[vs-trl] round {round_} TRL: {time.perf_counter() - t0:.0f} s with start-up", flush=True)
+    finally:
+        ray.shutdown()
+
+    ours = statistics.median(r["seconds"]["step"] for r in ours_rows)
+    theirs = statistics.median(trl_times)
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\ntiny model (random weights), {PROMPTS} prompts x G={G}, max {MAX_TOKENS} completion tokens, lr {LR}, "
+          f"beta {BETA}, rewards {REWARD_WEIGHTS}, {args.steps} steps x {args.rounds} round(s), first two steps of each "
+          f"run left out; TRL {trl.__version__} with {threads} torch threads; overrides {args.overrides or 'none'}; "
+          f"cores {os.cpu_count()}, load average {load}")
+    print(f"{'':8s} {'median s/step':>13s} {'peak RSS MiB':>12s} {'peak PSS MiB':>12s}   steps")
+    print(f"{'seedr1':8s} {ours:13.2f} {mem['ours'][0] / 2**20:12.0f} {mem['ours'][1] / 2**20:12.0f}   "
+          + " ".join(f"{r['seconds']['step']:.2f}" for r in ours_rows))
+    print(f"{'TRL':8s} {theirs:13.2f} {mem['trl'][0] / 2**20:12.0f} {mem['trl'][1] / 2**20:12.0f}   "
+          + " ".join(f"{t:.2f}" for t in trl_times))
+    ratio = ours / theirs
+    print(f"seedr1 / TRL time per step: {ratio:.2f}x (target <= 0.7x: {'MET' if ratio <= 0.7 else 'NOT MET'})")
+    print("seedr1 median seconds per stage ('reference' is inside 'update'): "
+          + ", ".join(f"{s} {statistics.median(r['seconds'].get(s, 0.0) for r in ours_rows):.3f}" for s in STAGES))
+
+
+if __name__ == "__main__":
+    main()
