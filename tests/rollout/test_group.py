@@ -94,3 +94,28 @@ def test_failed_collective_sync_falls_back_to_the_object_store(ray_cluster):
     assert torch.equal(received["w"], state["w"])
     for a in actors:
         ray.kill(a)
+
+
+class SlowLoadWorker(EchoWorker):
+    """Loading weights takes a while and records when it ran."""
+
+    def update_weights(self, payload, version=None):
+        start = time.time()
+        time.sleep(0.5)
+        self.weights, self.weights_version, self.loaded = payload, version, (start, time.time())
+        return 0.5
+
+
+def test_object_store_sync_loads_every_engine_at_once(ray_cluster):
+    actors = [ray.remote(SlowLoadWorker).options(num_cpus=0, max_restarts=1, max_task_retries=0).remote()
+              for _ in range(2)]
+    g = RolloutGroup(actors, max_recoveries=1)
+    g.sync(b"v1")
+    (s0, e0), (s1, e1) = ray.get([a.__ray_call__.remote(lambda self: self.loaded) for a in actors])
+    assert s1 < e0 and s0 < e1, ((s0, e0), (s1, e1))  # the two loads overlapped
+    # an actor that died since the last call is restarted and still gets this sync's weights
+    os.kill(ray.get(actors[0].pid.remote()), signal.SIGKILL)
+    g.sync(b"v2")
+    assert ray.get([a.version.remote() for a in actors]) == [2, 2] and g.restarts == 1
+    for a in actors:
+        ray.kill(a)

@@ -100,16 +100,19 @@ class RolloutGroup:
         ref = self._weights_ref()
         if self.sender is None:
             self.state = None  # the object store holds them now; one copy on this host is enough
+        # every engine loads at once: one at a time made a sync cost num_actors times one load
+        futures = [actor.update_weights.remote(ref, self.version) for actor in self.actors]
         secs = 0.0
-        for k, actor in enumerate(self.actors):
+        for k, future in enumerate(futures):
             for attempt in range(self.max_recoveries + 1):
                 try:
-                    secs = max(secs, ray.get(actor.update_weights.remote(ref, self.version)))
+                    secs = max(secs, ray.get(future))
                     break
                 except RayActorError as e:
                     if attempt == self.max_recoveries:
                         raise
                     self._recover(k, e)  # reloads the latest weights
+                    future = self.actors[k].update_weights.remote(ref, self.version)
         return secs
 
     def _weights_ref(self):
