@@ -24,7 +24,7 @@ import psutil
 
 from seedr1.config import DataConfig
 from seedr1.data.media import decode_video
-from seedr1.data.pipeline import RecordStream, build_dataset, iter_local
+from seedr1.data.pipeline import RecordStream, build_dataset, dataset_rows, iter_local
 from seedr1.data.shards import pack
 from seedr1.data.synthetic import SynthSpec, write_synthetic
 
@@ -122,7 +122,7 @@ def main() -> None:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
 
         def pipeline() -> int:
-            return frames_of(RecordStream(build_dataset(s3cfg, FILES).iter_rows(), s3cfg))
+            return frames_of(RecordStream(dataset_rows(build_dataset(s3cfg, FILES)), s3cfg))
 
         def raw() -> int:
             return sum(decode_video(Path(v).read_bytes(), v, cfg.fps, cfg.min_frames, cfg.max_frames,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from seedr1.config import DataConfig, S3Config
-from seedr1.data.pipeline import DataQualityError, RecordStream, build_dataset, iter_local
+from seedr1.data.pipeline import DataQualityError, RecordStream, build_dataset, dataset_rows, iter_local
 from seedr1.data.shards import MANIFEST, iter_tar_members, pack, read_manifest
 from seedr1.data.synthetic import SynthSpec, write_synthetic
 from seedr1.storage import S3Storage, StorageError, get_storage
@@ -171,7 +171,7 @@ def test_pack_from_an_s3_root_uses_the_given_config(root, s3cfg, tmp_path, monke
 def test_ray_read_from_s3_matches_local(packed, s3cfg, ray_cluster, local_records, tmp_path):
     dest, _ = packed
     cfg = _shard_cfg(dest, s3cfg, rejects_path=str(tmp_path / "rejects.jsonl"))
-    stream = RecordStream(build_dataset(cfg, FILES).iter_rows(), cfg)
+    stream = RecordStream(dataset_rows(build_dataset(cfg, FILES)), cfg)
     records = list(stream)
     assert len(records) == sum(COUNTS.values()) and stream.rejected == 0
     assert not (tmp_path / "rejects.jsonl").exists()
@@ -267,7 +267,7 @@ def test_corrupt_media_and_records_in_shards_are_rejects(root, s3cfg, ray_cluste
     assert result.records == sum(COUNTS.values())
     rejects = tmp_path / "out" / "rejects.jsonl"
     cfg = _shard_cfg(dest, s3cfg, max_bad_fraction=0.5)
-    stream = RecordStream(build_dataset(cfg, FILES[2:4]).iter_rows(), cfg, rejects_path=str(rejects))
+    stream = RecordStream(dataset_rows(build_dataset(cfg, FILES[2:4])), cfg, rejects_path=str(rejects))
     records = list(stream)
     assert stream.rejected == 4 and stream.seen == 12
     bad_ids = {l1[v_line - 1]["sample_id"], l1[j_line - 1]["sample_id"], l2[1]["sample_id"], l2[2]["sample_id"]}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Optional
 
 from seedr1.config import DataConfig
-from seedr1.data.pipeline import PromptRecord, RecordStream, build_dataset
+from seedr1.data.pipeline import PromptRecord, RecordStream, build_dataset, dataset_rows
 
 
 class PromptStream:
@@ -28,7 +28,7 @@ class PromptStream:
         start = self.rows
         ds = build_dataset(self.cfg, self.files, epoch=self.epoch, shuffle=True,
                            start_row=0 if self.cfg.shards else start)
-        stream = RecordStream(ds.iter_rows(), self.cfg, rejects_path=self.rejects_path,
+        stream = RecordStream(dataset_rows(ds), self.cfg, rejects_path=self.rejects_path,
                               skip_rows=start if self.cfg.shards else 0)
         offset = 0 if self.cfg.shards else start  # rows_consumed counts from the dataset's first row
         for record in stream:

@@ -34,10 +34,10 @@ def read_done(path: Path) -> dict[tuple[str, int], dict]:
 def _records(cfg: EvaluateConfig) -> Iterator:
     import ray
 
-    from seedr1.data.pipeline import RecordStream, build_dataset, iter_local
+    from seedr1.data.pipeline import RecordStream, build_dataset, dataset_rows, iter_local
 
     if cfg.data.shards or ray.is_initialized():
-        return iter(RecordStream(build_dataset(cfg.data, cfg.files).iter_rows(), cfg.data))
+        return iter(RecordStream(dataset_rows(build_dataset(cfg.data, cfg.files)), cfg.data))
     return iter(RecordStream(iter_local(cfg.data, cfg.files), cfg.data))
 
 
