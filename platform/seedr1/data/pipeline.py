@@ -257,7 +257,8 @@ def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bo
         concurrency = max(1, min(cfg.decode_concurrency, len(paths)))
         ds = ray.data.read_binary_files(paths, filesystem=fs, include_paths=True, override_num_blocks=len(paths),
                                         concurrency=concurrency)
-        return ds.map_batches(_decode_shards, batch_size=None, batch_format="pyarrow", concurrency=concurrency,
+        return ds.map_batches(_decode_shards, batch_size=None, batch_format="pyarrow",
+                              compute=ray.data.TaskPoolStrategy(size=concurrency),
                               fn_kwargs={"files": names, "cfg": cfg, "epoch": epoch})
     metas = epoch_order(list(raw_records(cfg.root, files, cfg)), cfg.seed, epoch, shuffle)[start_row:]
     if not metas:
