@@ -123,3 +123,28 @@ def test_collective_sync_over_gloo_makes_engine_and_trainer_agree(engine, tiny_m
     leave_group(box["pg"])
     np.testing.assert_allclose(engine.score([record], [tokens])[0], want, atol=1e-4)
     assert len(engine.generate([_record(8)], Sampling(n=2, max_tokens=4, temperature=1.0, seed=0))[0]) == 2
+
+
+def test_vision_tokens_are_never_sampled(engine, tiny_model_dir):
+    """Weights that make <|image_pad|> and the other vision tokens by far the most likely next token: the trainer's
+    forward confirms it, and the engine still never samples them (a sampled one breaks the next forward)."""
+    from seedr1.model.tiny import vision_token_ids
+
+    record, processor = _record(9), load_processor(tiny_model_dir)
+    banned = vision_token_ids(processor.tokenizer)
+    model = load_model(tiny_model_dir, trainable=False)
+    seen = {}
+    hook = model.lm_head.register_forward_hook(lambda m, args, out: seen.update(h=args[0][0, -1].detach().clone()))
+    batch = build_batch(processor, [record], [[]])
+    with torch.no_grad():
+        model(**{k: v for k, v in batch.items() if k not in ("prompt_lens", "completion_lens")})
+    hook.remove()
+    h = seen["h"]
+    with torch.no_grad():  # logit of each vision token at the first answer position: 30, far above the rest
+        model.lm_head.weight[banned] = 30.0 * h / h.dot(h)
+        logits = model.lm_head(h)
+    assert int(logits.argmax()) in banned and float(logits[banned].min() - logits.max()) > -1e-3
+    assert float(torch.log_softmax(logits, -1)[banned].logsumexp(0)) > -1e-3  # unbanned: ~always a vision token
+    engine.update_weights(save({n: p.contiguous() for n, p in model.named_parameters()}))
+    out = engine.generate([record], Sampling(n=16, max_tokens=3, temperature=1.0, seed=0))[0]
+    assert len(out) == 16 and all(c.token_ids and not set(banned) & set(c.token_ids) for c in out)

@@ -19,9 +19,11 @@ class VLLMEngine(RolloutEngine):
         self.cpu = on_cpu()
         self.processor = load_processor(model)
         tok = self.processor.tokenizer
-        banned = set(vision_token_ids(tok))
-        # A sampled <|image_pad|> would break the trainer's next forward: never sample vision tokens.
-        self.allowed = [i for i in range(len(tok)) if i not in banned]
+        # A sampled <|image_pad|> would break the trainer's next forward: never sample vision tokens. A -100 logit
+        # bias (vLLM clamps biases to +-100) on those few ids, not an allowed-token list: with a real vocabulary
+        # (151k ids) the list costs tens of ms of engine CPU per request (deep-copied, validated, scattered into a
+        # mask: ~80 ms measured on a busy 2-core box), for every prompt x n of every step.
+        self.banned_bias = {i: -100.0 for i in vision_token_ids(tok)}
 
     def _inputs(self, record: PromptRecord, prompt: str | list[int]) -> dict:
         from PIL import Image
@@ -41,7 +43,7 @@ class VLLMEngine(RolloutEngine):
         # not use offset"); on CPU the engine-wide seed (VLLMConfig.seed) keeps runs reproducible instead.
         seed = None if self.cpu else sampling.seed
         params = SamplingParams(n=sampling.n, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                                top_p=sampling.top_p, seed=seed, logprobs=0, allowed_token_ids=self.allowed,
+                                top_p=sampling.top_p, seed=seed, logprobs=0, logit_bias=self.banned_bias,
                                 stop=sampling.stop or None)
         inputs = [self._inputs(r, chat_text(self.processor, r.messages)) for r in prompts]
         outs = self.llm.generate(inputs, params, use_tqdm=False)
