@@ -135,9 +135,8 @@ def test_vision_tokens_are_never_sampled(engine, tiny_model_dir):
     model = load_model(tiny_model_dir, trainable=False)
     seen = {}
     hook = model.lm_head.register_forward_hook(lambda m, args, out: seen.update(h=args[0][0, -1].detach().clone()))
-    batch = build_batch(processor, [record], [[]])
-    with torch.no_grad():
-        model(**{k: v for k, v in batch.items() if k not in ("prompt_lens", "completion_lens")})
+    with torch.no_grad():  # the trainer's forward on the prompt alone
+        completion_logprobs(model, build_batch(processor, [record], [[]]))
     hook.remove()
     h = seen["h"]
     with torch.no_grad():  # logit of each vision token at the first answer position: 30, far above the rest

@@ -274,7 +274,7 @@ def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bo
 
 def _media_views(column, shapes: list) -> list:
     """An Arrow binary column of pixels -> uint8 arrays that view its buffer (no copy), None where null."""
-    validity, offsets, data = column.buffers()
+    _, offsets, data = column.buffers()  # validity is read through is_null below
     offsets = np.frombuffer(offsets, dtype=np.int64)[column.offset:column.offset + len(column) + 1]
     data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, dtype=np.uint8)
     nulls = column.is_null().to_numpy(zero_copy_only=False)
