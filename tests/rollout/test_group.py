@@ -109,6 +109,7 @@ class SlowLoadWorker(EchoWorker):
 def test_object_store_sync_loads_every_engine_at_once(ray_cluster):
     actors = [ray.remote(SlowLoadWorker).options(num_cpus=0, max_restarts=1, max_task_retries=0).remote()
               for _ in range(2)]
+    ray.get([a.pid.remote() for a in actors])  # both processes up: a slow actor start is not a serial load
     g = RolloutGroup(actors, max_recoveries=1)
     g.sync(b"v1")
     (s0, e0), (s1, e1) = ray.get([a.__ray_call__.remote(lambda self: self.loaded) for a in actors])
