@@ -147,3 +147,27 @@ def test_vision_tokens_are_never_sampled(engine, tiny_model_dir):
     engine.update_weights(save({n: p.contiguous() for n, p in model.named_parameters()}))
     out = engine.generate([record], Sampling(n=16, max_tokens=3, temperature=1.0, seed=0))[0]
     assert len(out) == 16 and all(c.token_ids and not set(banned) & set(c.token_ids) for c in out)
+
+
+def test_completion_text_is_what_vllm_would_detokenize(engine, tiny_model_dir):
+    """Without stop strings the engine decodes the text itself (vLLM's detokenizer off, for speed); with them vLLM
+    detokenizes. Either way a completion's text is its token ids decoded without special tokens, less a trailing
+    incomplete UTF-8 character (random weights sample plenty of byte tokens), and the log-probs cover every token."""
+    tok = load_processor(tiny_model_dir).tokenizer
+    for stop in (None, ["\x00never"]):  # a stop string that never occurs turns vLLM's detokenizer on
+        out = engine.generate([_record(11), _record(12)], Sampling(n=8, max_tokens=12, temperature=1.0, stop=stop))
+        completions = [c for group in out for c in group]
+        assert len(completions) == 16 and len({tuple(c.token_ids) for c in completions}) > 1
+        for c in completions:
+            assert c.text == tok.decode(c.token_ids, skip_special_tokens=True).rstrip("\ufffd"), (stop, c.token_ids)
+            assert len(c.logprobs) == len(c.token_ids) and all(lp <= 0.0 for lp in c.logprobs)
+
+
+def test_stop_strings_cut_the_text(engine):
+    """Stop strings still work (they need vLLM's detokenizer): every letter is a stop string, so no text keeps one,
+    and completions that would have had letters end early with finish_reason "stop"."""
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    out = engine.generate([_record(13)] * 4, Sampling(n=8, max_tokens=12, temperature=1.0, stop=letters))
+    completions = [c for group in out for c in group]
+    assert not any(set(c.text) & set(letters) for c in completions)
+    assert sum(c.finish_reason == "stop" and len(c.token_ids) < 12 for c in completions) >= 8

