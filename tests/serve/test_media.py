@@ -89,7 +89,7 @@ def http_host():
         "/img.png": (200, {"Content-Type": "image/png"}, png(colour=(10, 220, 40)), 0),
         "/big.bin": (200, {}, b"\0" * 5000, 0),
         "/redirect": (302, {"Location": "/img.png"}, b"", 0),
-        "/slow.png": (200, {}, png(), 1.5),
+        "/slow.png": (200, {}, png(), 5.0),
         "/clip.mp4": (200, {"Content-Type": "video/mp4"}, mp4(), 0),
     }
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -351,7 +351,7 @@ def test_http_refusals(http_host, path, limits_kw, status, fragment):
     t0 = time.monotonic()
     with pytest.raises(APIError) as info:
         parse_chat(user(img(f"http://{http_host}{path}")), limits)
-    assert time.monotonic() - t0 < 1.2  # the timeout holds
+    assert time.monotonic() - t0 < 3.0  # the timeout holds (the slow response takes 5 s; slack for a busy CI box)
     assert info.value.status == status and fragment in info.value.message, info.value.body()
     assert info.value.param == "messages[0].content[0].image_url.url"
 
