@@ -30,3 +30,13 @@ def test_metrics_and_advantages_with_accuracy_reward_only():
     assert samples[0].engine_logprobs == [-0.5, -0.25]  # kept for the trainer's engine_logprob_gap
     assert samples[0].behaviour_logprobs is None  # on-policy: the ratio uses the trainer's own log-probs
     assert info["response_length"] == 2
+
+
+def test_rank_shards_keep_a_prompts_completions_together():
+    from seedr1.grpo.loop import rank_shard
+
+    samples = [f"p{p}c{c}" for p in range(4) for c in range(4)]  # 4 prompts x G 4, in prompt order
+    shards = [rank_shard(samples, r, 2) for r in range(2)]
+    assert shards == [samples[:8], samples[8:]]  # each micro-batch of 4 is one prompt's group
+    uneven = [rank_shard(list(range(7)), r, 3) for r in range(3)]
+    assert sum(uneven, []) == list(range(7)) and sorted(map(len, uneven)) == [2, 2, 3]

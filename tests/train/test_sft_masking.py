@@ -11,10 +11,10 @@ from seedr1.train.batch import build_batch, completion_logprobs
 class LogitsCapture(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
-        self.model, self.logits = model, None
+        self.module, self.logits = model, None  # "module", as a DeepSpeed engine names what it wraps
 
     def forward(self, **inputs):
-        out = self.model(**inputs)
+        out = self.module(**inputs)
         out.logits.retain_grad()
         self.logits = out.logits
         return out

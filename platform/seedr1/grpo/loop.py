@@ -27,6 +27,13 @@ def sampling_seed(cfg: GRPOConfig, step: int) -> int:
     return cfg.seed * 100003 + step * 101
 
 
+def rank_shard(samples: list, rank: int, world: int) -> list:
+    """This rank's contiguous share (sizes differ by at most one): a prompt's completions stay together, so a
+    micro-batch encodes each prompt's media once for all of them (see ``seedr1.train.batch``)."""
+    n = len(samples)
+    return samples[rank * n // world:(rank + 1) * n // world]
+
+
 def score_rollouts(cfg: GRPOConfig, records: list, groups: list) -> tuple[list[TrainSample], dict]:
     """Rewards -> group advantages -> train samples, plus the step's reward metrics (rank 0)."""
     G = cfg.rollout.num_samples
@@ -107,7 +114,7 @@ def grpo_train_loop(config: dict) -> None:
         dist.broadcast_object_list(box, src=0)
         samples, info, position = box[0]["samples"], box[0]["info"], box[0]["position"]
         t_update = time.perf_counter()
-        stats = trainer.train_step(samples[rank::world])
+        stats = trainer.train_step(rank_shard(samples, rank, world))
         t["update"] = time.perf_counter()
         weights = trainer.full_state_dict(trainable_only=True)  # all ranks (ZeRO-3 gather is collective)
         sync_s = group.sync(weights) if rank == 0 else 0.0

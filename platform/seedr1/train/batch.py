@@ -1,4 +1,9 @@
-"""Trainer-side batches: prompt (with media) + completion tokens -> one padded forward -> completion log-probs."""
+"""Trainer-side batches: prompt (with media) + completion tokens -> one padded forward -> completion log-probs.
+
+A GRPO batch holds G completions of each prompt. The batch keeps each distinct prompt's media once; the vision
+tower encodes them once and every completion of the prompt gets those outputs (transformers' ``mm_encoder_outputs``),
+so the tower's forward and backward cost one pass per prompt, not G. M-RoPE positions depend on the tokens and media
+sizes only: the trainer computes them once per micro-batch for the reference and policy forwards."""
 from __future__ import annotations
 
 import torch
@@ -7,15 +12,22 @@ from seedr1.algo.losses import entropy_from_logits, token_logprobs
 from seedr1.model.multimodal import chat_text
 
 _MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
+# modality -> (pixel key, grid key, owner key: for each media slot in sample order, its index among the distinct ones)
+_MODALITIES = {"image": ("pixel_values", "image_grid_thw", "image_owner"),
+               "video": ("pixel_values_videos", "video_grid_thw", "video_owner")}
+_BATCH_ONLY = ("prompt_lens", "completion_lens", "image_owner", "video_owner", "pixel_values", "pixel_values_videos",
+               "image_grid_thw", "video_grid_thw")
 
 
 def build_batch(processor, records: list, completions: list[list[int]], cache: dict | None = None) -> dict:
     """Right-padded ``input_ids`` = expanded prompt + completion; ``mm_token_type_ids`` is 0 on completion and
-    padding (transformers 5.19 needs it whenever media are passed). Media tensors are concatenated in order.
+    padding (transformers 5.19 needs it whenever media are passed). Media tensors hold each distinct prompt's media
+    once, in first-seen order; ``image_owner`` / ``video_owner`` map every media slot, in sample order, to its row.
     ``cache`` (keyed by sample_id) keeps processed prompts across calls; within a call the G completions of a
     prompt always share one."""
     pad = processor.tokenizer.pad_token_id
     seqs, types, prompt_lens, media = [], [], [], {k: [] for k in _MEDIA_KEYS}
+    owners, first_slot = {"image": [], "video": []}, {}  # first_slot: sample_id -> its first media slot per modality
     cache = {} if cache is None else cache
     for record, completion in zip(records, completions):
         key = record.sample_id
@@ -31,9 +43,14 @@ def build_batch(processor, records: list, completions: list[list[int]], cache: d
         seqs.append(torch.cat([ids, torch.tensor(completion, dtype=ids.dtype)]))
         types.append(torch.cat([p["mm_token_type_ids"][0], torch.zeros(len(completion), dtype=torch.long)]))
         prompt_lens.append(len(ids))
-        for k in _MEDIA_KEYS:
-            if k in p:
-                media[k].append(p[k])
+        if key not in first_slot:  # a new distinct prompt: keep its media
+            first_slot[key] = {m: sum(len(g) for g in media[grid]) for m, (_, grid, _) in _MODALITIES.items()}
+            for k in _MEDIA_KEYS:
+                if k in p:
+                    media[k].append(p[k])
+        for m, (_, grid, _) in _MODALITIES.items():
+            count = len(p[grid]) if grid in p else 0
+            owners[m].extend(range(first_slot[key][m], first_slot[key][m] + count))
     width = max(len(s) for s in seqs)
     batch = {
         "input_ids": torch.full((len(seqs), width), pad, dtype=torch.long),
@@ -47,15 +64,60 @@ def build_batch(processor, records: list, completions: list[list[int]], cache: d
     for k, parts in media.items():
         if parts:
             batch[k] = torch.cat(parts)
+    for m, (_, _, owner) in _MODALITIES.items():
+        if owners[m]:
+            batch[owner] = torch.tensor(owners[m])
     batch["prompt_lens"] = torch.tensor(prompt_lens)
     batch["completion_lens"] = torch.tensor([len(c) for c in completions])
     return batch
 
 
-def completion_logprobs(model, batch: dict, with_entropy: bool = False):
-    """Per-token log-probs of the completion tokens: ``[B, Tc]`` plus a bool mask (and entropies when asked)."""
-    inputs = {k: v for k, v in batch.items() if k not in ("prompt_lens", "completion_lens")}
-    logits = model(**inputs).logits
+def _core(model):
+    return getattr(model, "module", model)  # a DeepSpeed engine wraps the Hugging Face model
+
+
+def encode_media(model, batch: dict) -> dict:
+    """The vision tower's output for each distinct image / video in the batch (a tuple per modality), with
+    gradients when the tower trains and grad mode is on."""
+    out = {}
+    for m, (pixels, grid, _) in _MODALITIES.items():
+        if pixels in batch:
+            encode = getattr(_core(model), f"get_{m}_features")
+            out[m] = encode(batch[pixels], batch[grid], return_dict=True).pooler_output
+    return out
+
+
+def forward_inputs(model, batch: dict, media: dict | None = None, positions=None) -> dict:
+    """Keyword arguments for the model's forward: every media slot gets its distinct prompt's vision output
+    (``media``, or encoded here), and the M-RoPE ``positions`` (computed here when not given)."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    inputs = {k: v for k, v in batch.items() if k not in _BATCH_ONLY}
+    if not any(owner in batch for _, _, owner in _MODALITIES.values()):
+        return inputs  # text only: the model infers 1-D positions itself
+    media = encode_media(model, batch) if media is None else media
+    inputs["position_ids"] = rope_positions(model, batch) if positions is None else positions
+    inputs["mm_encoder_outputs"] = {
+        m: BaseModelOutputWithPooling(pooler_output=tuple(media[m][i] for i in batch[owner].tolist()))
+        for m, (_, _, owner) in _MODALITIES.items() if owner in batch}
+    return inputs
+
+
+def rope_positions(model, batch: dict) -> torch.Tensor | None:
+    """M-RoPE position ids ``[3, B, T]`` of a batch with media (a function of the tokens and media grids only);
+    None for a text-only batch."""
+    if not any(owner in batch for _, _, owner in _MODALITIES.values()):
+        return None
+    grids = {f"{m}_grid_thw": batch[grid][batch[owner]] for m, (_, grid, owner) in _MODALITIES.items() if owner in batch}
+    positions, _ = _core(model).model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
+                                                     attention_mask=batch["attention_mask"], **grids)
+    return positions
+
+
+def completion_logprobs(model, batch: dict, with_entropy: bool = False, inputs: dict | None = None):
+    """Per-token log-probs of the completion tokens: ``[B, Tc]`` plus a bool mask (and entropies when asked).
+    ``inputs``: ``forward_inputs`` already built (e.g. positions shared with another forward)."""
+    logits = model(**(inputs if inputs is not None else forward_inputs(model, batch))).logits
     dev = logits.device  # the batch may sit on CPU (engines) or on the trainer's GPU
     plen, clen = batch["prompt_lens"].to(dev), batch["completion_lens"].to(dev)
     width = max(int(clen.max()), 1)

@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from seedr1.algo.losses import masked_mean, policy_loss, sft_loss
 from seedr1.config import AlgoConfig, TrainerConfig
-from seedr1.train.batch import build_batch, completion_logprobs
+from seedr1.train.batch import build_batch, completion_logprobs, forward_inputs, rope_positions
 
 
 @dataclass
@@ -121,13 +121,16 @@ class PolicyTrainer:
         gap = [0.0, 0]  # |trainer - engine| log-prob over the completion tokens the engine reported, and their count
         self.engine.train()
         for chunk, batch in self._micro_batches(samples):
+            positions = rope_positions(self.engine, batch)  # the reference and policy forwards share them
             ref_logp = None
             if self.ref is not None:
                 t0 = time.perf_counter()
                 with torch.no_grad():
-                    ref_logp, _ = completion_logprobs(self.ref, batch)
+                    ref_logp, _ = completion_logprobs(self.ref, batch,
+                                                      inputs=forward_inputs(self.ref, batch, positions=positions))
                 sums["ref_s"] += time.perf_counter() - t0
-            logp, mask, entropy = completion_logprobs(self.engine, batch, with_entropy=True)
+            logp, mask, entropy = completion_logprobs(self.engine, batch, with_entropy=True,
+                                                      inputs=forward_inputs(self.engine, batch, positions=positions))
             adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32, device=logp.device)
             loss, m = policy_loss(logp, self._old_logprobs(chunk, logp), adv, mask, ref_logp=ref_logp, beta=self.algo.beta,
                                   clip_eps_low=self.algo.clip_eps_low, clip_eps_high=self.algo.clip_eps_high,

@@ -1,0 +1,93 @@
+"""Trainer batches: each distinct prompt's media are encoded once and shared by its completions, with the same
+log-probs and gradients as transformers' own forward on per-completion media."""
+import numpy as np
+import pytest
+import torch
+
+from seedr1.data.pipeline import PromptRecord
+from seedr1.data.prompts import user_message
+from seedr1.train.batch import build_batch, completion_logprobs, forward_inputs, rope_positions
+
+
+def _record(sample_id: str, rng, video: bool) -> PromptRecord:
+    return PromptRecord(sample_id=sample_id, kind="train", gold_letter="A",
+                        messages=user_message("What next?\nA. a\nB. b\nC. c\nD. d\n", video, True),
+                        video=rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8) if video else None,
+                        image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8))
+
+
+def _per_completion_media(batch: dict) -> dict:
+    """The same batch the way transformers' forward takes it without our sharing: media repeated per completion."""
+    out = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    for pixels, grid, owner in (("pixel_values", "image_grid_thw", "image_owner"),
+                                ("pixel_values_videos", "video_grid_thw", "video_owner")):
+        if owner not in batch:
+            continue
+        rows = torch.split(batch[pixels], batch[grid].prod(-1).tolist())
+        slots = batch[owner].tolist()
+        out[pixels], out[grid] = torch.cat([rows[i] for i in slots]), batch[grid][slots]
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_and_processor(tiny_model_dir):
+    from seedr1.model.loading import load_model, load_processor
+
+    return load_model(tiny_model_dir), load_processor(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def grouped_batch(model_and_processor):
+    """Two prompts x 3 completions, interleaved; the second prompt has no video (its options are image-only)."""
+    rng = np.random.default_rng(0)
+    a, b = _record("a", rng, video=True), _record("b", rng, video=False)
+    records = [a, b, a, b, a, b]
+    completions = [[11, 12, 13], [21, 22], [31, 32, 33, 34], [41], [51, 52], [61, 62, 63]]
+    return build_batch(model_and_processor[1], records, completions)
+
+
+def test_each_prompt_keeps_its_media_once(grouped_batch):
+    assert len(grouped_batch["image_grid_thw"]) == 2 and len(grouped_batch["video_grid_thw"]) == 1
+    assert grouped_batch["image_owner"].tolist() == [0, 1, 0, 1, 0, 1]
+    assert grouped_batch["video_owner"].tolist() == [0, 0, 0]  # the video slots of a's three completions
+
+
+def test_shared_encoding_matches_per_completion_forward(model_and_processor, grouped_batch):
+    model, _ = model_and_processor
+    torch.manual_seed(0)
+    logp, mask = completion_logprobs(model, grouped_batch)
+    model.zero_grad()
+    (logp * mask).sum().backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters() if ".visual." in f".{n}"}
+    model.zero_grad()
+    ref_logp, ref_mask = completion_logprobs(model, grouped_batch, inputs=_per_completion_media(grouped_batch))
+    (ref_logp * ref_mask).sum().backward()
+    assert torch.equal(mask, ref_mask)
+    torch.testing.assert_close(logp[mask], ref_logp[mask], rtol=1e-5, atol=1e-5)
+    assert any(g.abs().sum() > 0 for g in ours.values())  # the vision tower is trained through the shared outputs
+    for n, g in ours.items():
+        torch.testing.assert_close(g, model.get_parameter(n).grad, rtol=1e-4, atol=1e-6)
+
+
+def test_vision_tower_runs_once_per_distinct_prompt(model_and_processor, grouped_batch):
+    model, _ = model_and_processor
+    patches = []
+    hook = model.model.visual.register_forward_hook(lambda m, args, out: patches.append(args[0].shape[0]))
+    try:
+        with torch.no_grad():
+            completion_logprobs(model, grouped_batch)
+    finally:
+        hook.remove()
+    distinct = int(grouped_batch["image_grid_thw"].prod(-1).sum() + grouped_batch["video_grid_thw"].prod(-1).sum())
+    assert sum(patches) == distinct  # not 3x: the completions of a prompt share its encoding
+
+
+def test_positions_are_shared_and_text_only_batches_need_none(model_and_processor, grouped_batch):
+    model, processor = model_and_processor
+    positions = rope_positions(model, grouped_batch)
+    assert positions.shape == (3, *grouped_batch["input_ids"].shape)
+    assert forward_inputs(model, grouped_batch, positions=positions)["position_ids"] is positions
+    text_only = PromptRecord(sample_id="t", kind="train", gold_letter="A", video=None, image=None,
+                             messages=[{"role": "user", "content": [{"type": "text", "text": "Hi"}]}])
+    batch = build_batch(processor, [text_only, text_only], [[5, 6], [7]])
+    assert rope_positions(model, batch) is None and "position_ids" not in forward_inputs(model, batch)
