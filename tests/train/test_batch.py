@@ -91,3 +91,17 @@ def test_positions_are_shared_and_text_only_batches_need_none(model_and_processo
                              messages=[{"role": "user", "content": [{"type": "text", "text": "Hi"}]}])
     batch = build_batch(processor, [text_only, text_only], [[5, 6], [7]])
     assert rope_positions(model, batch) is None and "position_ids" not in forward_inputs(model, batch)
+
+
+def test_logprobs_equal_a_full_forward_read_by_hand(model_and_processor, grouped_batch):
+    """Prompts of different lengths (a has a video, b not): the kept logit window still covers every completion."""
+    model, _ = model_and_processor
+    plen, clen = grouped_batch["prompt_lens"].tolist(), grouped_batch["completion_lens"].tolist()
+    assert len(set(plen)) == 2
+    with torch.no_grad():
+        logp, mask = completion_logprobs(model, grouped_batch)
+        full = model(**_per_completion_media(grouped_batch)).logits.log_softmax(-1)  # [B, T, V]: every position
+    ids = grouped_batch["input_ids"]
+    for i in range(len(plen)):
+        expected = torch.stack([full[i, plen[i] - 1 + j, ids[i, plen[i] + j]] for j in range(clen[i])])
+        torch.testing.assert_close(logp[i][mask[i]], expected, rtol=1e-5, atol=1e-5)

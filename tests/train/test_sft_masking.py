@@ -34,10 +34,12 @@ def test_gradient_reaches_only_positions_predicting_target_tokens(tiny_model_dir
     batch = build_batch(processor, [record, record], targets)
     logp, mask = completion_logprobs(model, batch)
     sft_loss(logp, mask).backward()
-    touched = model.logits.grad.abs().sum(-1) > 0  # [B, T]: positions whose logits got gradient
-    plen = int(batch["prompt_lens"][0])
+    plen, T = int(batch["prompt_lens"][0]), batch["input_ids"].shape[1]
+    # the LM head ran only on positions plen-1 .. T-2, the ones that predict a target token (no prompt logits)
+    assert model.logits.shape[1] == T - plen
+    touched = model.logits.grad.abs().sum(-1) > 0  # [B, window]: window position w is sequence position plen-1+w
     for row, target in enumerate(targets):
         expected = torch.zeros(touched.shape[1], dtype=torch.bool)
-        expected[plen - 1:plen - 1 + len(target)] = True  # position p-1+j predicts target token j
+        expected[:len(target)] = True  # position p-1+j predicts target token j
         assert torch.equal(touched[row], expected), row
-    assert not touched[1, plen + 1:].any()  # padding after the short target: no loss
+    assert not touched[1, 2:].any()  # padding after the short target: no loss

@@ -116,17 +116,23 @@ def rope_positions(model, batch: dict) -> torch.Tensor | None:
 
 def completion_logprobs(model, batch: dict, with_entropy: bool = False, inputs: dict | None = None):
     """Per-token log-probs of the completion tokens: ``[B, Tc]`` plus a bool mask (and entropies when asked).
-    ``inputs``: ``forward_inputs`` already built (e.g. positions shared with another forward)."""
-    logits = model(**(inputs if inputs is not None else forward_inputs(model, batch))).logits
+    ``inputs``: ``forward_inputs`` already built (e.g. positions shared with another forward).
+    The LM head runs only from the first position that predicts a completion token on (``logits_to_keep``): at
+    7B a full ``[B, T, vocab]`` of prompt logits would be gigabytes spent on positions no loss reads."""
+    inputs = dict(inputs if inputs is not None else forward_inputs(model, batch))
+    T = batch["input_ids"].shape[1]
+    first = max(int(batch["prompt_lens"].min()) - 1, 0)  # position p-1+j predicts completion token j
+    inputs["logits_to_keep"] = torch.arange(first, max(T - 1, first + 1), device=batch["input_ids"].device)
+    logits = model(**inputs).logits  # [B, window, V]: window position w is sequence position first + w
     dev = logits.device  # the batch may sit on CPU (engines) or on the trainer's GPU
     plen, clen = batch["prompt_lens"].to(dev), batch["completion_lens"].to(dev)
     width = max(int(clen.max()), 1)
-    # position p-1+j predicts completion token j
     offsets = torch.arange(width, device=dev).unsqueeze(0)
     mask = offsets < clen.unsqueeze(1)
-    pos = (plen.unsqueeze(1) - 1 + offsets).clamp(max=logits.shape[1] - 2)
-    tgt_pos = (pos + 1).clamp(max=logits.shape[1] - 1)
-    picked = logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    pos = (plen.unsqueeze(1) - 1 + offsets).clamp(max=T - 2)  # masked-out entries only need a valid index
+    tgt_pos = (pos + 1).clamp(max=T - 1)
+    window = (pos - first).clamp(0, logits.shape[1] - 1)
+    picked = logits.gather(1, window.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
     targets = batch["input_ids"].to(dev).gather(1, tgt_pos)
     logp = token_logprobs(picked, targets)
     if with_entropy:
