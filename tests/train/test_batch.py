@@ -6,7 +6,7 @@ import torch
 
 from seedr1.data.pipeline import PromptRecord
 from seedr1.data.prompts import user_message
-from seedr1.train.batch import build_batch, completion_logprobs, forward_inputs, rope_positions
+from seedr1.train.batch import build_batch, completion_logprobs, forward_inputs, rope_positions, unshared_inputs
 
 
 def _record(sample_id: str, rng, video: bool) -> PromptRecord:
@@ -14,19 +14,6 @@ def _record(sample_id: str, rng, video: bool) -> PromptRecord:
                         messages=user_message("What next?\nA. a\nB. b\nC. c\nD. d\n", video, True),
                         video=rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8) if video else None,
                         image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8))
-
-
-def _per_completion_media(batch: dict) -> dict:
-    """The same batch the way transformers' forward takes it without our sharing: media repeated per completion."""
-    out = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
-    for pixels, grid, owner in (("pixel_values", "image_grid_thw", "image_owner"),
-                                ("pixel_values_videos", "video_grid_thw", "video_owner")):
-        if owner not in batch:
-            continue
-        rows = torch.split(batch[pixels], batch[grid].prod(-1).tolist())
-        slots = batch[owner].tolist()
-        out[pixels], out[grid] = torch.cat([rows[i] for i in slots]), batch[grid][slots]
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +47,7 @@ def test_shared_encoding_matches_per_completion_forward(model_and_processor, gro
     (logp * mask).sum().backward()
     ours = {n: p.grad.clone() for n, p in model.named_parameters() if ".visual." in f".{n}"}
     model.zero_grad()
-    ref_logp, ref_mask = completion_logprobs(model, grouped_batch, inputs=_per_completion_media(grouped_batch))
+    ref_logp, ref_mask = completion_logprobs(model, grouped_batch, inputs=unshared_inputs(grouped_batch))
     (ref_logp * ref_mask).sum().backward()
     assert torch.equal(mask, ref_mask)
     torch.testing.assert_close(logp[mask], ref_logp[mask], rtol=1e-5, atol=1e-5)
@@ -100,7 +87,7 @@ def test_logprobs_equal_a_full_forward_read_by_hand(model_and_processor, grouped
     assert len(set(plen)) == 2
     with torch.no_grad():
         logp, mask = completion_logprobs(model, grouped_batch)
-        full = model(**_per_completion_media(grouped_batch)).logits.log_softmax(-1)  # [B, T, V]: every position
+        full = model(**unshared_inputs(grouped_batch)).logits.log_softmax(-1)  # [B, T, V]: every position
     ids = grouped_batch["input_ids"]
     for i in range(len(plen)):
         expected = torch.stack([full[i, plen[i] - 1 + j, ids[i, plen[i] + j]] for j in range(clen[i])])

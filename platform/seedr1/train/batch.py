@@ -114,6 +114,18 @@ def rope_positions(model, batch: dict) -> torch.Tensor | None:
     return positions
 
 
+def unshared_inputs(batch: dict) -> dict:
+    """The batch as transformers' own forward takes it, each completion with its own copy of its prompt's media
+    (what trainers without the sharing do): the baseline that tests and ``bench/trainer_batch.py`` compare with."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    for pixels, grid, owner in _MODALITIES.values():
+        if owner in batch:
+            rows = torch.split(batch[pixels], batch[grid].prod(-1).tolist())
+            slots = batch[owner].tolist()
+            inputs[pixels], inputs[grid] = torch.cat([rows[i] for i in slots]), batch[grid][slots]
+    return inputs
+
+
 def completion_logprobs(model, batch: dict, with_entropy: bool = False, inputs: dict | None = None):
     """Per-token log-probs of the completion tokens: ``[B, Tc]`` plus a bool mask (and entropies when asked).
     ``inputs``: ``forward_inputs`` already built (e.g. positions shared with another forward).
