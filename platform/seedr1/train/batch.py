@@ -87,15 +87,15 @@ def encode_media(model, batch: dict) -> dict:
     return out
 
 
-def forward_inputs(model, batch: dict, media: dict | None = None, positions=None) -> dict:
-    """Keyword arguments for the model's forward: every media slot gets its distinct prompt's vision output
-    (``media``, or encoded here), and the M-RoPE ``positions`` (computed here when not given)."""
+def forward_inputs(model, batch: dict, positions=None) -> dict:
+    """Keyword arguments for the model's forward: every media slot gets its distinct prompt's vision output (encoded
+    here, once), and the M-RoPE ``positions`` (computed here when not given)."""
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     inputs = {k: v for k, v in batch.items() if k not in _BATCH_ONLY}
     if not any(owner in batch for _, _, owner in _MODALITIES.values()):
         return inputs  # text only: the model infers 1-D positions itself
-    media = encode_media(model, batch) if media is None else media
+    media = encode_media(model, batch)
     inputs["position_ids"] = rope_positions(model, batch) if positions is None else positions
     inputs["mm_encoder_outputs"] = {
         m: BaseModelOutputWithPooling(pooler_output=tuple(media[m][i] for i in batch[owner].tolist()))
