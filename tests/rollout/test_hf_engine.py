@@ -30,3 +30,14 @@ def test_hf_engine_generates_scores_and_updates(tiny_model_dir):
     engine.update_weights(save(state))
     moved = engine.score([record], [completions[0].token_ids])[0]
     assert np.abs(np.array(moved) - np.array(scores[0])).max() > 1e-3
+
+
+def test_completion_texts_drop_a_trailing_partial_character(tiny_model_dir):
+    """Both engines report text this way; a sample cut inside a multi-byte character must not end in U+FFFD."""
+    from seedr1.model.loading import load_processor
+    from seedr1.rollout.engine import completion_texts
+
+    tok = load_processor(tiny_model_dir).tokenizer
+    ids = tok.encode("A é", add_special_tokens=False)
+    assert tok.decode(ids[:-1]).endswith("\ufffd")  # the last byte of "é" is its own token here
+    assert completion_texts(tok, [ids[:-1], ids, ids + [tok.eos_token_id]]) == ["A ", "A é", "A é"]

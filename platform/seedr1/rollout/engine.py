@@ -29,6 +29,14 @@ class Completion:
     prompt_tokens: int = 0  # tokens of the prompt after media expansion (usage accounting)
 
 
+def completion_texts(tokenizer, token_ids: Sequence[Sequence[int]]) -> list[str]:
+    """Completions' text as every engine reports it: special tokens skipped, no trailing incomplete UTF-8 character
+    (``decode`` renders one as U+FFFD; vLLM's incremental detokenizer never emits it), so the same tokens get the
+    same text, and the same reward, whichever engine sampled them."""
+    return [t.rstrip("\ufffd") for t in tokenizer.batch_decode([list(ids) for ids in token_ids],
+                                                                skip_special_tokens=True)]
+
+
 class RolloutEngine(ABC):
     @abstractmethod
     def generate(self, prompts: Sequence[PromptRecord], sampling: Sampling) -> list[list[Completion]]:

@@ -8,7 +8,7 @@ import torch
 from seedr1.data.pipeline import PromptRecord
 from seedr1.model.multimodal import chat_text
 from seedr1.model.tiny import vision_token_ids
-from seedr1.rollout.engine import Completion, RolloutEngine, Sampling
+from seedr1.rollout.engine import Completion, RolloutEngine, Sampling, completion_texts
 from seedr1.train.batch import build_batch, completion_logprobs
 
 
@@ -41,7 +41,7 @@ class HFEngine(RolloutEngine):
             for ids in gen:
                 ids = ids[:ids.index(tok.eos_token_id) + 1] if tok.eos_token_id in ids else ids
                 ids = [i for i in ids if i != tok.pad_token_id]
-                text = tok.decode(ids, skip_special_tokens=True)
+                text = completion_texts(tok, [ids])[0]
                 finish = "stop" if ids and ids[-1] == tok.eos_token_id else "length"
                 cut = min((text.find(s) for s in sampling.stop or [] if s in text), default=-1)
                 if cut >= 0:  # stop strings: the text ends before the first one (token ids stay as generated)

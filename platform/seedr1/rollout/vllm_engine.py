@@ -7,7 +7,7 @@ from seedr1.config import VLLMConfig
 from seedr1.data.pipeline import PromptRecord
 from seedr1.model.multimodal import chat_text
 from seedr1.model.tiny import vision_token_ids
-from seedr1.rollout.engine import Completion, RolloutEngine, Sampling
+from seedr1.rollout.engine import Completion, RolloutEngine, Sampling, completion_texts
 from seedr1.rollout.vllm_engine_factory import build_llm, on_cpu
 
 
@@ -53,9 +53,7 @@ class VLLMEngine(RolloutEngine):
         results = []
         for o in self.llm.generate(inputs, params, use_tqdm=False):
             ids = [list(c.token_ids) for c in o.outputs]
-            # rstrip: vLLM's detokenizer never emits a trailing incomplete UTF-8 character; decode() makes it U+FFFD
-            texts = ([c.text for c in o.outputs] if detokenize else
-                     [t.rstrip("\ufffd") for t in self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)])
+            texts = [c.text for c in o.outputs] if detokenize else completion_texts(self.processor.tokenizer, ids)
             results.append([Completion(text=text, token_ids=tokens,
                                        logprobs=[lp[t].logprob for lp, t in zip(c.logprobs or [], tokens)],
                                        finish_reason=c.finish_reason, prompt_tokens=len(o.prompt_token_ids or []))
