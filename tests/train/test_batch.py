@@ -25,7 +25,7 @@ def model_and_processor(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def grouped_batch(model_and_processor):
-    """Two prompts x 3 completions, interleaved; the second prompt has no video (its options are image-only)."""
+    """Two prompts x 3 completions, interleaved; the second has no task-progress video (image + text only)."""
     rng = np.random.default_rng(0)
     a, b = _record("a", rng, video=True), _record("b", rng, video=False)
     records = [a, b, a, b, a, b]
@@ -41,7 +41,6 @@ def test_each_prompt_keeps_its_media_once(grouped_batch):
 
 def test_shared_encoding_matches_per_completion_forward(model_and_processor, grouped_batch):
     model, _ = model_and_processor
-    torch.manual_seed(0)
     logp, mask = completion_logprobs(model, grouped_batch)
     model.zero_grad()
     (logp * mask).sum().backward()
