@@ -11,6 +11,7 @@ most what its clip holds at 2 fps. Both sides run the LM head only on completion
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -58,7 +59,8 @@ def main() -> None:
                 times[name].append(t)
     base, ours = (statistics.median(v) for v in times.values())
     print(f"tiny model, 1 thread, G={args.g}, video {len(record.video)} frames + image at 56 px, "
-          f"prompt {int(batch['prompt_lens'][0])} tokens, completion {args.tokens} tokens, {args.rounds} rounds")
+          f"prompt {int(batch['prompt_lens'][0])} tokens, completion {args.tokens} tokens, {args.rounds} rounds, "
+          f"load average {os.getloadavg()[0]:.1f}")
     for name, v in times.items():
         print(f"{name:24s} {statistics.median(v) * 1000:7.1f} ms forward + backward")
     print(f"speed-up of sharing: {base / ours:.2f}x")

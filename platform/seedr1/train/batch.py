@@ -15,8 +15,8 @@ _MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_g
 # modality -> (pixel key, grid key, owner key: for each media slot in sample order, its index among the distinct ones)
 _MODALITIES = {"image": ("pixel_values", "image_grid_thw", "image_owner"),
                "video": ("pixel_values_videos", "video_grid_thw", "video_owner")}
-_BATCH_ONLY = ("prompt_lens", "completion_lens", "image_owner", "video_owner", "pixel_values", "pixel_values_videos",
-               "image_grid_thw", "video_grid_thw")
+# keys the forward never gets as they are: lengths, and the media (handed over as encoder outputs instead)
+_BATCH_ONLY = ("prompt_lens", "completion_lens", *(key for keys in _MODALITIES.values() for key in keys))
 
 
 def build_batch(processor, records: list, completions: list[list[int]], cache: dict | None = None) -> dict:
@@ -76,6 +76,10 @@ def _core(model):
     return getattr(model, "module", model)  # a DeepSpeed engine wraps the Hugging Face model
 
 
+def _has_media(batch: dict) -> bool:
+    return any(owner in batch for _, _, owner in _MODALITIES.values())
+
+
 def encode_media(model, batch: dict) -> dict:
     """The vision tower's output for each distinct image / video in the batch (a tuple per modality), with
     gradients when the tower trains and grad mode is on."""
@@ -93,7 +97,7 @@ def forward_inputs(model, batch: dict, positions=None) -> dict:
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     inputs = {k: v for k, v in batch.items() if k not in _BATCH_ONLY}
-    if not any(owner in batch for _, _, owner in _MODALITIES.values()):
+    if not _has_media(batch):
         return inputs  # text only: the model infers 1-D positions itself
     media = encode_media(model, batch)
     inputs["position_ids"] = rope_positions(model, batch) if positions is None else positions
@@ -106,7 +110,7 @@ def forward_inputs(model, batch: dict, positions=None) -> dict:
 def rope_positions(model, batch: dict) -> torch.Tensor | None:
     """M-RoPE position ids ``[3, B, T]`` of a batch with media (a function of the tokens and media grids only);
     None for a text-only batch."""
-    if not any(owner in batch for _, _, owner in _MODALITIES.values()):
+    if not _has_media(batch):
         return None
     grids = {f"{m}_grid_thw": batch[grid][batch[owner]] for m, (_, grid, owner) in _MODALITIES.items() if owner in batch}
     positions, _ = _core(model).model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
