@@ -36,6 +36,12 @@ def is_s3(uri: str | os.PathLike) -> bool:
     return str(uri).startswith("s3://")
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute, for configs a driver hands to Ray workers and actors (they do not run in the
+    driver's working directory); an ``s3://`` URI or "" as given."""
+    return path if not path or is_s3(path) else str(Path(path).resolve())
+
+
 def split_s3(uri: str) -> tuple[str, str]:
     """``s3://bucket/key/part`` -> ("bucket", "key/part")."""
     if not is_s3(uri):

@@ -15,7 +15,7 @@ from seedr1.algo.rewards import is_correct
 from seedr1.config import EvaluateConfig, RolloutConfig, save_config
 from seedr1.data.schema import Sample
 from seedr1.metrics import ray_metrics
-from seedr1.storage import join
+from seedr1.storage import absolute, join
 
 
 def read_done(path: Path) -> dict[tuple[str, int], dict]:
@@ -121,10 +121,11 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     if cfg.samples > 1 and cfg.temperature == 0:
         raise ValueError("samples > 1 needs temperature > 0 (greedy answers are all the same)")
     model = cfg.model
-    if not cfg.endpoint and model.startswith("tiny"):
-        from seedr1.model.loading import resolve_checkpoint
+    if not cfg.endpoint:
+        from seedr1.model.loading import resolve_for_workers
 
-        model = resolve_checkpoint(model)
+        model = resolve_for_workers(model)  # the vLLM actors do not run in this working directory
+    cfg.data.root, cfg.data.shards = absolute(cfg.data.root), absolute(cfg.data.shards)  # nor do Ray Data's tasks
     name = cfg.name or (cfg.served_model if cfg.endpoint else Path(model.rstrip("/")).name)
     save_config(cfg, out)
     # Scored against the annotation files (every sample counts, rejected media too); shards alone: the records.

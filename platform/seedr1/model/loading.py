@@ -46,10 +46,16 @@ def resolve_checkpoint(path: str) -> str:
             (out / ".complete").write_text(path + "\n")
         return str(out)
     if Path(path).is_dir():
-        return str(Path(path))
+        return str(Path(path).resolve())  # absolute: Ray workers do not share the caller's working directory
     if Path(path).exists() or path.startswith((".", "/")):
         raise FileNotFoundError(f"checkpoint {path} is not a folder holding a Hugging Face checkpoint")
     return path  # a hub id; works where the hub is reachable
+
+
+def resolve_for_workers(path: str) -> str:
+    """The model a driver hands to its Ray workers and actors: ``tiny`` built once here, a local folder made absolute;
+    an ``s3://`` prefix or hub id unchanged (each node resolves it into its own cache)."""
+    return resolve_checkpoint(path) if path.startswith("tiny") or Path(path).is_dir() else path
 
 
 def load_model(path: str, dtype: torch.dtype = torch.float32, trainable: bool = True):

@@ -214,10 +214,9 @@ def build(cfg: ServeConfig):
     if cfg.auth == "key" and not load_api_keys(cfg):
         raise RuntimeError(f"auth=key but no API key configured: set ${cfg.api_keys_env} (comma-separated) or "
                            f"api_keys_file; for local use only, auth=none")
-    if cfg.model.startswith("tiny"):
-        from seedr1.model.loading import resolve_checkpoint
+    from seedr1.model.loading import resolve_for_workers
 
-        cfg.model = resolve_checkpoint(cfg.model)  # built once here, not in every replica
+    cfg.model = resolve_for_workers(cfg.model)  # tiny built once here, not in every replica; local paths absolute
     return ChatServer.options(**deployment_options(cfg)).bind(to_dict(cfg))
 
 

@@ -34,10 +34,11 @@ def prepare_run(cfg, job: str):
             write_synthetic(root, SynthSpec(seed=cfg.data.seed))
         cfg.data.root = str(root)
         print(f"[{job}] no data.root given: synthetic SEED-Bench-R1-mini at {root}", flush=True)
-    if cfg.model.startswith("tiny"):
-        from seedr1.model.loading import resolve_checkpoint
+    from seedr1.model.loading import resolve_for_workers
+    from seedr1.storage import absolute
 
-        cfg.model = resolve_checkpoint(cfg.model)  # built once on the driver, read by every worker
+    cfg.model = resolve_for_workers(cfg.model)  # tiny built once on the driver; local paths absolute for the workers
+    cfg.data.root, cfg.data.shards = absolute(cfg.data.root), absolute(cfg.data.shards)
     if getattr(cfg, "resume", None) == "never":  # start over: an earlier run's checkpoints must not mix with ours
         from seedr1.train.checkpoint import checkpoint_root, set_aside_for_fresh_start
 

@@ -1,0 +1,27 @@
+"""What a driver hands its Ray workers: they do not run in its working directory, so local paths go out absolute."""
+from pathlib import Path
+
+from seedr1.config import GRPOConfig
+from seedr1.model.loading import resolve_for_workers
+from seedr1.train.launch import prepare_run
+
+
+def test_relative_model_and_data_paths_reach_workers_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "tiny-warm").mkdir(parents=True)  # as in the README: --out runs/tiny-warm
+    cfg = GRPOConfig(run_dir="runs/grpo", model="runs/tiny-warm", resume="auto")
+    cfg.data.root = "runs/data-mini"
+    cfg = prepare_run(cfg, "grpo")
+    assert cfg.model == str(tmp_path / "runs" / "tiny-warm")
+    assert cfg.data.root == str(tmp_path / "runs" / "data-mini") and cfg.data.shards == ""
+    assert Path(cfg.run_dir).is_absolute()
+
+
+def test_remote_models_are_left_for_each_node_to_resolve(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for remote in ("Qwen/Qwen2-VL-7B-Instruct", "s3://bucket/checkpoints/step_100/hf"):
+        assert resolve_for_workers(remote) == remote
+    cfg = GRPOConfig(run_dir="run", model="Qwen/Qwen2-VL-7B-Instruct", resume="auto")
+    cfg.data.shards = "s3://bucket/shards"
+    cfg = prepare_run(cfg, "grpo")
+    assert (cfg.model, cfg.data.shards, cfg.data.root) == ("Qwen/Qwen2-VL-7B-Instruct", "s3://bucket/shards", "")
