@@ -6,10 +6,10 @@ peak memory of each process tree, and this project's per-stage breakdown.
     .venv/bin/pip install -e '.[bench]' -c <(.venv/bin/pip freeze | grep ==)   # TRL
     .venv/bin/python bench/grpo_vs_trl.py [--steps 6] [--rounds 1] [key=value ...]
 
-Data: TRL's GRPOTrainer takes images (``image``/``images`` columns) but no video, so TRL gets the current-
-observation image + text of each record; this project's job reads the same records and has no switch to drop the
-video, so it is given the shortest video the pipeline makes (``data.max_frames=2``: 2 frames at 56 px = 4 visual
-tokens; the image is 4 more) on top of the same image + text. Its prompts are therefore a few tokens longer.
+Data: TRL's GRPOTrainer takes images (``image``/``images`` columns) but no video, so both get image + text: the
+bench writes SEED-Bench-R1-mini and empties the training records' ``task_progress_metadata``, which in SEED-Bench-R1's
+schema means "no task-progress video" (the prompt is the current-observation image and the question). TRL's rows
+are built from the same records by this project's loader, so both see the same prompts, options and gold letters.
 
 Setup as each is meant to run on one 2-core machine: this project: 1 vLLM rollout actor + 2 DeepSpeed ZeRO-2
 trainer workers (data parallel) on an embedded Ray (``key=value`` overrides change it, e.g.
@@ -80,13 +80,12 @@ def trl_child(args) -> None:
     from seedr1.config import DataConfig
     from seedr1.data.pipeline import RecordStream, iter_local
 
-    data = DataConfig(root=args.data, frame_size=SIZE, image_size=SIZE, option_order="sorted", max_frames=2)
+    data = DataConfig(root=args.data, frame_size=SIZE, image_size=SIZE, option_order="sorted")
     rows = []
     for r in RecordStream(iter_local(data, [data.train_file]), data):
-        if r.image is None:
-            continue
-        content = [part for part in r.messages[0]["content"] if part["type"] != "video"]  # no video in TRL
-        rows.append({"prompt": [{"role": "user", "content": content}], "image": Image.fromarray(r.image),
+        assert r.video is None and r.image is not None, f"{r.sample_id}: the bench's records are image + text"
+        rows.append({"prompt": [{"role": "user", "content": r.messages[0]["content"]}],
+                     "image": Image.fromarray(r.image),
                      "gold": r.gold_letter})
     ds = Dataset.from_list(rows)
 
@@ -123,6 +122,16 @@ def trl_child(args) -> None:
     Path(args.out).write_text(json.dumps({"times": times, "torch_threads": torch.get_num_threads()}))
 
 
+def image_only(data_root: str, train_file: str) -> int:
+    """Empties each training record's ``task_progress_metadata`` (SEED-Bench-R1: no video); returns the count."""
+    path = Path(data_root) / train_file
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for r in records:
+        r["task_progress_metadata"] = []
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return len(records)
+
+
 def run_ours(args, tmp: Path, data_root: str, round_: int) -> list[dict]:
     from seedr1.config import GRPOConfig, load_config
     from seedr1.grpo.run import run_grpo
@@ -131,8 +140,7 @@ def run_ours(args, tmp: Path, data_root: str, round_: int) -> list[dict]:
     cfg = load_config(GRPOConfig, str(REPO / "configs" / "grpo" / "tiny.yaml"), [
         f"run_dir={run_dir}", f"steps={args.steps}", "resume=never", "checkpoint.every=0", f"data.root={data_root}",
         f"prompts_per_step={PROMPTS}", f"rollout.num_samples={G}", f"rollout.max_tokens={MAX_TOKENS}",
-        f"trainer.lr={LR}", f"algo.beta={BETA}", f"trainer.warmup_steps={WARMUP}", "data.max_frames=2",
-        "data.min_frames=2", *args.overrides])
+        f"trainer.lr={LR}", f"algo.beta={BETA}", f"trainer.warmup_steps={WARMUP}", *args.overrides])
     run_grpo(cfg)
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -157,6 +165,7 @@ def main() -> None:
         sys.exit("TRL is not installed: .venv/bin/pip install -e '.[bench]' -c <(.venv/bin/pip freeze | grep ==)")
     import ray
 
+    from seedr1.config import DataConfig
     from seedr1.data.synthetic import SynthSpec, write_synthetic
     from seedr1.model.loading import resolve_checkpoint
     from seedr1.train.launch import worker_env
@@ -164,6 +173,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="seedr1-vs-trl-"))
     data_root = str(tmp / "data")
     write_synthetic(data_root, SynthSpec(train=64, l1=0, l2=0, l3=0))
+    image_only(data_root, DataConfig().train_file)
     model = resolve_checkpoint("tiny")
     ray.init(runtime_env={"env_vars": worker_env()}, include_dashboard=False, num_cpus=6, log_to_driver=False)
     ours_rows: list[dict] = []
@@ -203,10 +213,10 @@ def main() -> None:
     ours = statistics.median(r["seconds"]["step"] for r in ours_rows)
     theirs = statistics.median(trl_times)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\ntiny model (random weights), {PROMPTS} prompts x G={G}, max {MAX_TOKENS} completion tokens, lr {LR}, "
-          f"beta {BETA}, rewards {REWARD_WEIGHTS}, {args.steps} steps x {args.rounds} round(s), first two steps of each "
-          f"run left out; TRL {trl.__version__} with {threads} torch threads; overrides {args.overrides or 'none'}; "
-          f"cores {os.cpu_count()}, load average {load}")
+    print(f"\ntiny model (random weights), image + text prompts (no video) for both, {PROMPTS} prompts x G={G}, "
+          f"max {MAX_TOKENS} completion tokens, lr {LR}, beta {BETA}, rewards {REWARD_WEIGHTS}, {args.steps} steps x "
+          f"{args.rounds} round(s), first two steps of each run left out; TRL {trl.__version__} with {threads} torch "
+          f"threads; overrides {args.overrides or 'none'}; cores {os.cpu_count()}, load average {load}")
     print(f"{'':8s} {'median s/step':>13s} {'peak RSS MiB':>12s} {'peak PSS MiB':>12s}   steps")
     print(f"{'seedr1':8s} {ours:13.2f} {mem['ours'][0] / 2**20:12.0f} {mem['ours'][1] / 2**20:12.0f}   "
           + " ".join(f"{r['seconds']['step']:.2f}" for r in ours_rows))
