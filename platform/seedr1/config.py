@@ -169,10 +169,12 @@ class AlgoConfig:
     clip_eps_low: float = doc(0.2, "Lower clip of the probability ratio (1 - eps_low).")
     clip_eps_high: float = doc(0.2, "Upper clip of the probability ratio (1 + eps_high).")
     aggregation: Literal["seq_mean_token_mean", "token_mean"] = doc(
-        "seq_mean_token_mean", "Loss aggregation: per-sequence token mean then batch mean (GRPO), or token mean (DAPO).")
+        "seq_mean_token_mean", "Loss aggregation: per-sequence token mean then mean over the batch's sequences (GRPO), "
+        "or mean over the batch's tokens (DAPO); over the whole batch, whatever the micro-batches and ranks.")
     scale_by_std: bool = doc(True, "Divide advantages by the group std (False: Dr. GRPO).")
     adv_eps: float = doc(1e-4, "Added to the group std.")
-    drop_uninformative: bool = doc(False, "Drop groups whose rewards are all equal (no signal); count reported.")
+    drop_uninformative: bool = doc(False, "Leave groups whose rewards are all equal (no signal) out of the loss and its "
+                                     "count, KL included; count reported as groups_dropped.")
     rewards: dict[str, float] = doc({"accuracy": 1.0, "format": 1.0}, "Reward functions by name and their weights.")
 
 

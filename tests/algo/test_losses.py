@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from seedr1.algo.losses import entropy_from_logits, kl_penalty, masked_mean, policy_loss, token_logprobs
+from seedr1.algo.losses import (entropy_from_logits, kl_penalty, loss_denominator, masked_mean, policy_loss,
+                                token_logprobs)
 
 LN2 = math.log(2.0)
 
@@ -47,6 +48,54 @@ def test_token_mean():
     # (-2.8 + 3.8) / 5 masked tokens = 0.2
     assert loss.item() == pytest.approx(0.2, abs=1e-6)
     assert m["clip_fraction"] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("agg, whole", [("seq_mean_token_mean", 2.9 / 6), ("token_mean", 0.2)])
+def test_micro_batches_with_the_batch_denominator_sum_to_the_whole_batch_loss(agg, whole):
+    # The example's rows in two micro-batches (3 and 2 tokens). Each divided by its own count, they would give
+    # -2.8/3 + 3.8/2 = 0.967 for either aggregation; divided by the whole batch's count (2 sequences / 5 tokens),
+    # they sum to the whole-batch loss, and so do their gradients.
+    logp, old, adv, mask = _example(requires_grad=True)
+    full, _ = policy_loss(logp, old, adv, mask, aggregation=agg, **KW)
+    (g_full,) = torch.autograd.grad(full, logp)
+    denominator = loss_denominator([3, 2], [1.0, 1.0], agg)
+    assert denominator == (2.0 if agg == "seq_mean_token_mean" else 5.0)
+    parts = [policy_loss(logp[i:i + 1], old[i:i + 1], adv[i:i + 1], mask[i:i + 1], aggregation=agg,
+                         denominator=denominator, **KW)[0] for i in range(2)]
+    assert sum(p.item() for p in parts) == pytest.approx(whole, abs=1e-6)
+    (g_parts,) = torch.autograd.grad(sum(parts), logp)
+    torch.testing.assert_close(g_parts, g_full)
+
+
+def test_zero_weight_sequence_is_out_of_loss_count_and_gradient():
+    # Row 1 weighted 0 (a dropped group): the loss is row 0's alone (-2.8/3 either way), KL included, and row 1
+    # gets no gradient; metrics describe row 0's tokens only.
+    logp, old, adv, mask = _example(requires_grad=True)
+    ref = torch.full((2, 3), -0.5)
+    for agg in ("seq_mean_token_mean", "token_mean"):
+        loss, m = policy_loss(logp, old, adv, mask, ref_logp=ref, beta=0.1, aggregation=agg,
+                              weights=torch.tensor([1.0, 0.0]), **KW)
+        alone, m0 = policy_loss(logp[:1], old[:1], adv[:1], mask[:1], ref_logp=ref[:1], beta=0.1, aggregation=agg, **KW)
+        assert loss.item() == pytest.approx(alone.item(), abs=1e-6)
+        assert m["clip_fraction"] == pytest.approx(m0["clip_fraction"]) and m["kl"] == pytest.approx(m0["kl"])
+        (g,) = torch.autograd.grad(loss, logp)
+        assert (g[1] == 0).all() and (g[0] != 0).all()
+    assert loss_denominator([3, 2, 0], [1.0, 0.0, 1.0], "token_mean") == 3.0
+    assert loss_denominator([3, 2, 0], [1.0, 0.0, 1.0], "seq_mean_token_mean") == 1.0
+    assert loss_denominator([0], [1.0], "token_mean") == 1.0  # nothing counts: no division by zero
+
+
+def test_overflow_at_a_masked_position_leaves_gradients_finite():
+    # exp(ref - logp) overflows at the padded position (1, 2); masked out, it must not turn the backward into NaN
+    # (0 * inf), nor must a huge ratio there.
+    logp, old, adv, mask = _example(requires_grad=True)
+    ref = torch.zeros(2, 3)
+    ref[1, 2] = 500.0
+    old = old.clone()
+    old[1, 2] = -500.0
+    loss, _ = policy_loss(logp, old, adv, mask, ref_logp=ref, beta=0.1, **KW)
+    (g,) = torch.autograd.grad(loss, logp)
+    assert torch.isfinite(loss) and torch.isfinite(g).all() and g[1, 2] == 0
 
 
 def test_clipping_asymmetric_eps():

@@ -40,3 +40,14 @@ def test_rank_shards_keep_a_prompts_completions_together():
     assert shards == [samples[:8], samples[8:]]  # each micro-batch of 4 is one prompt's group
     uneven = [rank_shard(list(range(7)), r, 3) for r in range(3)]
     assert sum(uneven, []) == list(range(7)) and sorted(map(len, uneven)) == [2, 2, 3]
+
+
+def test_dropped_groups_get_weight_zero():
+    cfg = GRPOConfig(rollout=RolloutConfig(num_samples=2))
+    cfg.algo.rewards, cfg.algo.drop_uninformative = {"accuracy": 1.0}, True
+    records = [SimpleNamespace(gold_letter="A", sample_id="s1"), SimpleNamespace(gold_letter="B", sample_id="s2")]
+    groups = [[_completion(RIGHT), _completion(WRONG_FORMAT)], [_completion(RIGHT_NO_FORMAT), _completion(RIGHT)]]
+    samples, info = score_rollouts(cfg, records, groups)
+    assert [s.weight for s in samples] == [1.0, 1.0, 0.0, 0.0] and info["groups_dropped"] == 1
+    cfg.algo.drop_uninformative = False
+    assert [s.weight for s in score_rollouts(cfg, records, groups)[0]] == [1.0] * 4

@@ -1,5 +1,6 @@
 """The trainer core without any launcher: a one-process gloo group, DeepSpeed ZeRO-2, frozen vision tower."""
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load
 
@@ -50,3 +51,19 @@ def test_engine_gap_compares_completion_tokens_only():
     gap = [0.0, 0]
     _add_engine_gap(gap, chunk, logp, mask)
     assert gap == [1.5, 2]  # |-2 - -2.5| + |-3 - -2|
+
+
+def test_loss_normalised_over_the_whole_batch_not_per_micro_batch(one_rank_group, tiny_model_dir):
+    # token_mean (DAPO) over 4 micro-batches of one sample: on-policy with beta 0 every token's loss is -advantage,
+    # so the step's loss is -(3*1 + 1*(-1) + 2*0.5) / 6 tokens = -0.5; the weight-0 sample (a dropped group) is
+    # neither in the sum nor in the count. Per micro-batch means would give -(1 - 1 + 0.5 + 0) / 4 = -0.125.
+    rng = np.random.default_rng(1)
+    record = PromptRecord(sample_id="t1", kind="validation", gold_letter="A",
+                          messages=user_message("What next?\nA. a\nB. b\nC. c\nD. d\n", False, True),
+                          video=None, image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8))
+    cfg = TrainerConfig(num_workers=1, zero_stage=2, lr=1e-3, micro_batch_size=1)
+    trainer = PolicyTrainer(tiny_model_dir, cfg, AlgoConfig(beta=0.0, aggregation="token_mean"), grad_accum=4)
+    samples = [TrainSample(record, [10, 20, 30], 1.0), TrainSample(record, [11], -1.0),
+               TrainSample(record, [12, 22], 0.5), TrainSample(record, [13, 23], 2.0, weight=0.0)]
+    stats = trainer.train_step(samples)
+    assert stats["loss"] == pytest.approx(-0.5, abs=1e-5)

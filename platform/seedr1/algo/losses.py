@@ -40,12 +40,18 @@ def policy_loss(
     clip_eps_high: float = 0.2,
     kl_kind: KLKind = "k3",
     aggregation: Aggregation = "seq_mean_token_mean",
+    weights: torch.Tensor | None = None,
+    denominator: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped-surrogate GRPO loss over completion tokens.
 
     logp/old_logp/ref_logp/mask: [B, T] (mask 1 on completion tokens); advantages: [B].
     "seq_mean_token_mean" averages each sequence's tokens, then sequences (GRPO paper);
     sequences without masked tokens are left out of that mean. "token_mean" averages all masked tokens (DAPO).
+    weights: [B] per-sequence weight; 0 leaves a sequence out of the loss and its count (dropped groups); default 1.
+    denominator: what the summed per-sequence (or per-token) terms are divided by; default this batch's own count
+    (``loss_denominator``). A batch split over micro-batches and ranks passes the whole batch's count (see
+    ``PolicyTrainer.train_step``), so every sequence or token weighs the same wherever it landed.
     Returns (scalar loss, metrics as python floats).
     """
     if logp.dim() != 2 or old_logp.shape != logp.shape or mask.shape != logp.shape:
@@ -60,35 +66,51 @@ def policy_loss(
     if aggregation not in ("seq_mean_token_mean", "token_mean"):
         raise ValueError(f"unknown aggregation {aggregation!r}")
 
+    w = torch.ones_like(advantages, dtype=torch.float32) if weights is None else weights.float()
+    if w.shape != advantages.shape:
+        raise ValueError(f"weights must be [B]={tuple(advantages.shape)}, got {tuple(w.shape)}")
     m = mask.bool()
+    kept = m & (w > 0).unsqueeze(1)  # what the metrics describe
     logp = logp.float()  # ratios in bf16 are too coarse for clipping decisions
     adv = advantages.float().unsqueeze(1)
-    ratio = torch.exp(logp - old_logp.float())
+    # Differences zeroed outside the mask before exp(): an overflow at a padded position would be 0 * inf = NaN
+    # in the backward pass, and that NaN would reach every parameter.
+    ratio = torch.exp(torch.where(m, logp - old_logp.float(), torch.zeros_like(logp)))
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1 - clip_eps_low, 1 + clip_eps_high) * adv
     per_token = -torch.minimum(unclipped, clipped)
 
     kl = None
     if ref_logp is not None:
-        kl = kl_penalty(logp, ref_logp.float(), kl_kind)
+        kl = kl_penalty(logp, torch.where(m, ref_logp.float(), logp.detach()), kl_kind)
         if beta > 0:
             per_token = per_token + beta * kl
 
     if aggregation == "seq_mean_token_mean":
-        has_tokens = m.any(dim=1)
-        loss = masked_mean(masked_mean(per_token, m, dim=1), has_tokens)
+        per_seq = masked_mean(per_token, m, dim=1)  # 0 for a sequence without tokens
     else:
-        loss = masked_mean(per_token, m)
+        per_seq = torch.where(m, per_token, torch.zeros_like(per_token)).sum(dim=1)
+    if denominator is None:
+        denominator = loss_denominator(m.sum(dim=1).tolist(), w.tolist(), aggregation)
+    loss = (per_seq * w).sum() / float(denominator)
 
     with torch.no_grad():
         clip_active = clipped < unclipped  # the min took the clipped branch and it differs
         metrics = {
-            "clip_fraction": masked_mean(clip_active.float(), m).item(),
-            "kl": masked_mean(kl, m).item() if kl is not None else 0.0,
-            "ratio_mean": masked_mean(ratio, m).item(),
+            "clip_fraction": masked_mean(clip_active.float(), kept).item(),
+            "kl": masked_mean(kl, kept).item() if kl is not None else 0.0,
+            "ratio_mean": masked_mean(ratio, kept).item(),
             "loss": loss.item(),
         }
     return loss, metrics
+
+
+def loss_denominator(lengths, weights, aggregation: Aggregation) -> float:
+    """What ``policy_loss`` divides by: the weighted count of sequences with tokens ("seq_mean_token_mean") or of
+    their tokens ("token_mean"); 1 when nothing counts. ``lengths``: completion tokens per sequence."""
+    pairs = [(n, w) for n, w in zip(lengths, weights) if n > 0]
+    total = sum(w for _, w in pairs) if aggregation == "seq_mean_token_mean" else sum(n * w for n, w in pairs)
+    return float(total) if total > 0 else 1.0
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

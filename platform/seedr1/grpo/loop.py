@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from seedr1.algo.advantages import drop_uninformative, group_advantages
+from seedr1.algo.losses import loss_denominator
 from seedr1.algo.rewards import accuracy_reward, combine_rewards, format_reward
 from seedr1.config import GRPOConfig, from_dict
 from seedr1.data.prompt_stream import PromptStream
@@ -45,7 +46,9 @@ def score_rollouts(cfg: GRPOConfig, records: list, groups: list) -> tuple[list[T
     keep, dropped = torch.ones(len(flat), dtype=torch.bool), 0
     if cfg.algo.drop_uninformative:
         keep, dropped = drop_uninformative(rewards, G)
-    samples = [TrainSample(r, c.token_ids, float(a) if k else 0.0, c.logprobs if cfg.overlap else None, c.logprobs)
+    # A dropped group stays in the batch (ranks keep equal shards) with weight 0: out of the loss and its count.
+    samples = [TrainSample(r, c.token_ids, float(a) if k else 0.0, c.logprobs if cfg.overlap else None, c.logprobs,
+                           weight=1.0 if k else 0.0)
                for (r, c), a, k in zip(flat, adv.tolist(), keep.tolist())]
     info = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
             **{f"reward/{k}": float(np.mean(v)) for k, v in per_fn.items()},
@@ -114,7 +117,9 @@ def grpo_train_loop(config: dict) -> None:
         dist.broadcast_object_list(box, src=0)
         samples, info, position = box[0]["samples"], box[0]["info"], box[0]["position"]
         t_update = time.perf_counter()
-        stats = trainer.train_step(rank_shard(samples, rank, world))
+        denominator = loss_denominator([len(s.token_ids) for s in samples], [s.weight for s in samples],
+                                       cfg.algo.aggregation)  # the whole batch's, over all ranks
+        stats = trainer.train_step(rank_shard(samples, rank, world), denominator)
         t["update"] = time.perf_counter()
         weights = trainer.full_state_dict(trainable_only=True)  # all ranks (ZeRO-3 gather is collective)
         sync_s = group.sync(weights) if rank == 0 else 0.0

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from seedr1.algo.losses import masked_mean, policy_loss, sft_loss
+from seedr1.algo.losses import loss_denominator, masked_mean, policy_loss, sft_loss
 from seedr1.config import AlgoConfig, TrainerConfig
 from seedr1.train.batch import build_batch, completion_logprobs, forward_inputs, rope_positions
 
@@ -26,6 +26,7 @@ class TrainSample:
     advantage: float
     behaviour_logprobs: Optional[list[float]] = None  # off-policy: the sampling engine's log-probs per token
     engine_logprobs: Optional[list[float]] = None  # what the engine reported when sampling (for the mismatch metric)
+    weight: float = 1.0  # in the loss; 0 leaves the sample out (a dropped uninformative group)
 
 
 def _add_engine_gap(gap: list, chunk: list[TrainSample], logp: torch.Tensor, mask: torch.Tensor) -> None:
@@ -110,12 +111,21 @@ class PolicyTrainer:
             batch = build_batch(self.processor, [s.record for s in chunk], [s.token_ids for s in chunk])
             yield chunk, {k: v.to(self.engine.device) for k, v in batch.items()}
 
-    def train_step(self, samples: list[TrainSample]) -> dict:
-        """One optimizer step on this rank's shard (``grad_accum`` micro-batches)."""
+    def train_step(self, samples: list[TrainSample], batch_denominator: float | None = None) -> dict:
+        """One optimizer step on this rank's shard (``grad_accum`` micro-batches).
+
+        ``batch_denominator``: ``loss_denominator`` of the whole batch over all ranks (default: this shard's, right
+        for one rank). Each micro-batch's loss divides by it, times what DeepSpeed divides by afterwards (the
+        accumulation steps, then the rank average), so the step's gradient is that of the whole batch's loss.
+        """
         n_micro = -(-len(samples) // self.cfg.micro_batch_size)
         if n_micro != self.grad_accum:
             raise ValueError(f"rank {self.rank}: {len(samples)} samples make {n_micro} micro-batches, "
                              f"expected gradient_accumulation_steps={self.grad_accum}")
+        if batch_denominator is None:
+            batch_denominator = loss_denominator([len(s.token_ids) for s in samples], [s.weight for s in samples],
+                                                 self.algo.aggregation)
+        denominator = batch_denominator / (self.grad_accum * self.world)
         sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "ref_s": 0.0,
                 "lr": float(self.engine.get_lr()[0]), "train_tokens": 0}
         gap = [0.0, 0]  # |trainer - engine| log-prob over the completion tokens the engine reported, and their count
@@ -132,9 +142,11 @@ class PolicyTrainer:
             logp, mask, entropy = completion_logprobs(self.engine, batch, with_entropy=True,
                                                       inputs=forward_inputs(self.engine, batch, positions=positions))
             adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32, device=logp.device)
+            weights = torch.tensor([s.weight for s in chunk], dtype=torch.float32, device=logp.device)
             loss, m = policy_loss(logp, self._old_logprobs(chunk, logp), adv, mask, ref_logp=ref_logp, beta=self.algo.beta,
                                   clip_eps_low=self.algo.clip_eps_low, clip_eps_high=self.algo.clip_eps_high,
-                                  kl_kind=self.algo.kl_kind, aggregation=self.algo.aggregation)
+                                  kl_kind=self.algo.kl_kind, aggregation=self.algo.aggregation, weights=weights,
+                                  denominator=denominator)
             self.engine.backward(loss)
             self.engine.step()
             for k in ("loss", "kl", "clip_fraction"):
