@@ -51,3 +51,12 @@ def test_dropped_groups_get_weight_zero():
     assert [s.weight for s in samples] == [1.0, 1.0, 0.0, 0.0] and info["groups_dropped"] == 1
     cfg.algo.drop_uninformative = False
     assert [s.weight for s in score_rollouts(cfg, records, groups)[0]] == [1.0] * 4
+
+
+def test_overlap_refuses_completions_without_sampling_logprobs():
+    cfg = GRPOConfig(rollout=RolloutConfig(num_samples=2), overlap=True)
+    records = [SimpleNamespace(gold_letter="A", sample_id="s1")]
+    samples, _ = score_rollouts(cfg, records, [[_completion(RIGHT), _completion(WRONG_FORMAT)]])
+    assert samples[0].behaviour_logprobs == [-0.5, -0.25]  # the importance ratio's denominator
+    with pytest.raises(RuntimeError, match="log-prob"):  # a ratio of 1 would silently train stale samples on-policy
+        score_rollouts(cfg, records, [[_completion(RIGHT, logprobs=()), _completion(WRONG_FORMAT)]])

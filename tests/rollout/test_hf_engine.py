@@ -25,6 +25,10 @@ def test_hf_engine_generates_scores_and_updates(tiny_model_dir):
     scores = engine.score([record] * 3, [c.token_ids for c in completions])
     assert [len(s) for s in scores] == [len(c.token_ids) for c in completions]
     assert all(np.isfinite(s).all() and max(s) <= 0 for s in scores)
+    # The sampling log-probs are the behaviour policy's (one-step off-policy training's importance ratio needs
+    # them): the same numbers the trainer-side forward gives for the same tokens.
+    for c, s in zip(completions, scores):
+        np.testing.assert_allclose(c.logprobs, s, atol=1e-4)
 
     state = {n: (p + 0.05 * torch.randn_like(p)).contiguous() for n, p in engine.model.named_parameters()}
     engine.update_weights(save(state))

@@ -46,6 +46,9 @@ def score_rollouts(cfg: GRPOConfig, records: list, groups: list) -> tuple[list[T
     keep, dropped = torch.ones(len(flat), dtype=torch.bool), 0
     if cfg.algo.drop_uninformative:
         keep, dropped = drop_uninformative(rewards, G)
+    if cfg.overlap and any(len(c.logprobs or []) != len(c.token_ids) for _, c in flat):
+        raise RuntimeError("overlap=true needs the sampling log-prob of every completion token (the importance "
+                           f"ratio's denominator); the {cfg.rollout.engine!r} engine returned fewer")
     # A dropped group stays in the batch (ranks keep equal shards) with weight 0: out of the loss and its count.
     samples = [TrainSample(r, c.token_ids, float(a) if k else 0.0, c.logprobs if cfg.overlap else None, c.logprobs,
                            weight=1.0 if k else 0.0)

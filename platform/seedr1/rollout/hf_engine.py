@@ -12,6 +12,13 @@ from seedr1.rollout.engine import Completion, RolloutEngine, Sampling, completio
 from seedr1.train.batch import build_batch, completion_logprobs
 
 
+def sampled_logprobs(step_logits: tuple, tokens: torch.Tensor) -> torch.Tensor:
+    """log p of each sampled token [N, T] from ``generate``'s raw per-step logits (before temperature and the
+    vision-token ban: what vLLM reports, and what the trainer computes), one step at a time (no [N, T, V] tensor)."""
+    return torch.stack([torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, t:t + 1]).squeeze(-1)
+                        for t, logits in enumerate(step_logits)], dim=1)
+
+
 class HFEngine(RolloutEngine):
     def __init__(self, model: str):
         from seedr1.model.loading import load_model, load_processor
@@ -35,18 +42,21 @@ class HFEngine(RolloutEngine):
             out = self.model.generate(**inputs, do_sample=sampling.temperature > 0, temperature=sampling.temperature,
                                       top_p=sampling.top_p, max_new_tokens=sampling.max_tokens,
                                       num_return_sequences=sampling.n, suppress_tokens=self.banned,
-                                      pad_token_id=tok.pad_token_id)
-            gen = out[:, inputs["input_ids"].shape[1]:].tolist()
+                                      pad_token_id=tok.pad_token_id, return_dict_in_generate=True,
+                                      output_logits=True)
+            gen = out.sequences[:, inputs["input_ids"].shape[1]:]
+            logps = sampled_logprobs(out.logits, gen).tolist()
             completions = []
-            for ids in gen:
-                ids = ids[:ids.index(tok.eos_token_id) + 1] if tok.eos_token_id in ids else ids
-                ids = [i for i in ids if i != tok.pad_token_id]
+            for ids, lps in zip(gen.tolist(), logps):
+                end = ids.index(tok.eos_token_id) + 1 if tok.eos_token_id in ids else len(ids)
+                kept = [(i, lp) for i, lp in zip(ids[:end], lps[:end]) if i != tok.pad_token_id]
+                ids, lps = [i for i, _ in kept], [lp for _, lp in kept]
                 text = completion_texts(tok, [ids])[0]
                 finish = "stop" if ids and ids[-1] == tok.eos_token_id else "length"
                 cut = min((text.find(s) for s in sampling.stop or [] if s in text), default=-1)
                 if cut >= 0:  # stop strings: the text ends before the first one (token ids stay as generated)
                     text, finish = text[:cut], "stop"
-                completions.append(Completion(text=text, token_ids=ids, finish_reason=finish,
+                completions.append(Completion(text=text, token_ids=ids, logprobs=lps, finish_reason=finish,
                                               prompt_tokens=int(inputs["input_ids"].shape[1])))
             results.append(completions)
         return results
