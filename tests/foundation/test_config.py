@@ -55,6 +55,39 @@ def test_errors_name_the_key(override, fragment):
     assert fragment in str(e.value)
 
 
+@pytest.mark.parametrize("override, fragment", [
+    ("trainer.zero_stage=7", "trainer.zero_stage: 7 is out of range, must be between 0 and 3"),
+    ("trainer.micro_batch_size=0", "trainer.micro_batch_size: 0 is out of range, must be >= 1"),
+    ("prompts_per_step=0", "prompts_per_step: 0"),
+    ("rollout.num_actors=0", "rollout.num_actors: 0"),
+    ("rollout.num_samples=1", "rollout.num_samples: 1"),  # group-relative advantages of one sample are all 0
+    ("algo.beta=-1", "algo.beta: -1.0 is out of range, must be >= 0.0"),
+    ("data.max_bad_fraction=1.5", "data.max_bad_fraction: 1.5"),
+])
+def test_out_of_range_values_fail_at_load_naming_the_key(override, fragment):
+    from seedr1.config import GRPOConfig
+
+    with pytest.raises(ConfigError) as e:
+        load_config(GRPOConfig, None, [override])
+    assert fragment in str(e.value)
+    key = override.split("=")[0]
+    assert any(line.startswith(key + " ") and "[" in line for line in describe(GRPOConfig))  # --help shows the range
+
+
+def test_every_shipped_config_is_in_range():
+    from pathlib import Path
+
+    from seedr1.config import EvaluateConfig, GRPOConfig, ServeConfig, SFTConfig, SmokeConfig, StudyConfig
+
+    kinds = {"grpo": GRPOConfig, "sft": SFTConfig, "evaluate": EvaluateConfig, "serve": ServeConfig,
+             "smoke": SmokeConfig, "study": StudyConfig}
+    files = sorted(Path(__file__).resolve().parents[2].glob("configs/*/*.yaml"))
+    assert files
+    for f in files:
+        if f.parent.name in kinds:
+            load_config(kinds[f.parent.name], f)
+
+
 def test_bad_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(Outer, tmp_path / "missing.yaml")

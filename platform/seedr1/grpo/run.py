@@ -15,6 +15,8 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     if (cfg.prompts_per_step * G) % world:
         raise ValueError(f"prompts_per_step x rollout.num_samples = {cfg.prompts_per_step * G} must divide evenly "
                          f"over trainer.num_workers = {world}")
+    if cfg.data.min_frames > cfg.data.max_frames:
+        raise ValueError(f"data.min_frames = {cfg.data.min_frames} is above data.max_frames = {cfg.data.max_frames}")
     if cfg.rollout.weight_sync == "collective" and cfg.rollout.engine != "vllm":
         raise ValueError(f"rollout.weight_sync=collective needs rollout.engine=vllm (got {cfg.rollout.engine!r})")
     cfg = prepare_run(cfg, "grpo")
