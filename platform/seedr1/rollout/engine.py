@@ -37,6 +37,13 @@ def completion_texts(tokenizer, token_ids: Sequence[Sequence[int]]) -> list[str]
                                                                 skip_special_tokens=True)]
 
 
+def prompt_seeds(seed: int, count: int, n: int) -> list[int]:
+    """One seed per prompt of a call. vLLM draws a prompt's j-th sample from seed + j, so a single seed for every
+    prompt would give sample j of each prompt the same random numbers; the 1000003 spacing keeps the seeds of the
+    rollout actors (seed + k) and of consecutive steps apart while count x n stays below it."""
+    return [(seed * 1000003 + i * n) % 2 ** 63 for i in range(count)]
+
+
 class RolloutEngine(ABC):
     @abstractmethod
     def generate(self, prompts: Sequence[PromptRecord], sampling: Sampling) -> list[list[Completion]]:
