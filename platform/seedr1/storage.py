@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Optional
@@ -130,7 +131,7 @@ class S3Storage(Storage):
         )
 
     def _error(self, what: str, uri: str, e: Exception) -> StorageError:
-        from botocore.exceptions import ClientError, EndpointConnectionError
+        from botocore.exceptions import ClientError, EndpointConnectionError, HTTPClientError, IncompleteReadError
 
         if isinstance(e, ClientError):
             code = e.response.get("Error", {}).get("Code", "?")
@@ -142,6 +143,8 @@ class S3Storage(Storage):
         if isinstance(e, EndpointConnectionError):
             return StorageError(f"S3 {what} {uri} failed: cannot reach endpoint "
                                 f"{self.options.endpoint_url or 'AWS'} after {self.options.max_attempts} attempts ({e})")
+        if isinstance(e, (HTTPClientError, IncompleteReadError)):  # connection dropped, timed out, body cut short
+            return StorageError(f"S3 {what} {uri} failed after {self.options.max_attempts} attempts: {e}")
         return StorageError(f"S3 {what} {uri} failed: {e}")
 
     def _call(self, what: str, uri: str, fn, *args, **kwargs):
@@ -154,8 +157,23 @@ class S3Storage(Storage):
 
     def read_bytes(self, uri: str) -> bytes:
         bucket, key = split_s3(uri)
-        resp = self._call("read", uri, self.client.get_object, Bucket=bucket, Key=key)
-        return resp["Body"].read()
+        return self._call("read", uri, self._get, bucket, key)
+
+    def _get(self, bucket: str, key: str) -> bytes:
+        """get_object and the download of its body, retried together: botocore retries the request, but the body
+        streams after get_object has returned, so a connection dropped mid-download is retried here."""
+        from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+        attempts = max(1, self.options.max_attempts)
+        for attempt in range(1, attempts + 1):
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+            try:
+                return body.read()
+            except (ResponseStreamingError, IncompleteReadError, ReadTimeoutError):
+                body.close()
+                if attempt == attempts:
+                    raise
+                time.sleep(min(0.1 * 2 ** attempt, 2.0))
 
     def write_bytes(self, uri: str, data: bytes, metadata: Optional[dict] = None) -> None:
         bucket, key = split_s3(uri)

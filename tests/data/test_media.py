@@ -125,6 +125,17 @@ def test_decode_video_garbage_bytes():
         decode_video(b"this is not a video at all" * 50, "junk.mp4", size=32)
 
 
+def test_decode_video_error_with_an_empty_message(monkeypatch):
+    import decord
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("")
+
+    monkeypatch.setattr(decord, "VideoReader", fail)
+    with pytest.raises(MediaError, match=r"^odd\.mp4: cannot decode video \(RuntimeError\)$"):
+        decode_video(b"bytes", "odd.mp4")
+
+
 # ---- decode_image ---------------------------------------------------------------------------------------------------
 def test_decode_image_exact_pixels_and_resize():
     rng = np.random.default_rng(0)

@@ -5,6 +5,8 @@ import copy
 
 import pytest
 
+from seedr1.config import DataConfig
+from seedr1.data.pipeline import prepare
 from seedr1.data.prompt_text import LETTERS, build_prompt_text
 from seedr1.data.prompts import arrange_options, user_message
 from seedr1.data.schema import (RecordError, Sample, parse_cot, parse_longvideobench, parse_train,
@@ -173,6 +175,23 @@ def test_train_answer_among_negatives():
     assert e.field == "negative_answers" and "answer" in e.reason
 
 
+def test_train_repeated_negatives_are_dropped_keeping_order():
+    s = parse_train(train_record(negative_answers=["x", "x", "pour the tea", "y", "z", "y"]))
+    assert s.negative_answers == ["x", "y", "z"]  # repeats and the answer dropped, first occurrences kept in order
+    for policy in ("shuffle", "sorted", "as_given"):  # as_given used to give 5 options and an IndexError
+        for epoch in range(8):
+            options, gold = arrange_options(s, policy, seed=0, epoch=epoch)
+            assert sorted(options) == ["pour the tea", "x", "y", "z"]
+            assert options[LETTERS.index(gold)] == "pour the tea"
+
+
+@pytest.mark.parametrize("negatives", [["x", "x", "y", "y"], ["x", "y", "x", "pour the tea"]])
+def test_train_fewer_than_three_distinct_negatives(negatives):
+    e = field_error(parse_train, train_record(negative_answers=negatives))
+    assert e.field == "negative_answers"
+    assert "at least 3 distinct negative answers" in e.reason and f"got 2 (of {len(negatives)} given)" in e.reason
+
+
 def test_train_unknown_video_source():
     assert field_error(parse_train, train_record(video_source="ego4d")).field == "video_source"
 
@@ -195,6 +214,42 @@ def test_cot_errors_name_the_field():
     assert field_error(lambda r: parse_cot(r, 0), {"prompt": [{"role": "user"}], "response": "y"}).field == "prompt[0]"
     bad_part = {"prompt": [{"role": "user", "content": [{"text": "no type"}]}], "response": "y"}
     assert field_error(lambda r: parse_cot(r, 0), bad_part).field == "prompt[0].content"
+
+
+def cot_record(*content) -> dict:
+    return {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": list(content)}],
+            "response": "<answer>A.</answer>"}
+
+
+VIDEO = {"type": "video", "video": "videos/Ego4D/x.mp4"}
+IMAGE = {"type": "image", "image": "images/Ego4D/x.png"}
+TEXT = {"type": "text", "text": "Q"}
+
+
+@pytest.mark.parametrize("content,path,reason", [
+    ([{"type": "video"}, IMAGE, TEXT], "prompt[1].content[0].video", "the video part has no path"),
+    ([VIDEO, {"type": "image", "image": ""}, TEXT], "prompt[1].content[1].image", "the image part has no path"),
+    ([VIDEO, {"type": "image", "image": None}, TEXT], "prompt[1].content[1].image", "has no path"),
+    ([IMAGE, {"type": "video", "video": 3}, TEXT], "prompt[1].content[1].video", "has no path"),
+    ([VIDEO, IMAGE, {"type": "video", "video": "videos/Ego4D/y.mp4"}, TEXT], "prompt[1].content[2].video",
+     "a second video part (the first is prompt[1].content[0].video)"),
+    ([VIDEO, IMAGE, IMAGE, TEXT], "prompt[1].content[2].image", "a second image part"),
+])
+def test_cot_media_parts_need_one_path_each(content, path, reason):
+    e = field_error(lambda r: parse_cot(r, 0), cot_record(*content))
+    assert e.field == path and reason in e.reason
+
+
+def test_cot_media_errors_name_the_prompt_part():
+    s = parse_cot(cot_record(TEXT, IMAGE, VIDEO), 0)
+    assert (s.video, s.video_field) == ("videos/Ego4D/x.mp4", "prompt[1].content[2].video")
+    assert (s.image, s.image_field) == ("images/Ego4D/x.png", "prompt[1].content[1].image")
+    meta = {"file": "training_with_cot_6k.jsonl", "kind": "cot", "line": 4, "record": cot_record(TEXT, IMAGE, VIDEO)}
+    row = prepare(meta, {"mp4": None, "png": b"x"}, DataConfig(), 0)
+    assert not row["ok"] and row["field"] == "prompt[1].content[2].video" and "missing video" in row["reason"]
+    row = prepare(meta, {"mp4": b"not a video", "png": b"x"}, DataConfig(), 0)
+    assert not row["ok"] and row["field"] == "prompt[1].content[2].video" and "cannot decode video" in row["reason"]
+    assert parse_longvideobench(lvb_record()).video_field == "video_path"
 
 
 # ---- LongVideoBench -----------------------------------------------------------------------------------------------

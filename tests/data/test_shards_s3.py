@@ -15,9 +15,10 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
+from botocore.exceptions import ResponseStreamingError
 
 from seedr1.config import DataConfig, S3Config
-from seedr1.data.pipeline import DataQualityError, RecordStream, build_dataset, dataset_rows, iter_local
+from seedr1.data.pipeline import DataQualityError, RecordStream, _shard_rows, build_dataset, dataset_rows, iter_local
 from seedr1.data.shards import MANIFEST, iter_tar_members, pack, read_manifest
 from seedr1.data.synthetic import SynthSpec, write_synthetic
 from seedr1.storage import S3Storage, StorageError, get_storage
@@ -152,6 +153,21 @@ def test_pack_and_read_local_folder(root, tmp_path, ray_cluster, local_records):
     _assert_same_records(records, expected)
 
 
+def test_pack_includes_the_full_training_file(root, tmp_path, ray_cluster):
+    # Any annotations/*.jsonl whose kind its name tells is packed, so training from shards can read it.
+    src = tmp_path / "root"
+    shutil.copytree(root, src)
+    lines = (src / "annotations" / "training_6k.jsonl").read_text().splitlines()[:5]
+    (src / "annotations" / "training_full.jsonl").write_text("\n".join(lines) + "\n")
+    dest = str(tmp_path / "shards")
+    result = pack(str(src), dest, shard_size=SHARD_SIZE, log=QUIET)
+    assert sum(shard["files"].get("training_full.jsonl", 0) for shard in read_manifest(dest)["shards"]) == 5
+    assert result.records == sum(COUNTS.values()) + 5
+    cfg = _shard_cfg(dest)
+    ids = [r.sample_id for r in RecordStream(build_dataset(cfg, ["annotations/training_full.jsonl"]).iter_rows(), cfg)]
+    assert sorted(ids) == sorted(json.loads(line)["sample_id"] for line in lines)
+
+
 def test_pack_from_an_s3_root_uses_the_given_config(root, s3cfg, tmp_path, monkeypatch):
     """An s3:// data root with an explicit S3Config: annotations and media are read through that config, not the
     environment (which here points at a closed port)."""
@@ -188,7 +204,9 @@ def _upload_shard(dest: str, name: str, data: bytes, files: dict, s3cfg: S3Confi
     storage.write_bytes(f"{dest}/{MANIFEST}", json.dumps(manifest).encode())
 
 
-def test_truncated_shard_gives_records_then_a_reject(packed, s3cfg, ray_cluster, tmp_path):
+def test_truncated_shard_gives_records_then_a_reject_per_lost_record(packed, s3cfg, ray_cluster, tmp_path):
+    """The manifest says how many records the shard holds: each one the cut lost is a reject, so the bad fraction
+    is the real one (one reject for a whole lost shard never tripped max_bad_fraction)."""
     dest, _ = packed
     shard = read_manifest(dest, s3cfg)["shards"][0]
     full = S3Storage(s3cfg).read_bytes(f"{dest}/{shard['name']}")
@@ -204,22 +222,62 @@ def test_truncated_shard_gives_records_then_a_reject(packed, s3cfg, ray_cluster,
     files = [f for f in FILES if Path(f).name in shard["files"]]
     rows = list(build_dataset(_shard_cfg(bad_dest, s3cfg), files).iter_rows())  # no crash
     ok, bad = [r for r in rows if r["ok"]], [r for r in rows if not r["ok"]]
-    assert len(bad) == 1 and rows[-1] is bad[0]
-    assert bad[0]["file"] == shard["name"] and "truncated or corrupt" in bad[0]["reason"]
     got = [r["sample_id"] for r in ok]
     assert 0 < len(got) < len(all_ids) and got == all_ids[:len(got)]  # the records before the cut came through
     assert len(complete) - 1 <= len(got) <= len(complete)
+    lost = shard["records"] - len(got)
+    assert len(rows) == shard["records"] and len(bad) == lost > 1 and rows[len(got):] == bad
+    assert all(r["file"] == shard["name"] and "truncated or corrupt" in r["reason"] for r in bad)
+    assert bad[-1]["reason"].endswith(f"(lost record {lost} of {lost})")
 
     rejects = tmp_path / "rejects.jsonl"
-    lenient = _shard_cfg(bad_dest, s3cfg, max_bad_fraction=0.5)
+    lenient = _shard_cfg(bad_dest, s3cfg, max_bad_fraction=0.9)
     stream = RecordStream(iter(rows), lenient, rejects_path=str(rejects))
-    assert [r.sample_id for r in stream] == got and stream.rejected == 1
+    assert [r.sample_id for r in stream] == got and stream.rejected == lost
     written = [json.loads(line) for line in rejects.read_text().splitlines()]
-    assert len(written) == 1 and written[0]["file"] == shard["name"] and "truncated" in written[0]["reason"]
+    assert len(written) == lost and all(w["file"] == shard["name"] and "truncated" in w["reason"] for w in written)
 
-    strict = _shard_cfg(bad_dest, s3cfg, max_bad_fraction=0.01, min_records_for_bad_fraction=1)
-    with pytest.raises(DataQualityError, match=rf"1 of {len(rows)} records rejected .*max_bad_fraction 1%"):
+    # below the lost fraction: the stream stops with the clear error (it used to see 1 bad record in len(got) + 1)
+    assert 1 / (len(got) + 1) < 0.25 < lost / len(rows)
+    strict = _shard_cfg(bad_dest, s3cfg, max_bad_fraction=0.25, min_records_for_bad_fraction=1)
+    with pytest.raises(DataQualityError, match=r"\d+ of \d+ records rejected \(\d+% > max_bad_fraction 25%\)"):
         list(RecordStream(iter(rows), strict))
+
+
+def _flip_first_byte(data: bytes, member: str, to: bytes) -> bytes:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        at = tar.getmember(member).offset_data
+    return data[:at] + to + data[at + 1:]
+
+
+@pytest.mark.parametrize("to", [b"x", b"\xff"], ids=["bad-json", "bad-utf8"])
+def test_corrupt_json_member_is_one_reject_and_the_shard_goes_on(root, tmp_path, to):
+    dest = tmp_path / "shards"
+    pack(str(root), str(dest), shard_size=SHARD_SIZE, log=QUIET)
+    shard = read_manifest(str(dest))["shards"][0]
+    path = str(dest / shard["name"])
+    data = _flip_first_byte((dest / shard["name"]).read_bytes(), "00000001.json", to)  # tar has no data checksum
+    names = [Path(f).name for f in FILES]
+    rows = list(_shard_rows(data, path, names, _local_cfg(root), 0))
+    assert len(rows) == shard["records"]  # no crash: the other records came through
+    assert [r["ok"] for r in rows] == [True, False] + [True] * (len(rows) - 2)
+    bad = rows[1]
+    assert (bad["file"], bad["line"], bad["sample_id"]) == (shard["name"], None, None)
+    assert f"shard {path}: member 00000001.json is not a record" in bad["reason"]
+
+
+def test_pack_stops_at_an_unreadable_media_file_naming_the_record(root, tmp_path):
+    """A media path that exists but cannot be read (a folder here, or no permission) stops the pack with the record
+    and the file: packing the record without it would bake a 'missing image' into the shards."""
+    bad_root = tmp_path / "root"
+    shutil.copytree(root, bad_root)
+    record = json.loads((bad_root / FILES[3]).read_text().splitlines()[1])  # L2 line 2
+    image = bad_root / "images" / record["video_source"] / record["current_observation_basename"]
+    image.unlink()
+    image.mkdir()
+    with pytest.raises(StorageError, match=rf"cannot pack validation_L2.jsonl line 2 \(sample_id "
+                                           rf"{record['sample_id']}\): cannot read {image}"):
+        pack(str(bad_root), str(tmp_path / "shards"), shard_size=SHARD_SIZE, log=QUIET)
 
 
 def test_shard_truncated_inside_a_header_is_not_silent():
@@ -289,6 +347,41 @@ def test_corrupt_media_and_records_in_shards_are_rejects(root, s3cfg, ray_cluste
 
 
 # ---- storage errors -----------------------------------------------------------------------------------------------
+class _Body:
+    def __init__(self, data: bytes, drop: bool):
+        self.data, self.drop = data, drop
+
+    def read(self) -> bytes:
+        if self.drop:
+            raise ResponseStreamingError(error="Connection broken: IncompleteRead(100 bytes read, 900 more expected)")
+        return self.data
+
+    def close(self) -> None:
+        pass
+
+
+class _DroppingClient:
+    """get_object succeeds; the body's download drops the connection the first ``drops`` times."""
+
+    def __init__(self, drops: int):
+        self.drops, self.calls = drops, 0
+
+    def get_object(self, Bucket: str, Key: str) -> dict:
+        self.calls += 1
+        return {"Body": _Body(b"payload", drop=self.calls <= self.drops)}
+
+
+def test_s3_body_dropped_mid_download_is_retried(monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    storage = S3Storage(S3Config(endpoint_url="http://127.0.0.1:9", access_key="k", secret_key="s", max_attempts=3))
+    storage.client = _DroppingClient(drops=2)
+    assert storage.read_bytes("s3://b/k") == b"payload" and storage.client.calls == 3
+    storage.client = _DroppingClient(drops=3)
+    with pytest.raises(StorageError, match=r"^S3 read s3://b/k failed after 3 attempts: .*Connection broken"):
+        storage.read_bytes("s3://b/k")
+    assert storage.client.calls == 3
+
+
 def test_moto_accepts_any_credentials(packed, s3cfg):
     """The loopback server does not check signatures, so a wrong secret cannot be tested here; record that fact so
     a future server that does check makes this test fail (and a real wrong-credentials test can replace it)."""

@@ -6,11 +6,14 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
+import weakref
 from pathlib import Path
 
 import pytest
 
 from seedr1.cli import main
+from seedr1.config import DataConfig
 from seedr1.data.synthetic import SynthSpec, write_synthetic
 
 SPEC = SynthSpec(seed=0, train=16, l1=8, l2=4, l3=8)
@@ -96,7 +99,28 @@ def duplicate_id(root: Path) -> dict:
     return dict(file="training_6k.jsonl", line=9, sample_id=first, field="sample_id", reason="duplicate sample_id")
 
 
-DEFECTS = [truncated_video, missing_image, malformed_json, missing_golden, wrong_golden, duplicate_id]
+def unreadable_image(root: Path) -> dict:
+    """A media path that exists but cannot be read (here a folder) used to abort the whole run."""
+    r = _record(root, "validation_L3.jsonl", 7)
+    path = root / "images" / r["video_source"] / r["current_observation_basename"]
+    path.unlink()
+    path.mkdir()
+    return dict(file="validation_L3.jsonl", line=7, sample_id=r["sample_id"], field="current_observation_basename",
+                reason=f"cannot read {path}")
+
+
+def cot_image_without_path(root: Path) -> dict:
+    def blank(rec):
+        part = next(p for p in rec["prompt"][0]["content"] if p["type"] == "image")
+        part["image"] = ""
+    r = _edit(root, "training_with_cot_6k.jsonl", 4, blank)
+    index = [p["type"] for p in r["prompt"][0]["content"]].index("image")
+    return dict(file="training_with_cot_6k.jsonl", line=4, sample_id=r["sample_id"],
+                field=f"prompt[0].content[{index}].image", reason="has no path")
+
+
+DEFECTS = [truncated_video, missing_image, malformed_json, missing_golden, wrong_golden, duplicate_id,
+           unreadable_image, cot_image_without_path]
 
 
 def _copy(clean_root: Path, tmp_path: Path) -> Path:
@@ -156,6 +180,34 @@ def test_all_defects_together(clean_root, tmp_path, capsys):
     assert total_ok == TOTAL - len(expected)
 
 
+def test_decoded_frames_are_not_kept(clean_root, monkeypatch):
+    """A record's decoded frames are dropped once it is checked: validating a file holds a few records' pixels, not
+    the whole file's (training_6k at 252 px would be ~18 GB)."""
+    from seedr1.data import validate
+
+    prepare_from_root, lock = validate.prepare_from_root, threading.Lock()
+    videos: list = []  # weak references to every decoded video
+    most_alive = 0
+
+    def spy(*args, **kwargs):
+        nonlocal most_alive
+        row = prepare_from_root(*args, **kwargs)
+        with lock:
+            most_alive = max(most_alive, sum(ref() is not None for ref in videos))
+            if row["video"] is not None:
+                videos.append(weakref.ref(row["video"]))
+        return row
+
+    monkeypatch.setattr(validate, "prepare_from_root", spy)
+    report = validate.validate_root(str(clean_root), workers=2)
+    assert report.ok and len(videos) >= 8
+    assert most_alive <= 1, most_alive  # at most the other worker's record, in flight
+    meta = next(validate.raw_records(str(clean_root), ["annotations/validation_L1.jsonl"], DataConfig()))
+    row = validate.check_record(meta, str(clean_root), DataConfig(root=str(clean_root)))
+    assert row == {"ok": True, "file": "validation_L1.jsonl", "line": 1, "sample_id": meta["record"]["sample_id"],
+                   "field": None, "reason": None}
+
+
 def test_cli_subprocess_exit_codes(clean_root, tmp_path):
     """The real command line: exit 0 on the clean root, 1 with a defect, 2 (one clear line) on a missing root."""
     cmd = [sys.executable, "-m", "seedr1.cli", "data", "validate"]
@@ -169,3 +221,17 @@ def test_cli_subprocess_exit_codes(clean_root, tmp_path):
     empty.mkdir()
     none = subprocess.run(cmd + [str(empty)], capture_output=True, text=True, timeout=120)
     assert none.returncode != 0
+
+
+def test_other_annotation_files_are_validated_too(clean_root, tmp_path, capsys):
+    # The full training file (not one of the five official names) is checked like training_6k; a file whose kind
+    # its name does not tell is left alone.
+    root = _copy(clean_root, tmp_path)
+    lines = _lines(root, "training_6k.jsonl")
+    _write_lines(root, "training_full.jsonl", lines[:3] + ["{not json"])
+    (root / "annotations" / "notes.jsonl").write_text("whatever\n")
+    code, rejects, out = _validate(root, tmp_path, capsys)
+    assert code == 1 and [(r["file"], r["line"]) for r in rejects] == [("training_full.jsonl", 4)]
+    assert next(line for line in out.splitlines() if line.startswith("training_full.jsonl")).split()[1:] == \
+        ["4", "3", "1"]
+    assert not any(line.startswith("notes.jsonl") for line in out.splitlines())

@@ -102,8 +102,18 @@ def read_annotations(path: str, kind: Optional[str] = None,
     return samples
 
 
-def annotation_files(root: str) -> list[str]:
-    """The official annotation files present under ``root/annotations``."""
-    storage = get_storage(root)
-    present = set(storage.list(join(root, "annotations")))
-    return [join(root, "annotations", n) for n in OFFICIAL_FILES if join(root, "annotations", n) in present]
+def annotation_names(root: str, s3=None) -> list[str]:
+    """The annotation files to validate or pack: the five official names (present or not), then any other
+    ``*.jsonl`` under ``root/annotations`` whose kind its name tells (e.g. the full training file)."""
+    listed = get_storage(root, s3).list(join(root, "annotations"))
+    extra = sorted({Path(p).name for p in listed if p.endswith(".jsonl") and Path(p).parent.name == "annotations"}
+                   - OFFICIAL_FILES.keys())
+    return [*OFFICIAL_FILES, *(n for n in extra if _known_kind(n))]
+
+
+def _known_kind(name: str) -> bool:
+    try:
+        kind_of(name)
+        return True
+    except ValueError:
+        return False

@@ -47,7 +47,9 @@ def decode_video(data: bytes, name: str = "<video>", fps: float = 2.0, min_frame
     except MediaError:
         raise
     except Exception as e:  # decord raises DECORDError / RuntimeError on corrupt or truncated input
-        raise MediaError(f"{name}: cannot decode video ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+        first_line = str(e).strip().partition("\n")[0][:200]  # decord appends a long C++ stack trace
+        cause = f"{type(e).__name__}: {first_line}" if first_line else type(e).__name__
+        raise MediaError(f"{name}: cannot decode video ({cause})") from e
     return np.ascontiguousarray(frames, dtype=np.uint8)
 
 

@@ -22,9 +22,9 @@ from seedr1.data.annotations import kind_of, raw_lines
 from seedr1.data.media import MediaError, decode_image, decode_video
 from seedr1.data.prompt_text import build_prompt_text
 from seedr1.data.prompts import arrange_options, user_message
-from seedr1.data.schema import RecordError, media_of, parse_record
+from seedr1.data.schema import RecordError, parse_record
 from seedr1.metrics import ray_metrics
-from seedr1.storage import get_storage, join, pyarrow_filesystem
+from seedr1.storage import StorageError, get_storage, join, pyarrow_filesystem
 
 
 class DataQualityError(RuntimeError):
@@ -69,17 +69,16 @@ def prepare(meta: dict, media: dict, cfg: DataConfig, epoch: int) -> dict:
     try:
         if sample.video:
             if media.get("mp4") is None:
-                return _reject(file, line, sample.sample_id, "video_basename", f"missing video {sample.video}")
+                return _reject(file, line, sample.sample_id, sample.video_field, f"missing video {sample.video}")
             video = decode_video(media["mp4"], sample.video, cfg.fps, cfg.min_frames, cfg.max_frames,
                                  cfg.frame_size)
         if sample.image:
             if media.get("png") is None:
-                return _reject(file, line, sample.sample_id, "current_observation_basename",
-                               f"missing image {sample.image}")
+                return _reject(file, line, sample.sample_id, sample.image_field, f"missing image {sample.image}")
             image = decode_image(media["png"], sample.image, cfg.image_size)
     except MediaError as e:
-        return _reject(file, line, sample.sample_id, "video_basename" if video is None and sample.video
-                       else "current_observation_basename", str(e))
+        return _reject(file, line, sample.sample_id, sample.video_field if video is None and sample.video
+                       else sample.image_field, str(e))
     row = dict.fromkeys(_ROW_KEYS)
     row.update(ok=True, sample_id=sample.sample_id, kind=sample.kind, task_level=sample.task_level,
                domain=sample.domain, file=file, line=line)
@@ -127,14 +126,20 @@ def raw_records(root: str, files: Iterable[str], cfg: DataConfig) -> Iterator[di
 
 
 def prepare_from_root(meta: dict, root: str, cfg: DataConfig, epoch: int) -> dict:
-    """Fetch a record's media through the storage module, then ``prepare`` it."""
-    if "__error__" in meta["record"]:
-        return _reject(meta["file"], meta["line"], None, None, meta["record"]["__error__"])
+    """Fetch a record's media through the storage module, then ``prepare`` it. A media file that exists but cannot
+    be read (a folder, no permission, S3 failing after retries) makes this record a reject, not the job fail."""
+    try:
+        sample = parse_record(meta["kind"], meta["record"], meta.get("line") or 0)
+    except RecordError:  # bad JSON or schema: ``prepare`` makes the same parse its reject
+        return prepare(meta, {}, cfg, epoch)
     storage = get_storage(root, cfg.s3)
     media = {}
-    for ext, rel in media_of(meta["kind"], meta["record"]).items():
+    for ext, (rel, field_name) in sample.media().items():
         path = join(root, rel)
-        media[ext] = storage.read_bytes(path) if storage.exists(path) else None
+        try:
+            media[ext] = storage.read_bytes(path) if storage.exists(path) else None
+        except StorageError as e:
+            return _reject(meta["file"], meta["line"], sample.sample_id, field_name, str(e))
     return prepare(meta, media, cfg, epoch)
 
 
@@ -209,23 +214,49 @@ def _blocks(rows: Iterable[dict]) -> Iterator:
         yield _to_table(block)
 
 
-def _shard_rows(shard: bytes, path: str, files: list[str], cfg: DataConfig, epoch: int) -> Iterator[dict]:
+def _member_meta(member: dict, path: str) -> dict:
+    """A shard member's ``{key}.json`` -> the record's meta; ValueError naming the shard and member if it is not one."""
+    try:
+        meta = json.loads(member["json"])
+        if not isinstance(meta, dict) or not {"file", "kind", "record"} <= meta.keys():
+            raise ValueError("expected an object with file, kind and record")
+    except KeyError:
+        raise ValueError(f"shard {path}: record {member['key']} has no {member['key']}.json member") from None
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"shard {path}: member {member['key']}.json is not a record: {e}") from None
+    return meta
+
+
+def _shard_rows(shard: bytes, path: str, files: list[str], cfg: DataConfig, epoch: int,
+                expected: Optional[int] = None) -> Iterator[dict]:
+    """A shard's rows for ``files``. ``expected``: how many records of ``files`` the manifest lists in this shard;
+    when the shard breaks, each record it lost is one reject, so the bad fraction counts them all."""
     from seedr1.data.shards import iter_tar_members
 
+    name, read = Path(path).name, 0
     for member in iter_tar_members(shard, path):
         if member["key"] is None:  # truncated or corrupt shard: the records after the break are lost
-            yield _reject(Path(path).name, None, None, None, member["error"])
+            lost = 1 if expected is None else max(expected - read, 1)
+            for i in range(lost):
+                yield _reject(name, None, None, None, member["error"] + (f" (lost record {i + 1} of {lost})"
+                                                                         if lost > 1 else ""))
+            return
+        try:
+            meta = _member_meta(member, path)
+        except ValueError as e:  # a corrupt member: its record is a reject, the rest of the shard goes on
+            read += 1
+            yield _reject(name, None, None, None, str(e))
             continue
-        meta = json.loads(member["json"])
         if meta["file"] in files:
+            read += 1
             yield prepare(meta, {"mp4": member.get("mp4"), "png": member.get("png")}, cfg, epoch)
 
 
-def _decode_shards(batch, files: list[str], cfg: DataConfig, epoch: int) -> Iterator:
+def _decode_shards(batch, files: list[str], cfg: DataConfig, epoch: int, expected: dict) -> Iterator:
     """One read task's shard(s) -> split, decode, prepare, in the same task: no raw-media hop through the object
     store, and no second stage competing for the same CPUs."""
     for path, shard in zip(batch["path"].to_pylist(), batch["bytes"].to_pylist()):
-        yield from _blocks(_shard_rows(shard, path, files, cfg, epoch))
+        yield from _blocks(_shard_rows(shard, path, files, cfg, epoch, expected.get(Path(path).name)))
 
 
 def _prepare_json_rows(batch, root: str, cfg: DataConfig, epoch: int) -> Iterator:
@@ -257,9 +288,11 @@ def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bo
         concurrency = max(1, min(cfg.decode_concurrency, len(paths)))
         ds = ray.data.read_binary_files(paths, filesystem=fs, include_paths=True, override_num_blocks=len(paths),
                                         concurrency=concurrency)
+        # Records of the requested files in each shard (the manifest's per-file counts): what a broken shard lost.
+        expected = {s["name"]: sum(s.get("files", {}).get(n, 0) for n in names) for s in manifest["shards"]}
         return ds.map_batches(_decode_shards, batch_size=None, batch_format="pyarrow",
                               compute=ray.data.TaskPoolStrategy(size=concurrency),
-                              fn_kwargs={"files": names, "cfg": cfg, "epoch": epoch})
+                              fn_kwargs={"files": names, "cfg": cfg, "epoch": epoch, "expected": expected})
     metas = epoch_order(list(raw_records(cfg.root, files, cfg)), cfg.seed, epoch, shuffle)[start_row:]
     if not metas:
         return ray.data.from_items([])

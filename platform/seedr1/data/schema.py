@@ -63,6 +63,13 @@ class Sample:
     messages: Optional[list] = None  # cot: the chat prompt as given
     response: Optional[str] = None  # cot: the target
     extra: dict = field(default_factory=dict)
+    video_field: str = "video_basename"  # the record field that names the video (media errors name it)
+    image_field: str = "current_observation_basename"
+
+    def media(self) -> dict[str, tuple[str, str]]:
+        """{'mp4': (relative path, field), 'png': (...)} for the media this sample uses."""
+        return {ext: (rel, name) for ext, rel, name in (("mp4", self.video, self.video_field),
+                                                          ("png", self.image, self.image_field)) if rel}
 
 
 def _typename(t) -> str:
@@ -116,34 +123,52 @@ def parse_validation(record: dict) -> Sample:
 
 def parse_train(record: dict) -> Sample:
     check_fields(record, TRAIN_FIELDS)
-    negatives = record["negative_answers"]
-    if len(negatives) < 3 or not all(isinstance(n, str) for n in negatives):
-        raise RecordError(f"needs at least 3 strings, got {len(negatives)}", "negative_answers")
-    if record["answer"] in negatives:
-        raise RecordError("the answer is also listed as a negative answer", "negative_answers")
+    given = record["negative_answers"]
+    if not all(isinstance(n, str) for n in given):
+        raise RecordError("every negative answer must be a string", "negative_answers")
+    # Three are drawn as distinct options: repeats (and the answer itself) would give a duplicate option.
+    negatives = [n for n in dict.fromkeys(given) if n != record["answer"]]
+    if len(negatives) < 3:
+        raise RecordError(f"needs at least 3 distinct negative answers other than the answer, got "
+                          f"{len(negatives)} (of {len(given)} given)", "negative_answers")
     video, image = _media_paths(record)
     return Sample(sample_id=str(record["sample_id"]), kind="train", question=record["question"],
-                  answer=record["answer"], negative_answers=list(negatives), video=video, image=image,
+                  answer=record["answer"], negative_answers=negatives, video=video, image=image,
                   task_level=record.get("task_level"), domain=record.get("domain"),
                   extra={k: v for k, v in record.items() if k not in TRAIN_FIELDS})
 
 
-def parse_cot(record: dict, index: int) -> Sample:
-    check_fields(record, COT_FIELDS)
-    video = image = None
-    for m, message in enumerate(record["prompt"]):
+def _cot_media(prompt: list) -> dict[str, tuple[str, str]]:
+    """{'video': (path, field), 'image': (path, field)} of a chat prompt: one non-empty path per media part, at
+    most one part of each type (the pipeline decodes one video and one image per sample)."""
+    media: dict[str, tuple[str, str]] = {}
+    for m, message in enumerate(prompt):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise RecordError("each message needs role and content", f"prompt[{m}]")
-        if isinstance(message["content"], list):
-            for part in message["content"]:
-                if not isinstance(part, dict) or "type" not in part:
-                    raise RecordError("each content part needs a type", f"prompt[{m}].content")
-                if part["type"] == "video":
-                    video = part.get("video")
-                elif part["type"] == "image":
-                    image = part.get("image")
+        if not isinstance(message["content"], list):
+            continue
+        for i, part in enumerate(message["content"]):
+            if not isinstance(part, dict) or "type" not in part:
+                raise RecordError("each content part needs a type", f"prompt[{m}].content")
+            kind = part["type"]
+            if kind not in ("video", "image"):
+                continue
+            name, path = f"prompt[{m}].content[{i}].{kind}", part.get(kind)
+            if not isinstance(path, str) or not path:
+                raise RecordError(f"the {kind} part has no path (needs a non-empty string)", name)
+            if kind in media:
+                raise RecordError(f"a second {kind} part (the first is {media[kind][1]}); one is supported", name)
+            media[kind] = (path, name)
+    return media
+
+
+def parse_cot(record: dict, index: int) -> Sample:
+    check_fields(record, COT_FIELDS)
+    media = _cot_media(record["prompt"])
+    (video, video_field), (image, image_field) = media.get("video", (None, "")), media.get("image", (None, ""))
     return Sample(sample_id=str(record.get("sample_id", f"cot-{index}")), kind="cot", question="", answer="",
-                  video=video, image=image, messages=record["prompt"], response=record["response"])
+                  video=video, image=image, messages=record["prompt"], response=record["response"],
+                  video_field=video_field, image_field=image_field)
 
 
 def _text_or_none(value) -> Optional[str]:
@@ -164,7 +189,8 @@ def parse_longvideobench(record: dict) -> Sample:
         raise RecordError("missing required field", "id")
     return Sample(sample_id=str(sid), kind="longvideobench", question=record["question"], answer=candidates[idx],
                   options=list(candidates), gold_letter=chr(ord("A") + idx), video=f"videos/{record['video_path']}",
-                  image=None, task_level=_text_or_none(record.get("level", record.get("duration_group"))),
+                  video_field="video_path", image=None,
+                  task_level=_text_or_none(record.get("level", record.get("duration_group"))),
                   domain=record.get("topic_category"))
 
 
@@ -188,4 +214,4 @@ def media_of(kind: str, record: Any) -> dict[str, str]:
         sample = parse_record(kind, record)
     except RecordError:
         return {}
-    return {ext: rel for ext, rel in (("mp4", sample.video), ("png", sample.image)) if rel}
+    return {ext: rel for ext, (rel, _) in sample.media().items()}

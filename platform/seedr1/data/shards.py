@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from seedr1.config import S3Config
-from seedr1.data.annotations import OFFICIAL_FILES, kind_of
+from seedr1.data.annotations import annotation_names, kind_of
 from seedr1.data.schema import media_of
-from seedr1.storage import S3Storage, get_storage, join
+from seedr1.storage import S3Storage, StorageError, get_storage, join
 
 MANIFEST = "manifest.json"
 SHA_KEY = "sha256"  # user metadata on S3 objects, checked on resume
@@ -44,10 +44,10 @@ def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _records(root: str, s3: Optional[S3Config] = None) -> Iterator[tuple[str, int, dict]]:
-    """(file name, line number, raw record) for every line of every official annotation file under root.
+    """(file name, line number, raw record) for every line of every annotation file under root (``annotation_names``).
     A line that is not JSON is packed as {'__error__': ...}: the pipeline turns it into a reject (file, line)."""
     storage = get_storage(root, s3)
-    for name in OFFICIAL_FILES:
+    for name in annotation_names(root, s3):
         path = join(root, "annotations", name)
         if not storage.exists(path):
             continue
@@ -95,7 +95,7 @@ def pack(root: str, dest: str, shard_size: int = 64 << 20, s3: Optional[S3Config
         for ext, rel in media_of(kind_of(name), record).items():
             path = join(root, rel)
             if src.exists(path):  # missing media are caught by `data validate` and by the pipeline's rejects
-                _tar_add(tar, f"{key}.{ext}", src.read_bytes(path))
+                _tar_add(tar, f"{key}.{ext}", _read_media(src, path, name, lineno, record))
         counts[name] = counts.get(name, 0) + 1
         n_in_shard += 1
         total_records += 1
@@ -108,6 +108,17 @@ def pack(root: str, dest: str, shard_size: int = 64 << 20, s3: Optional[S3Config
     manifest_uri = join(dest, MANIFEST)
     out.write_bytes(manifest_uri, json.dumps(manifest, indent=2).encode())
     return PackResult(len(shards), total_records, manifest["bytes"], uploaded, skipped, manifest_uri)
+
+
+def _read_media(src, path: str, name: str, lineno: int, record: dict) -> bytes:
+    """A media file that exists but cannot be read stops the pack, naming the record: packing the record without it
+    would turn a readable-later file (permissions, a flaky endpoint) into a permanently "missing" one in the shards.
+    `seedr1 data validate` lists every such record as a reject; a re-run skips the shards already written."""
+    try:
+        return src.read_bytes(path)
+    except StorageError as e:
+        sid = record.get("sample_id") if isinstance(record, dict) else None
+        raise StorageError(f"cannot pack {name} line {lineno} (sample_id {sid}): {e}") from e
 
 
 def _already_there(storage, uri: str, digest: str, size: int) -> bool:

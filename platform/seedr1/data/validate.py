@@ -7,15 +7,19 @@ media present and decodable (with the same decoders and frame sampling the pipel
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from seedr1.config import DataConfig
-from seedr1.data.annotations import OFFICIAL_FILES
+from seedr1.data.annotations import OFFICIAL_FILES, annotation_names
 from seedr1.data.pipeline import _reject, prepare_from_root, raw_records
 from seedr1.storage import get_storage, join
+
+REPORT_KEYS = ("file", "line", "sample_id", "field", "reason")
 
 
 @dataclass
@@ -44,29 +48,49 @@ class ValidationReport:
         return "\n".join(lines)
 
 
+def check_record(meta: dict, root: str, cfg: DataConfig) -> dict:
+    """One record -> what the report needs ({ok, file, line, sample_id, field, reason}): the decoded frames are
+    dropped here, in the worker, so validating a file never holds more than a few records' pixels."""
+    row = prepare_from_root(meta, root, cfg, 0)
+    return {"ok": row["ok"], **{k: row[k] for k in REPORT_KEYS}}
+
+
+def _ordered_map(pool: Executor, fn: Callable, items: Iterable, ahead: int) -> Iterator:
+    """``pool.map`` with at most ``ahead`` results pending (``Executor.map`` submits every item at once)."""
+    pending: deque = deque()
+    for item in items:
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+        pending.append(pool.submit(fn, item))
+    while pending:
+        yield pending.popleft().result()
+
+
 def validate_root(root: str, cfg: Optional[DataConfig] = None, workers: int = 2) -> ValidationReport:
     cfg = cfg or DataConfig()
     cfg = replace(cfg, root=root)
     storage = get_storage(root, cfg.s3)
     report = ValidationReport()
-    for name in OFFICIAL_FILES:
+    for name in annotation_names(root, cfg.s3):
         rel = f"annotations/{name}"
         if not storage.exists(join(root, rel)):
-            report.missing_files.append(name)
+            if name in OFFICIAL_FILES:
+                report.missing_files.append(name)
             continue
-        metas = list(raw_records(root, [rel], cfg))
+        file_report, seen = FileReport(name), {}
         with ThreadPoolExecutor(workers) as pool:  # decord and PIL release the GIL while decoding
-            rows = list(pool.map(lambda m: prepare_from_root(m, root, cfg, 0), metas))
-        seen: dict[str, int] = {}
-        for meta, row in zip(metas, rows):
-            if row["ok"] and row["sample_id"] in seen:
-                row = _reject(name, meta["line"], row["sample_id"], "sample_id",
-                              f"duplicate sample_id (first on line {seen[row['sample_id']]})")
-            elif row["ok"]:
-                seen[row["sample_id"]] = meta["line"]
-            if not row["ok"]:
-                report.rejects.append({k: row[k] for k in ("file", "line", "sample_id", "field", "reason")})
-        report.files.append(FileReport(name, len(metas), sum(1 for r in report.rejects if r["file"] == name)))
+            check = partial(check_record, root=root, cfg=cfg)
+            for row in _ordered_map(pool, check, raw_records(root, [rel], cfg), ahead=2 * workers):
+                file_report.records += 1
+                if row["ok"] and row["sample_id"] in seen:
+                    row = _reject(name, row["line"], row["sample_id"], "sample_id",
+                                  f"duplicate sample_id (first on line {seen[row['sample_id']]})")
+                elif row["ok"]:
+                    seen[row["sample_id"]] = row["line"]
+                if not row["ok"]:
+                    file_report.rejected += 1
+                    report.rejects.append({k: row[k] for k in REPORT_KEYS})
+        report.files.append(file_report)
     return report
 
 
