@@ -266,6 +266,23 @@ def test_corrupt_json_member_is_one_reject_and_the_shard_goes_on(root, tmp_path,
     assert f"shard {path}: member 00000001.json is not a record" in bad["reason"]
 
 
+def test_shuffle_orders_records_within_a_shard_per_epoch(root, tmp_path):
+    # A small data set packs into one shard: shuffling only the shard order would train every epoch in packed order.
+    dest = tmp_path / "shards"
+    pack(str(root), str(dest), shard_size=1 << 30, log=QUIET)
+    (shard,) = read_manifest(str(dest))["shards"]
+    data, path, names, cfg = (dest / shard["name"]).read_bytes(), str(dest / shard["name"]), ["training_6k.jsonl"], \
+        _local_cfg(root)
+
+    def order(epoch, shuffle=True):
+        return [r["sample_id"] for r in _shard_rows(data, path, names, cfg, epoch, shuffle=shuffle)]
+
+    packed_order = order(0, shuffle=False)
+    assert len(packed_order) == COUNTS["training_6k.jsonl"]
+    assert sorted(order(0)) == sorted(packed_order) and order(0) != packed_order
+    assert order(1) != order(0) and order(1) == order(1)  # per epoch, and the same on a resumed run
+
+
 def test_pack_stops_at_an_unreadable_media_file_naming_the_record(root, tmp_path):
     """A media path that exists but cannot be read (a folder here, or no permission) stops the pack with the record
     and the file: packing the record without it would bake a 'missing image' into the shards."""

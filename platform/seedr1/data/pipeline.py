@@ -228,19 +228,19 @@ def _member_meta(member: dict, path: str) -> dict:
 
 
 def _shard_rows(shard: bytes, path: str, files: list[str], cfg: DataConfig, epoch: int,
-                expected: Optional[int] = None) -> Iterator[dict]:
+                expected: Optional[int] = None, shuffle: bool = False) -> Iterator[dict]:
     """A shard's rows for ``files``. ``expected``: how many records of ``files`` the manifest lists in this shard;
-    when the shard breaks, each record it lost is one reject, so the bad fraction counts them all."""
+    when the shard breaks, each record it lost is one reject, so the bad fraction counts them all. ``shuffle``: the
+    records in a seeded order per (seed, epoch, shard), on top of the shuffled shard order (a small data set is one
+    shard); a resumed run sees the same order."""
     from seedr1.data.shards import iter_tar_members
 
     name, read = Path(path).name, 0
-    for member in iter_tar_members(shard, path):
-        if member["key"] is None:  # truncated or corrupt shard: the records after the break are lost
-            lost = 1 if expected is None else max(expected - read, 1)
-            for i in range(lost):
-                yield _reject(name, None, None, None, member["error"] + (f" (lost record {i + 1} of {lost})"
-                                                                         if lost > 1 else ""))
-            return
+    members = list(iter_tar_members(shard, path))
+    broken = members.pop() if members and members[-1]["key"] is None else None  # the records after it are lost
+    if shuffle:
+        random.Random(f"order:{cfg.seed}:{epoch}:{name}").shuffle(members)
+    for member in members:
         try:
             meta = _member_meta(member, path)
         except ValueError as e:  # a corrupt member: its record is a reject, the rest of the shard goes on
@@ -250,13 +250,19 @@ def _shard_rows(shard: bytes, path: str, files: list[str], cfg: DataConfig, epoc
         if meta["file"] in files:
             read += 1
             yield prepare(meta, {"mp4": member.get("mp4"), "png": member.get("png")}, cfg, epoch)
+    if broken is not None:
+        lost = 1 if expected is None else max(expected - read, 1)
+        for i in range(lost):
+            yield _reject(name, None, None, None, broken["error"] + (f" (lost record {i + 1} of {lost})"
+                                                                     if lost > 1 else ""))
 
 
-def _decode_shards(batch, files: list[str], cfg: DataConfig, epoch: int, expected: dict) -> Iterator:
+def _decode_shards(batch, files: list[str], cfg: DataConfig, epoch: int, expected: dict,
+                   shuffle: bool = False) -> Iterator:
     """One read task's shard(s) -> split, decode, prepare, in the same task: no raw-media hop through the object
     store, and no second stage competing for the same CPUs."""
     for path, shard in zip(batch["path"].to_pylist(), batch["bytes"].to_pylist()):
-        yield from _blocks(_shard_rows(shard, path, files, cfg, epoch, expected.get(Path(path).name)))
+        yield from _blocks(_shard_rows(shard, path, files, cfg, epoch, expected.get(Path(path).name), shuffle))
 
 
 def _prepare_json_rows(batch, root: str, cfg: DataConfig, epoch: int) -> Iterator:
@@ -292,7 +298,8 @@ def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bo
         expected = {s["name"]: sum(s.get("files", {}).get(n, 0) for n in names) for s in manifest["shards"]}
         return ds.map_batches(_decode_shards, batch_size=None, batch_format="pyarrow",
                               compute=ray.data.TaskPoolStrategy(size=concurrency),
-                              fn_kwargs={"files": names, "cfg": cfg, "epoch": epoch, "expected": expected})
+                              fn_kwargs={"files": names, "cfg": cfg, "epoch": epoch, "expected": expected,
+                                         "shuffle": shuffle})
     metas = epoch_order(list(raw_records(cfg.root, files, cfg)), cfg.seed, epoch, shuffle)[start_row:]
     if not metas:
         return ray.data.from_items([])
