@@ -57,3 +57,27 @@ def test_cot_messages_come_through_ray_data_unchanged(ray_cluster, data):
     for r in stream.take(len(local)):
         assert r.messages == local[r.sample_id]
     stream.close()
+
+
+def test_a_bad_record_is_written_to_rejects_once_over_epochs_and_resumes(ray_cluster, data, tmp_path):
+    import json
+    import shutil
+    from pathlib import Path
+
+    root = tmp_path / "root"
+    shutil.copytree(data[0], root)
+    path = root / FILES[0]
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2] + ["{not json"] + lines[2:]) + "\n")  # 6 good + 1 bad per epoch
+    cfg = DataConfig(root=str(root), frame_size=56, image_size=56, decode_concurrency=1, max_bad_fraction=0.5)
+    rejects = tmp_path / "rejects.jsonl"
+    stream = PromptStream(cfg, FILES, str(rejects))
+    stream.take(13)  # epochs 0 and 1, into 2: the bad line is rejected three times
+    position = stream.position
+    stream.close()
+    assert position["epoch"] == 2
+    resumed = PromptStream(cfg, FILES, str(rejects), position=position)
+    resumed.take(6)
+    resumed.close()
+    written = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [(w["file"], w["line"]) for w in written] == [(Path(FILES[0]).name, 3)]

@@ -341,9 +341,10 @@ class RecordStream:
     """Iterate prompt records from rows; count, log and write rejects; stop when too many are bad."""
 
     def __init__(self, rows: Iterable[dict], cfg: DataConfig, rejects_path: Optional[str] = None, skip: int = 0,
-                 skip_rows: int = 0):
+                 skip_rows: int = 0, written: Optional[set] = None):
         self.rows, self.cfg = rows, cfg
         self.rejects_path = rejects_path or cfg.rejects_path or None
+        self.written = written  # reject lines already in the file (a stream over several epochs writes each once)
         self.seen = self.rejected = 0
         self.skip = skip  # resume: ok records already consumed in this epoch
         self.skip_rows = skip_rows  # resume: rows (ok or not) already consumed, dropped unchecked
@@ -352,9 +353,14 @@ class RecordStream:
 
     def _write_reject(self, row: dict) -> None:
         if self.rejects_path:
+            line = json.dumps({k: row[k] for k in ("file", "line", "sample_id", "field", "reason")})
+            if self.written is not None:
+                if line in self.written:
+                    return
+                self.written.add(line)
             Path(self.rejects_path).parent.mkdir(parents=True, exist_ok=True)
             with open(self.rejects_path, "a") as f:
-                f.write(json.dumps({k: row[k] for k in ("file", "line", "sample_id", "field", "reason")}) + "\n")
+                f.write(line + "\n")
 
     def __iter__(self) -> Iterator[PromptRecord]:
         ok_index = 0

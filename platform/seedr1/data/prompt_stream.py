@@ -5,6 +5,7 @@ epoch up to the last prompt handed out), so a resumed run neither repeats nor sk
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 from seedr1.config import DataConfig
@@ -18,6 +19,9 @@ class PromptStream:
         position = position or {}
         self.epoch, self.rows = int(position.get("epoch", 0)), int(position.get("rows", 0))
         self._records = None
+        # The same bad record is rejected every epoch: the file gets it once (also across a resume).
+        existing = Path(rejects_path) if rejects_path else None
+        self.written = set(existing.read_text().splitlines()) if existing and existing.is_file() else set()
 
     @property
     def position(self) -> dict:
@@ -29,7 +33,7 @@ class PromptStream:
         ds = build_dataset(self.cfg, self.files, epoch=self.epoch, shuffle=True,
                            start_row=0 if self.cfg.shards else start)
         stream = RecordStream(dataset_rows(ds), self.cfg, rejects_path=self.rejects_path,
-                              skip_rows=start if self.cfg.shards else 0)
+                              skip_rows=start if self.cfg.shards else 0, written=self.written)
         offset = 0 if self.cfg.shards else start  # rows_consumed counts from the dataset's first row
         for record in stream:
             self.rows = offset + stream.rows_consumed
