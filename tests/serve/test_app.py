@@ -125,6 +125,8 @@ BAD = [
     ("loopback URL", dict(body=_msg({"type": "image_url", "image_url": {"url": "http://127.0.0.1:1/a.png"}},
                                     QUESTION)), 400),
     ("max_tokens over the limit", dict(body={**_msg(QUESTION), "max_tokens": 10_000}), 400),
+    ("deeply nested JSON", dict(body=None, raw=b"[" * 100_000 + b"]" * 100_000), 400),
+    ("NaN temperature", dict(body=None, raw=json.dumps({**_msg(QUESTION), "temperature": float("nan")}).encode()), 400),
 ]
 
 
@@ -143,6 +145,21 @@ def test_health_and_models(server):
     req = urllib.request.Request(server + "/models", headers={"Authorization": f"Bearer {KEY}"})
     with urllib.request.urlopen(req, timeout=30) as r:
         assert [m["id"] for m in json.loads(r.read())["data"]] == ["seedr1"]
+    for path, status in (("/nope", 404), ("/chat/completions", 405)):  # FastAPI's own errors, in OpenAI's shape
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(server + path, timeout=30)
+        assert e.value.code == status
+        assert set(json.loads(e.value.read())["error"]) == {"message", "type", "param", "code"}
+
+
+def test_a_too_long_prompt_is_400_and_requests_beside_it_succeed(server):
+    """A prompt over max_model_len (1024 here) is OpenAI's context_length_exceeded; requests sent with it (batched
+    into the same engine call when they arrive together) are answered."""
+    bodies = [_msg({"type": "text", "text": "word " * 3000})] + [_msg(QUESTION)] * 3
+    with ThreadPoolExecutor(4) as pool:
+        (code, body), *rest = pool.map(lambda b: _post(server, b), bodies)
+    assert code == 400 and body["error"]["code"] == "context_length_exceeded", body
+    assert [c for c, _ in rest] == [200] * 3
 
 
 def test_32_concurrent_requests(server, client):
@@ -205,3 +222,110 @@ def test_refuses_to_start_without_keys(monkeypatch):
     monkeypatch.delenv("SEEDR1_API_KEYS", raising=False)
     with pytest.raises(RuntimeError, match="no API key"):
         build(ServeConfig(model="unused"))
+
+
+# --- the request layer without Ray Serve: sampling parameters, body parsing, batching, FastAPI's own errors ---------
+
+def _sampling_of(**params):
+    from seedr1.config import ServeConfig, ServeLimits
+    from seedr1.serve.app import _sampling
+
+    return _sampling({"messages": [], **params}, ServeConfig(model="unused", limits=ServeLimits(max_tokens=64)))
+
+
+@pytest.mark.parametrize("raw,param", [
+    ('{"temperature": NaN}', "temperature"), ('{"top_p": Infinity}', "top_p"), ('{"max_tokens": 1e400}', "max_tokens"),
+    ('{"n": -Infinity}', "n"), ('{"max_completion_tokens": NaN}', "max_completion_tokens"),
+    ('{"seed": 18446744073709551616}', "seed"), ('{"seed": -9223372036854775809}', "seed"),
+    ('{"max_completion_tokens": 65}', "max_completion_tokens"),
+    ('{"max_completion_tokens": 8, "max_tokens": 9}', "max_completion_tokens"),
+])
+def test_bad_sampling_parameters_are_400_naming_the_parameter(raw, param):
+    from seedr1.serve.errors import APIError
+
+    with pytest.raises(APIError) as e:
+        _sampling_of(**json.loads(raw))  # json.loads reads NaN, Infinity and 1e400 (inf)
+    assert e.value.status == 400 and e.value.param == param
+
+
+def test_max_completion_tokens_is_read_and_seed_has_vllms_bounds():
+    assert _sampling_of(max_completion_tokens=7).max_tokens == 7
+    assert _sampling_of(max_completion_tokens=7, max_tokens=7).max_tokens == 7
+    assert _sampling_of(max_tokens=5).max_tokens == 5 and _sampling_of().max_tokens == 64
+    assert _sampling_of(seed=2 ** 64 - 1).seed == 2 ** 64 - 1 and _sampling_of(seed=-2 ** 63).seed == -2 ** 63
+
+
+def _server_method(name: str, **attrs):
+    """A ChatServer method bound to ``attrs`` alone (no __init__: no engine, no Ray)."""
+    import functools
+    import types
+
+    from seedr1.serve.app import ChatServer
+
+    return functools.partial(getattr(ChatServer.func_or_class, name), types.SimpleNamespace(**attrs))
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000 + b"]" * 100_000, b'{"n": 1' + b"1" * 5000 + b"}", b"\xff\xfe"])
+def test_unparseable_bodies_are_400(raw):
+    import asyncio
+
+    from seedr1.config import ServeConfig
+    from seedr1.serve.errors import APIError
+
+    class Req:
+        headers = {"content-length": str(len(raw))}
+
+        async def body(self):
+            return raw
+
+    with pytest.raises(APIError) as e:  # deep nesting: RecursionError; 5000 digits: over Python's int limit
+        asyncio.run(_server_method("_body", cfg=ServeConfig(model="unused"))(Req()))
+    assert e.value.status == 400
+
+
+TOO_LONG = [  # what vLLM raises for the whole call: its renderer (token count), its input processor
+    dict(message="This model's maximum context length is 1024 tokens. However, your prompt contains at least 1025 "
+                 "input tokens, which exceeds this limit even without any output tokens.", parameter="input_tokens"),
+    dict(message="The decoder prompt (length 5000) is longer than the maximum model length of 1024. Make sure that "
+                 "`max_model_len` is no smaller than the number of text tokens plus multimodal tokens."),
+]
+
+
+@pytest.mark.parametrize("error", TOO_LONG, ids=["renderer", "input_processor"])
+def test_a_too_long_prompt_fails_alone_in_its_batch(error):
+    import threading
+
+    from vllm.exceptions import VLLMValidationError
+
+    from seedr1.rollout.engine import Completion, Sampling
+
+    class Engine:
+        calls = []
+
+        def generate(self, prompts, sampling):
+            Engine.calls.append(list(prompts))
+            if "long" in prompts:
+                raise VLLMValidationError(**error)
+            return [[Completion(text=f"{p}-{k}", token_ids=[1], logprobs=[0.0]) for k in range(sampling.n)]
+                    for p in prompts]
+
+    run_batch = _server_method("_run_batch", engine=Engine(), lock=threading.Lock())
+    greedy, two = Sampling(n=1, temperature=0.0), Sampling(n=2)
+    out = run_batch([("a", greedy), ("long", greedy), ("b", greedy), ("c", two)])
+    assert [c.text for c in out[0]] == ["a-0"] and [c.text for c in out[2]] == ["b-0"]
+    assert [c.text for c in out[3]] == ["c-0", "c-1"]  # another sampling group: one call, untouched
+    assert out[1].status == 400 and out[1].code == "context_length_exceeded" and out[1].param == "messages"
+    assert error["message"] in out[1].message
+    assert Engine.calls == [["a", "long", "b"], ["a"], ["long"], ["b"], ["c"]]
+
+
+def test_fastapis_own_errors_are_in_openais_shape():
+    from fastapi.testclient import TestClient
+
+    from seedr1.serve.app import api
+
+    client = TestClient(api)
+    for response, status in ((client.get("/v1/nope"), 404), (client.get("/v1/chat/completions"), 405)):
+        assert response.status_code == status
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert response.headers["allow"] == "POST"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -18,8 +19,10 @@ import uuid
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
+from starlette.exceptions import HTTPException
 
 from seedr1.config import ServeConfig, from_dict, to_dict
 from seedr1.metrics import ray_metrics
@@ -27,6 +30,22 @@ from seedr1.serve.errors import APIError, bad_request, too_large, unauthorized
 
 log = logging.getLogger("seedr1.serve.access")
 api = FastAPI(title="seedr1", description="OpenAI-compatible chat completions with video input (SEED-Bench-R1 models).")
+
+
+@api.exception_handler(HTTPException)
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """FastAPI's own refusals (unknown route 404, wrong method 405, ...) in OpenAI's error shape too."""
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    return JSONResponse(APIError(exc.status_code, str(exc.detail), kind).body(), status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = (exc.errors() or [{}])[0]
+    param = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
+    return JSONResponse(APIError(422, f"invalid request: {first.get('msg', 'validation failed')}",
+                                 param=param).body(), status_code=422)
 
 
 def load_api_keys(cfg: ServeConfig) -> set[str]:
@@ -44,6 +63,8 @@ def _sampling(body: dict, cfg: ServeConfig):
         value = body.get(name, default)
         if value is None:
             value = default
+        if isinstance(value, float) and not math.isfinite(value):  # json.loads reads NaN, Infinity, 1e400
+            raise bad_request(f"'{name}' must be a finite number, got {value}", param=name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
             raise bad_request(f"'{name}' must be {'an integer' if kind is int else 'a number'}", param=name)
         if not low <= value <= high:
@@ -56,12 +77,27 @@ def _sampling(body: dict, cfg: ServeConfig):
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4):
         raise bad_request("'stop' must be a string or a list of at most 4 strings", param="stop")
     seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise bad_request("'seed' must be an integer", param="seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**64):
+        raise bad_request("'seed' must be an integer in [-2**63, 2**64)", param="seed")  # vLLM's own bounds
+    # max_completion_tokens is what current OpenAI clients send; max_tokens is its deprecated name
+    limit = cfg.limits.max_tokens
+    given = {k: number(k, int, None, 1, limit) for k in ("max_completion_tokens", "max_tokens")
+             if body.get(k) is not None}
+    if len(set(given.values())) > 1:
+        raise bad_request("'max_completion_tokens' and 'max_tokens' differ; give one", param="max_completion_tokens")
     return Sampling(n=number("n", int, 1, 1, cfg.limits.max_n),
-                    max_tokens=number("max_tokens", int, min(256, cfg.limits.max_tokens), 1, cfg.limits.max_tokens),
+                    max_tokens=next(iter(given.values()), min(256, limit)),
                     temperature=number("temperature", float, 1.0, 0.0, 2.0),
                     top_p=number("top_p", float, 1.0, 0.0, 1.0), seed=seed, stop=stop)
+
+
+def _refused(e: Exception) -> APIError:
+    """vLLM's refusal of one request as a 400; a prompt over max_model_len is OpenAI's context_length_exceeded."""
+    message, param = str(e), getattr(e, "parameter", None)
+    too_long = param in ("input_tokens", "input_text") or any(  # vLLM's renderer, or its input processor
+        m in message for m in ("maximum context length", "longer than the maximum model length"))
+    return bad_request(message, param="messages" if too_long else param,
+                       code="context_length_exceeded" if too_long else None)
 
 
 @serve.deployment
@@ -95,7 +131,7 @@ class ChatServer:
             raise too_large(f"request body over {self.cfg.limits.max_body_bytes} bytes")
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, int digits limit; deep nesting
             raise bad_request("request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise bad_request("request body must be a JSON object")
@@ -107,13 +143,26 @@ class ChatServer:
         return await asyncio.to_thread(self._run_batch, items)
 
     def _run_batch(self, items: list[tuple]) -> list:
+        """Completions per item, or the APIError of an item the engine refused (e.g. a prompt over max_model_len):
+        a refused group is retried one request at a time, so only the refused requests fail."""
+        from vllm.exceptions import VLLMValidationError
+
         results: list = [None] * len(items)
         groups: dict[str, list[int]] = {}
         for i, (_, sampling) in enumerate(items):
             groups.setdefault(repr(sampling), []).append(i)
         for idx in groups.values():
-            with self.lock:
-                outs = self.engine.generate([items[i][0] for i in idx], items[idx[0]][1])
+            try:
+                with self.lock:
+                    outs = self.engine.generate([items[i][0] for i in idx], items[idx[0]][1])
+            except VLLMValidationError:  # vLLM aborts what it had added of the group; find the refused ones
+                outs = []
+                for i in idx:
+                    try:
+                        with self.lock:
+                            outs.append(self.engine.generate([items[i][0]], items[i][1])[0])
+                    except VLLMValidationError as e:
+                        outs.append(_refused(e))
             for i, out in zip(idx, outs):
                 results[i] = out
         return results
@@ -149,6 +198,8 @@ class ChatServer:
             sampling = _sampling(body, self.cfg)
             record = await asyncio.to_thread(parse_chat, body["messages"], self.cfg.limits, self.cfg.s3)
             completions = await self._generate((record, sampling))
+            if isinstance(completions, APIError):
+                raise completions
             usage = {"prompt_tokens": completions[0].prompt_tokens if completions else 0,
                      "completion_tokens": sum(len(c.token_ids) for c in completions)}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
