@@ -20,20 +20,27 @@ FILES = ["annotations/validation_L1.jsonl", "annotations/validation_L2.jsonl", "
 
 
 class StubChat(BaseHTTPRequestHandler):
-    """Answers every question with option A after ``delay`` seconds; remembers what it was asked."""
+    """Answers every question with option A after ``delay`` seconds; remembers what it was asked. ``fail``:
+    (predicate on the question text, HTTP status) to answer those questions with an error in OpenAI's shape."""
 
     requests: list = []
     delay = 0.0
+    fail = None
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         StubChat.requests.append({"auth": self.headers.get("Authorization"), "body": body})
         time.sleep(StubChat.delay)
+        status = 200
         reply = {"choices": [{"index": i, "message": {"role": "assistant",
                                                       "content": "<think>it is option A.</think><answer>A.</answer>"}}
                              for i in range(body.get("n", 1))]}
+        if StubChat.fail and StubChat.fail[0](_question_of({"body": body})):
+            status = StubChat.fail[1]
+            reply = {"error": {"message": f"stub refuses this prompt ({status})", "type": "invalid_request_error",
+                               "param": "messages", "code": "context_length_exceeded"}}
         data = json.dumps(reply).encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -45,7 +52,7 @@ class StubChat(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def stub_server():
-    StubChat.requests, StubChat.delay = [], 0.0
+    StubChat.requests, StubChat.delay, StubChat.fail = [], 0.0, None
     server = ThreadingHTTPServer(("127.0.0.1", 0), StubChat)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/v1"
@@ -153,3 +160,59 @@ def test_longvideobench_file_evaluates_through_the_same_path(stub_server, data_r
         assert parts[0]["video_url"]["url"].startswith("data:video/mp4;base64,")
     five = next(_question_of(r) for r in StubChat.requests if "E. open" in _question_of(r))
     assert "A. cut\nB. stir\nC. wash\nD. pour\nE. open\n" in five
+
+
+def _fails_on(sample):
+    """A predicate on the prompt text that picks ``sample``'s question and options (and any with the same text)."""
+    return lambda text: text.startswith(sample.question) and f"A. {sample.options[0]}\n" in text
+
+
+def test_a_refused_sample_counts_wrong_and_the_run_goes_on(stub_server, data_root, tmp_path):
+    """One question the server refuses (400, e.g. a prompt over the model's length): that sample's answer is empty,
+    counted wrong and keeps the error; every other question is answered and the run finishes."""
+    from seedr1.evaluate.run import run_evaluate
+
+    samples = [s for f in FILES for s in read_annotations(f"{data_root}/{f}")]
+    picked = next(s for s in samples if s.gold_letter == "A")  # the stub's A would have been right
+    StubChat.fail = (_fails_on(picked), 400)
+    refused = {s.sample_id for s in samples if _fails_on(picked)(f"{s.question}\nA. {s.options[0]}\n")}
+    cfg = EvaluateConfig(out_dir=str(tmp_path / "eval"), endpoint=stub_server, api_key="k", concurrency=3,
+                         files=FILES, html_report=False, data=DataConfig(root=data_root, frame_size=56, image_size=56))
+    summary = run_evaluate(cfg)
+    lines = (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()
+    rows = {r["sample_id"]: r for r in map(json.loads, lines)}
+    assert summary["n"] == len(rows) == 18 and not summary["missing"] and picked.sample_id in refused
+    for sid, row in rows.items():
+        if sid in refused:
+            assert row["response"] == "" and "stub refuses this prompt (400)" in row["error"]
+        else:
+            assert "error" not in row and row["response"]
+    assert summary["correct"] == sum(s.gold_letter == "A" and s.sample_id not in refused for s in samples)
+    assert len(StubChat.requests) == 18  # a refusal is not retried
+
+
+def test_a_server_error_fails_the_run_after_writing_what_came_back(stub_server, data_root, tmp_path, monkeypatch):
+    """A 5xx that outlasts the retries fails the run, but the batch's other answers are written; a rerun asks only
+    for the failed questions."""
+    import types
+
+    from seedr1.evaluate import http_target
+    from seedr1.evaluate.run import run_evaluate
+
+    monkeypatch.setattr(http_target, "time", types.SimpleNamespace(sleep=lambda s: None))  # no backoff waits
+
+    samples = [s for f in FILES for s in read_annotations(f"{data_root}/{f}")]
+    failing = _fails_on(samples[0])
+    StubChat.fail = (failing, 500)
+    cfg = EvaluateConfig(out_dir=str(tmp_path / "eval"), endpoint=stub_server, api_key="k", concurrency=4,
+                         files=FILES, html_report=False, data=DataConfig(root=data_root, frame_size=56, image_size=56))
+    with pytest.raises(RuntimeError, match="HTTP 500"):
+        run_evaluate(cfg)
+    failed = {s.sample_id for s in samples if failing(f"{s.question}\nA. {s.options[0]}\n")}
+    lines = (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()
+    written = [json.loads(line)["sample_id"] for line in lines]
+    assert sorted(written) == sorted(s.sample_id for s in samples if s.sample_id not in failed)  # one batch of 32
+    StubChat.fail, StubChat.requests = None, []
+    summary = run_evaluate(cfg)
+    assert summary["n"] == 18 and not summary["missing"] and summary["answered_this_run"] == len(failed)
+    assert len(StubChat.requests) == len(failed)

@@ -2,6 +2,8 @@
 
 Media travel inline as data URLs: the current-observation image as PNG (`image_url`), the task-progress clip as an
 mp4 encoded from the sampled frames (`video_url`), in the prompt's order. Bounded concurrency, retries with backoff.
+A request the server refuses for its content (400, 413, 422: e.g. a prompt over the model's length) fails only its
+sample; anything else (auth, 5xx or no connection after the retries) fails the run.
 """
 from __future__ import annotations
 
@@ -58,6 +60,12 @@ def chat_messages(record) -> list[dict]:
     return [{"role": "user", "content": parts}]
 
 
+class Rejected(RuntimeError):
+    """The server refused one sample's request for its content (HTTP 400, 413, 422): retrying will not help."""
+
+    STATUSES = (400, 413, 422)
+
+
 class EndpointTarget:
     def __init__(self, base_url: str, model: str, api_key: str = "", concurrency: int = 8, timeout_s: float = 300.0,
                  retries: int = 3):
@@ -76,6 +84,8 @@ class EndpointTarget:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                     return json.loads(resp.read())
             except urllib.error.HTTPError as e:
+                if e.code in Rejected.STATUSES:
+                    raise Rejected(f"HTTP {e.code}: {_error_message(e.read())}") from None
                 if e.code < 500 and e.code != 429 or attempt == self.retries:  # a client error won't improve
                     raise RuntimeError(f"{self.url}: HTTP {e.code}: {e.read()[:300]!r}") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
@@ -94,7 +104,22 @@ class EndpointTarget:
         return [c["message"]["content"] or "" for c in sorted(choices, key=lambda c: c.get("index", 0))]
 
     def generate(self, records: list, n: int, temperature: float, top_p: float, max_tokens: int,
-                 seed: Optional[int] = None) -> list[list[str]]:
-        """``n`` answers per record, ``concurrency`` requests in flight."""
+                 seed: Optional[int] = None) -> list:
+        """``n`` answers per record, ``concurrency`` requests in flight; a record whose request failed gets its
+        exception instead (``Rejected`` for a refused sample), so the caller keeps the answers that came back."""
+        def one(record):
+            try:
+                return self.answer(record, n, temperature, top_p, max_tokens, seed)
+            except Exception as e:  # noqa: BLE001 - handed to the caller in the record's place
+                return e
+
         with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(lambda r: self.answer(r, n, temperature, top_p, max_tokens, seed), records))
+            return list(pool.map(one, records))
+
+
+def _error_message(raw: bytes) -> str:
+    """The message of an OpenAI-shaped error body, else the start of the body."""
+    try:
+        return str(json.loads(raw)["error"]["message"])[:500]
+    except (ValueError, KeyError, TypeError):
+        return repr(raw[:300])

@@ -31,6 +31,17 @@ def read_done(path: Path) -> dict[tuple[str, int], dict]:
     return done
 
 
+def open_for_append(path: Path):
+    """``path`` opened to append rows, cut back to its last complete line first: a row cut short by a kill would
+    otherwise run into the first new row and make both unreadable."""
+    if path.exists():
+        with open(path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+    return open(path, "a", encoding="utf-8")
+
+
 def _records(cfg: EvaluateConfig) -> Iterator:
     import ray
 
@@ -111,6 +122,7 @@ def _summarise(samples: list, predictions: list[dict], k: int) -> dict:
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     from seedr1.data.annotations import read_annotations
+    from seedr1.evaluate.http_target import Rejected
     from seedr1.evaluate.reasoning import answer_letter, is_consistent
     from seedr1.evaluate.table import bar_chart, markdown_table
 
@@ -137,7 +149,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     target, run = None, out.name
     ray_metrics.evaluation_totals(run, len(samples))
     thumbs, by_id = {}, {}
-    with open(pred_path, "a", encoding="utf-8") as sink:
+    with open_for_append(pred_path) as sink:
         def flush(batch: list) -> None:
             nonlocal answered, target
             todo = [r for r in batch if any((r.sample_id, i) not in done for i in range(cfg.samples))]
@@ -152,16 +164,26 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                 texts = target.generate(todo, cfg.samples, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
             else:
                 texts = target.generate(todo, cfg.seed)
+            failure = None
             for r, answers in zip(todo, texts):
+                error = None
+                if isinstance(answers, Rejected):  # this sample only: an empty answer, counted wrong, error kept
+                    error, answers = str(answers), [""] * cfg.samples
+                    print(f"[evaluate] {r.sample_id}: refused by the endpoint, counted wrong: {error}", flush=True)
+                elif isinstance(answers, Exception):  # the run fails, after writing the answers that came back
+                    failure = failure or answers
+                    continue
                 ray_metrics.evaluation_answers(run, [(r.task_level, is_correct(t, r.gold_letter)) for t in answers])
                 for i, text in enumerate(answers):
                     row = {"sample_id": r.sample_id, "k": i, "response": text, "task_level": r.task_level,
-                           "domain": r.domain}
+                           "domain": r.domain, **({"error": error} if error else {})}
                     if (r.sample_id, i) not in done:
                         sink.write(json.dumps(row) + "\n")
                         done[(r.sample_id, i)] = row
                 sink.flush()
-            answered += len(todo)
+                answered += 1
+            if failure is not None:
+                raise failure
             rate = answered / (time.perf_counter() - t0)
             left = max(len(samples) - len({sid for sid, _ in done}), 0)
             print(f"[evaluate] {len({sid for sid, _ in done})}/{len(samples) or '?'} answered, {rate:.2f} q/s, "
