@@ -73,6 +73,27 @@ def test_duplicate_prediction_exits_non_zero_and_writes_nothing(annotations, tmp
     assert f"{predictions}:{len(rows) + 1}: sample_id {rows[1]['sample_id']!r} is predicted twice" in captured.err
 
 
+def test_sampled_draws_score_as_mean_and_std(annotations, tmp_path, capsys):
+    # The evaluation job with samples=2 writes a row per (sample_id, k): draw 0 as above (6/10), draw 1 all right
+    # (10/10). The score is their mean and std, as the job's own summary; a repeat within one draw is still an
+    # error, naming its line.
+    draw0 = [dict(r, k=0) for r in _predictions(annotations)]
+    draw1 = [{"sample_id": sid, "k": 1, "response": f"<answer>{gold}</answer>"} for sid, gold in _golds(annotations)]
+    out = tmp_path / "score.json"
+    predictions = _write(tmp_path / "pred.jsonl", draw0 + draw1)
+    assert main(["score", "--annotations", *annotations, "--predictions", predictions, "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["samples"] == 2
+    assert (summary["accuracy"], summary["accuracy_std"]) == (pytest.approx(0.8), pytest.approx(0.2))
+    assert (summary["by_level"]["L2"]["accuracy"], summary["by_level"]["L2"]["accuracy_std"]) == (0.5, 0.5)
+    assert summary["l3_by_domain"]["Work"]["accuracy"] == 0.5  # L3's 4th: missing in draw 0, right in draw 1
+    capsys.readouterr()
+    bad = _write(tmp_path / "bad.jsonl", draw0 + draw1 + [draw1[3]])
+    assert main(["score", "--annotations", *annotations, "--predictions", bad]) != 0
+    assert f"{bad}:{len(draw0) + len(draw1) + 1}: sample_id {draw1[3]['sample_id']!r} is predicted twice" \
+        in capsys.readouterr().err
+
+
 def test_real_command_line_exit_codes(annotations, tmp_path):
     rows = _predictions(annotations)
     good = _write(tmp_path / "good.jsonl", rows)

@@ -4,7 +4,6 @@ to predictions.jsonl as they finish (a rerun skips what is done), then scored wi
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Iterator
@@ -14,6 +13,7 @@ import numpy as np
 from seedr1.algo.rewards import is_correct
 from seedr1.config import EvaluateConfig, RolloutConfig, save_config
 from seedr1.data.schema import Sample
+from seedr1.evaluate.scoring import score_draws
 from seedr1.metrics import ray_metrics
 from seedr1.storage import absolute, join
 
@@ -94,30 +94,6 @@ def _sample_of(record) -> Sample:
     return Sample(sample_id=record.sample_id, kind=record.kind, question=text.split("\n")[0], answer="",
                   options=record.options, gold_letter=record.gold_letter, task_level=record.task_level,
                   domain=record.domain)
-
-
-def _summarise(samples: list, predictions: list[dict], k: int) -> dict:
-    """The score of answer k=0 (greedy), or the mean over k sampled answers with their std."""
-    from seedr1.evaluate.scoring import score
-
-    per_k = []
-    for i in range(k):
-        preds = [p for p in predictions if p.get("k", 0) == i]
-        s = score(samples, preds)
-        s["l3_by_domain"] = score([x for x in samples if x.task_level == "L3"],
-                                  [p for p in preds if p.get("task_level") == "L3"])["by_domain"]
-        per_k.append(s)
-    summary = per_k[0]
-    if k > 1:
-        def mean_std(values):
-            return statistics.fmean(values), statistics.pstdev(values)
-
-        summary["accuracy"], summary["accuracy_std"] = mean_std([s["accuracy"] for s in per_k])
-        for key in ("by_level", "by_domain", "l3_by_domain"):
-            for name, entry in summary[key].items():
-                entry["accuracy"], entry["accuracy_std"] = mean_std([s[key][name]["accuracy"] for s in per_k])
-        summary["samples"] = k
-    return summary
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
@@ -207,7 +183,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     seconds = time.perf_counter() - t0
     samples = samples or seen
     predictions = list(read_done(pred_path).values())
-    summary = _summarise(samples, predictions, cfg.samples)
+    summary = score_draws(samples, predictions, cfg.samples)
     summary.update(model=name, checkpoint=None if cfg.endpoint else model, endpoint=cfg.endpoint or None,
                    files=cfg.files, samples=cfg.samples, temperature=cfg.temperature, seconds=round(seconds, 2),
                    answered_this_run=answered)

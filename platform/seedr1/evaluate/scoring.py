@@ -1,13 +1,15 @@
 """Score a predictions file against SEED-Bench-R1 annotations with the official rule (`algo.rewards.is_correct`).
 
-Predictions are JSONL rows ``{"sample_id": ..., "response": "..."}`` (extra keys allowed). Every annotated sample
-counts: one without a prediction is wrong and listed under ``missing``. A prediction for an unknown sample, a sample
-predicted twice or a malformed row is a ``ScoringError`` naming the sample (and the file and line when read from a
+Predictions are JSONL rows ``{"sample_id": ..., "response": "..."}`` (extra keys allowed; ``k`` numbers the draws
+when the evaluation job sampled several answers per question). Every annotated sample counts: one without a
+prediction is wrong and listed under ``missing``. A prediction for an unknown sample, a sample predicted twice in
+one draw or a malformed row is a ``ScoringError`` naming the sample (and the file and line when read from a
 file). The summary also carries the rule-based reasoning analysis of `evaluate.reasoning`.
 """
 from __future__ import annotations
 
 import json
+import statistics
 from typing import Iterable, Optional
 
 from seedr1.algo.rewards import is_correct
@@ -85,6 +87,43 @@ def score(samples: list[Sample], predictions: list[dict]) -> dict:
     }
 
 
+def score_draws(samples: list[Sample], predictions: list[dict], draws: Optional[int] = None) -> dict:
+    """``score`` of each draw: rows carry ``k`` (0, 1, ...) when the evaluation job sampled several answers per
+    question; rows without it are draw 0. One draw: its score. Several: draw 0's summary with every accuracy the
+    mean over the draws, ``accuracy_std`` their std, and ``samples`` the number of draws. Also ``l3_by_domain``
+    (the paper's L3 table). ``draws``: how many to expect (default: as many as the rows carry)."""
+    by_draw: dict[int, list[tuple[int, dict]]] = {}
+    for i, row in enumerate(predictions):
+        k = row.get("k", 0) if isinstance(row, dict) else 0
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ScoringError(f"prediction 'k' (the draw) must be an integer >= 0, got {k!r}", i)
+        by_draw.setdefault(k, []).append((i, row))
+    draws = draws or max(by_draw, default=0) + 1
+    l3 = [s for s in samples if s.task_level == "L3"]
+    l3_ids = {s.sample_id for s in l3}
+    per_draw = []
+    for k in range(draws):
+        rows = by_draw.get(k, [])
+        try:
+            summary = score(samples, [row for _, row in rows])
+        except ScoringError as e:  # the index back into ``predictions``, for file:line
+            raise ScoringError(str(e), None if e.index is None else rows[e.index][0]) from None
+        l3_rows = [row for _, row in rows if str(row.get("sample_id")) in l3_ids]
+        summary["l3_by_domain"] = score(l3, l3_rows)["by_domain"]
+        per_draw.append(summary)
+    summary = per_draw[0]
+    if draws > 1:
+        def mean_std(values):
+            return statistics.fmean(values), statistics.pstdev(values)
+
+        summary["accuracy"], summary["accuracy_std"] = mean_std([s["accuracy"] for s in per_draw])
+        for key in ("by_level", "by_domain", "l3_by_domain"):
+            for name, entry in summary[key].items():
+                entry["accuracy"], entry["accuracy_std"] = mean_std([s[key][name]["accuracy"] for s in per_draw])
+        summary["samples"] = draws
+    return summary
+
+
 def read_predictions(path: str) -> tuple[list[object], list[int]]:
     """The rows of a predictions JSONL file (local or s3://) and their line numbers; bad JSON names file:line."""
     text = get_storage(path).read_bytes(path).decode("utf-8")
@@ -101,11 +140,12 @@ def read_predictions(path: str) -> tuple[list[object], list[int]]:
 
 
 def score_files(annotation_files: list[str], predictions_file: str) -> dict:
-    """`score` of a predictions JSONL file against annotation files; errors name the predictions file and line."""
+    """`score_draws` of a predictions JSONL file (the evaluation job's, or any with sample_id + response rows)
+    against annotation files; errors name the predictions file and line."""
     samples = [s for path in annotation_files for s in read_annotations(path)]
     rows, lines = read_predictions(predictions_file)
     try:
-        return score(samples, rows)
+        return score_draws(samples, rows)
     except ScoringError as e:
         if e.index is None:
             raise
