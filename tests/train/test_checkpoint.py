@@ -128,3 +128,45 @@ def test_resume_never_sets_the_earlier_runs_checkpoints_aside(tmp_path):
     (root / "step_00000002" / "COMPLETE").write_text("")
     prepare_run(cfg, "grpo")
     assert ckpt.complete_steps(str(root)) == [2]
+
+
+def _fake_checkpoint(root: Path, step: int, launch_id: str = "") -> str:
+    d = root / f"step_{step:08d}"
+    d.mkdir(parents=True)
+    (d / "trainer_state.json").write_text(json.dumps({"step": step, "data_position": None, "launch_id": launch_id}))
+    (d / "COMPLETE").write_text("")
+    return str(d)
+
+
+def test_resume_from_an_explicit_checkpoint_sets_later_steps_aside(tmp_path, monkeypatch):
+    """Left in place, the abandoned line's step 20 would prune the resumed run's step 10 (keep goes by step) and win a
+    later resume=auto. Relative paths are made absolute: Ray Train workers run in a session folder of their own."""
+    from seedr1.config import GRPOConfig
+    from seedr1.train.launch import prepare_run
+
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "ckpts"
+    for step in (5, 20):
+        _fake_checkpoint(root, step)
+    (root / "step_00000030").mkdir()  # a cut-off save of the old line goes too
+    cfg = GRPOConfig(run_dir="run", model=str(tmp_path / "model"), resume="ckpts/step_00000005")
+    cfg.data.root, cfg.checkpoint.dir = "data", "ckpts"
+    prepare_run(cfg, "grpo")
+    assert (cfg.checkpoint.dir, cfg.resume) == (str(root), str(root / "step_00000005"))
+    assert ckpt.complete_steps(str(root)) == [5] and not (root / "step_00000030").exists()
+    (moved,) = [p for p in tmp_path.iterdir() if p.name.startswith("ckpts.replaced-")]
+    assert sorted(p.name for p in moved.iterdir()) == ["step_00000020", "step_00000030"]  # kept, not deleted
+    cfg.resume = str(root / "step_00000007")  # not a checkpoint: refused before anything starts
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        prepare_run(cfg, "grpo")
+
+
+def test_a_restart_prefers_this_launchs_newest_checkpoint_over_a_pruned_pointer(tmp_path, monkeypatch):
+    """A worker died after saving step 10 (which pruned step 5, keep=1) but before reporting it: Ray Train's pointer
+    still names step 5, which is gone."""
+    root = tmp_path / "ckpts"
+    newest = _fake_checkpoint(root, 10, launch_id="launch-a")
+    monkeypatch.setattr(ckpt, "ray_train_pointer", lambda: str(root / "step_00000005"))
+    assert ckpt.resume_point("auto", str(root), launch_id="launch-a") == newest
+    monkeypatch.setattr(ckpt, "ray_train_pointer", lambda: "s3://elsewhere/step_00000003")
+    assert ckpt.resume_point("auto", str(root), launch_id="launch-b") == "s3://elsewhere/step_00000003"

@@ -139,7 +139,7 @@ def load_checkpoint(trainer, uri: str, s3: Optional[S3Config] = None) -> dict:
         _set_rng_state(torch.load(rng, weights_only=False))
     if tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)
-    return json.loads(storage.read_bytes(join(uri, STATE)))
+    return _state(uri, s3)
 
 
 def report_to_ray_train(uri: str, step: int) -> None:
@@ -172,19 +172,54 @@ def ray_train_pointer() -> Optional[str]:
 
 def resume_point(resume: str, root: str, s3: Optional[S3Config] = None,
                  launch_id: Optional[str] = None) -> Optional[str]:
-    """The checkpoint to start from: after a trainer-group restart, Ray Train's pointer or (when the worker died
-    before Ray Train registered the report) the newest checkpoint this launch wrote; else per ``resume``
-    (auto: the newest complete checkpoint under ``root``; never; or an explicit checkpoint URI)."""
+    """The checkpoint to start from: after a trainer-group restart, the newest checkpoint this launch wrote (a worker
+    may die between a save, which prunes the one before, and its report to Ray Train, whose pointer is then gone),
+    else Ray Train's pointer; on a first start per ``resume`` (auto: the newest complete checkpoint under ``root``;
+    never; or an explicit checkpoint URI)."""
     uri = ray_train_pointer()
-    if uri is None and launch_id:
+    if launch_id:
         newest = latest_complete(root, s3)
-        if newest and json.loads(get_storage(newest, s3).read_bytes(join(newest, STATE))).get("launch_id") == launch_id:
+        if newest and _state(newest, s3).get("launch_id") == launch_id:
             uri = newest
     if uri is None and resume == "auto":
         uri = latest_complete(root, s3)
     elif uri is None and resume != "never":
         uri = resume
     return uri
+
+
+def _state(uri: str, s3: Optional[S3Config] = None) -> dict:
+    return json.loads(get_storage(uri, s3).read_bytes(join(uri, STATE)))
+
+
+def _replaced_name(root: str) -> str:
+    return f"{root.rstrip('/')}.replaced-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+
+
+def set_aside_after(root: str, resume: str, s3: Optional[S3Config] = None) -> Optional[str]:
+    """``resume=<checkpoint>``: checkpoints under ``root`` of later steps than it are moved to
+    ``<root>.replaced-<UTC time>`` (kept, not deleted): left in place, pruning (by step) would delete the resumed
+    run's new checkpoints and a later ``resume=auto`` would jump back to the abandoned line. On s3:// it refuses
+    instead. Also checks, before anything starts, that ``resume`` is a complete checkpoint."""
+    if not is_complete(resume, s3):
+        raise ValueError(f"resume={resume} is not a complete checkpoint (no {MARKER} marker: missing, or cut off "
+                         f"mid-save)")
+    step = int(_state(resume, s3)["step"])
+    if is_s3(root):
+        later = [n for n in complete_steps(root, s3) if n > step]
+        if later:
+            raise ValueError(f"resume={resume} (step {step}), but {root} also holds later checkpoints (steps "
+                             f"{later[:3]}{'...' if len(later) > 3 else ''}) that would mix with this run's; use "
+                             f"another checkpoint.dir, or delete them yourself")
+        return None
+    later = sorted(p for p in Path(root).glob("step_*") if p.name[5:].isdigit() and int(p.name[5:]) > step)
+    if not later:
+        return None
+    dest = Path(_replaced_name(root))
+    dest.mkdir(parents=True)
+    for path in later:
+        shutil.move(str(path), str(dest / path.name))
+    return str(dest)
 
 
 def set_aside_for_fresh_start(root: str, s3: Optional[S3Config] = None) -> Optional[str]:
@@ -200,7 +235,7 @@ def set_aside_for_fresh_start(root: str, s3: Optional[S3Config] = None) -> Optio
         return None
     if not any(Path(root).glob("step_*")):
         return None
-    dest = f"{root.rstrip('/')}.replaced-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    dest = _replaced_name(root)
     shutil.move(root, dest)
     return dest
 

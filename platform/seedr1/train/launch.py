@@ -39,12 +39,22 @@ def prepare_run(cfg, job: str):
 
     cfg.model = resolve_for_workers(cfg.model)  # tiny built once on the driver; local paths absolute for the workers
     cfg.data.root, cfg.data.shards = absolute(cfg.data.root), absolute(cfg.data.shards)
-    if getattr(cfg, "resume", None) == "never":  # start over: an earlier run's checkpoints must not mix with ours
-        from seedr1.train.checkpoint import checkpoint_root, set_aside_for_fresh_start
+    # Ray Train runs each worker in a session folder of its own: a relative checkpoint folder would land there
+    # (and resume=auto would never find it again), a relative resume path would not be found.
+    cfg.checkpoint.dir = absolute(cfg.checkpoint.dir)
+    if cfg.resume not in ("auto", "never"):
+        cfg.resume = absolute(cfg.resume)
+    from seedr1.train.checkpoint import checkpoint_root, set_aside_after, set_aside_for_fresh_start
 
+    if cfg.resume == "never":  # start over: an earlier run's checkpoints must not mix with ours
         moved = set_aside_for_fresh_start(checkpoint_root(cfg), cfg.data.s3)
         if moved:
             print(f"[{job}] resume=never: the earlier run's checkpoints were moved to {moved}", flush=True)
+    elif cfg.resume != "auto":  # from an explicit checkpoint: later steps of the abandoned line must not mix either
+        moved = set_aside_after(checkpoint_root(cfg), cfg.resume, cfg.data.s3)
+        if moved:
+            print(f"[{job}] resume={cfg.resume}: later checkpoints of the earlier run were moved to {moved}",
+                  flush=True)
     save_config(cfg, run_dir)
     return cfg
 
