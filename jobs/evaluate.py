@@ -5,10 +5,10 @@
 """
 from pathlib import Path
 
-from seedr1.config import EvaluateConfig, parse_job_args
+from seedr1.config import EvaluateConfig, run_job
 from seedr1.evaluate.run import run_evaluate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # defaults work from any working directory
 
 if __name__ == "__main__":
-    run_evaluate(parse_job_args(EvaluateConfig, default_config=str(CONFIGS / "evaluate/tiny.yaml"), description=__doc__))
+    run_job(run_evaluate, EvaluateConfig, default_config=str(CONFIGS / "evaluate/tiny.yaml"), description=__doc__)

@@ -5,10 +5,10 @@
 """
 from pathlib import Path
 
-from seedr1.config import GRPOConfig, parse_job_args
+from seedr1.config import GRPOConfig, run_job
 from seedr1.grpo.run import run_grpo
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # defaults work from any working directory
 
 if __name__ == "__main__":
-    run_grpo(parse_job_args(GRPOConfig, default_config=str(CONFIGS / "grpo/tiny.yaml"), description=__doc__))
+    run_job(run_grpo, GRPOConfig, default_config=str(CONFIGS / "grpo/tiny.yaml"), description=__doc__)

@@ -6,12 +6,17 @@
 import time
 from pathlib import Path
 
-from seedr1.config import ServeConfig, parse_job_args
+from seedr1.config import ServeConfig, run_job
 from seedr1.serve.run import start
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # defaults work from any working directory
 
-if __name__ == "__main__":
-    start(parse_job_args(ServeConfig, default_config=str(CONFIGS / "serve/tiny.yaml"), description=__doc__))
+
+def serve_until_stopped(cfg: ServeConfig) -> None:
+    start(cfg)
     while True:
         time.sleep(3600)
+
+
+if __name__ == "__main__":
+    run_job(serve_until_stopped, ServeConfig, default_config=str(CONFIGS / "serve/tiny.yaml"), description=__doc__)

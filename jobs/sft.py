@@ -5,10 +5,10 @@
 """
 from pathlib import Path
 
-from seedr1.config import SFTConfig, parse_job_args
+from seedr1.config import SFTConfig, run_job
 from seedr1.sft.run import run_sft
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # defaults work from any working directory
 
 if __name__ == "__main__":
-    run_sft(parse_job_args(SFTConfig, default_config=str(CONFIGS / "sft/tiny.yaml"), description=__doc__))
+    run_job(run_sft, SFTConfig, default_config=str(CONFIGS / "sft/tiny.yaml"), description=__doc__)

@@ -5,10 +5,10 @@
 """
 from pathlib import Path
 
-from seedr1.config import StudyConfig, parse_job_args
+from seedr1.config import StudyConfig, run_job
 from seedr1.study.run import run_study
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # defaults work from any working directory
 
 if __name__ == "__main__":
-    run_study(parse_job_args(StudyConfig, default_config=str(CONFIGS / "study/tiny.yaml"), description=__doc__))
+    run_job(run_study, StudyConfig, default_config=str(CONFIGS / "study/tiny.yaml"), description=__doc__)

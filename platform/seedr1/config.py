@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, TypeVar, Union
+from typing import Any, Callable, Literal, Optional, TypeVar, Union
 
 import yaml
 
@@ -470,7 +471,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip().lstrip("-")
     if not key:
         raise ConfigError(f"override '{text}' has no key")
-    return key, yaml.safe_load(raw) if raw != "" else ""
+    try:
+        return key, yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:  # not YAML (e.g. a template with "{"): the text itself; the field's type is checked next
+        return key, raw
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
@@ -532,6 +536,17 @@ def describe(cls: type, prefix: str = "") -> list[str]:
             bounds = f" [{_range(f)}]" if _range(f) else ""
             lines.append(f"{key} ({_type_name(tp)}, default {default!r}){bounds}: {f.metadata.get('help', '')}")
     return lines
+
+
+def run_job(run: Callable[[Any], Any], cls: type[T], default_config: str | None = None, description: str = ""):
+    """A job's ``__main__``: ``parse_job_args``, then ``run(cfg)``. A ConfigError the job raises while checking its
+    settings (before any work) exits 2 with the message, like one found while parsing, not with a traceback."""
+    cfg = parse_job_args(cls, default_config=default_config, description=description)
+    try:
+        return run(cfg)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def parse_job_args(cls: type[T], argv: Optional[list[str]] = None, default_config: str | None = None,

@@ -110,3 +110,25 @@ def test_job_args_print_and_save(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         parse_job_args(SmokeConfig, ["model.sed=4"])
     assert e.value.code == 2
+
+
+def test_an_override_that_is_not_yaml_is_its_text():
+    from seedr1.config import GRPOConfig
+
+    cfg = load_config(GRPOConfig, None, ["data.instruction=Answer in {braces"])  # a template, not a YAML mapping
+    assert cfg.data.instruction == "Answer in {braces"
+    with pytest.raises(ConfigError, match="trainer.lr: expected float"):
+        load_config(GRPOConfig, None, ["trainer.lr=["])
+
+
+def test_a_jobs_own_config_check_exits_2_with_the_message_not_a_traceback(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    job = Path(__file__).resolve().parents[2] / "jobs" / "sft.py"
+    res = subprocess.run([sys.executable, str(job), "batch_size=7", f"run_dir={tmp_path}"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "config error: batch_size 7 must split into trainer.num_workers = 2" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -216,11 +216,11 @@ def test_serving_and_evaluation_dashboards_have_data(server, client, prometheus_
 
 
 def test_refuses_to_start_without_keys(monkeypatch):
-    from seedr1.config import ServeConfig
+    from seedr1.config import ConfigError, ServeConfig
     from seedr1.serve.app import build
 
     monkeypatch.delenv("SEEDR1_API_KEYS", raising=False)
-    with pytest.raises(RuntimeError, match="no API key"):
+    with pytest.raises(ConfigError, match="no API key"):
         build(ServeConfig(model="unused"))
 
 

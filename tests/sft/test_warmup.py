@@ -32,3 +32,26 @@ def test_warmup_cli_trains_and_writes_a_checkpoint(tmp_path, tiny_model_dir):
     assert before.keys() == after.keys()
     assert any(not (before[k] == after[k]).all() for k in before)  # the weights moved
     assert (out / "chat_template.jinja").exists()
+
+
+def test_warmup_killed_while_saving_leaves_no_folder_a_rerun_would_reuse(tmp_path, tiny_model_dir, monkeypatch):
+    # The study skips the warm-up when <out>/config.json exists; transformers writes it before the weights and the
+    # processor comes after them, so a save must appear in <out> whole or not at all.
+    from transformers import ProcessorMixin
+
+    from seedr1.config import WarmupConfig
+    from seedr1.data.synthetic import SynthSpec, write_synthetic
+    from seedr1.sft.warmup import perception_warmup
+
+    write_synthetic(tmp_path / "data", SynthSpec(train=4, l1=1, l2=1, l3=1))
+
+    def killed(self, *a, **k):
+        raise KeyboardInterrupt("killed mid-save")
+
+    monkeypatch.setattr(ProcessorMixin, "save_pretrained", killed)
+    out = tmp_path / "warm"
+    try:
+        perception_warmup(tiny_model_dir, str(tmp_path / "data"), out, WarmupConfig(steps=1, batch_size=2))
+    except KeyboardInterrupt:
+        pass
+    assert not (out / "config.json").exists()

@@ -11,7 +11,7 @@ from typing import Iterator
 import numpy as np
 
 from seedr1.algo.rewards import is_correct
-from seedr1.config import EvaluateConfig, RolloutConfig, save_config
+from seedr1.config import ConfigError, EvaluateConfig, RolloutConfig, save_config
 from seedr1.data.schema import Sample
 from seedr1.evaluate.scoring import score_draws
 from seedr1.metrics import ray_metrics
@@ -105,9 +105,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.data.root and not cfg.data.shards:
-        raise ValueError("data.root (or data.shards) is required: where the annotation files and media are")
+        raise ConfigError("data.root (or data.shards) is required: where the annotation files and media are")
     if cfg.samples > 1 and cfg.temperature == 0:
-        raise ValueError("samples > 1 needs temperature > 0 (greedy answers are all the same)")
+        raise ConfigError("samples > 1 needs temperature > 0 (greedy answers are all the same)")
     model = cfg.model
     if not cfg.endpoint:
         from seedr1.model.loading import resolve_for_workers

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seedr1.config import GRPOConfig, to_dict
+from seedr1.config import ConfigError, GRPOConfig, to_dict
 from seedr1.train.launch import ensure_ray, prepare_run, run_trainer_group, worker_env
 
 
@@ -13,12 +13,12 @@ def run_grpo(cfg: GRPOConfig) -> Path:
 
     G, world = cfg.rollout.num_samples, cfg.trainer.num_workers
     if (cfg.prompts_per_step * G) % world:
-        raise ValueError(f"prompts_per_step x rollout.num_samples = {cfg.prompts_per_step * G} must divide evenly "
+        raise ConfigError(f"prompts_per_step x rollout.num_samples = {cfg.prompts_per_step * G} must divide evenly "
                          f"over trainer.num_workers = {world}")
     if cfg.data.min_frames > cfg.data.max_frames:
-        raise ValueError(f"data.min_frames = {cfg.data.min_frames} is above data.max_frames = {cfg.data.max_frames}")
+        raise ConfigError(f"data.min_frames = {cfg.data.min_frames} is above data.max_frames = {cfg.data.max_frames}")
     if cfg.rollout.weight_sync == "collective" and cfg.rollout.engine != "vllm":
-        raise ValueError(f"rollout.weight_sync=collective needs rollout.engine=vllm (got {cfg.rollout.engine!r})")
+        raise ConfigError(f"rollout.weight_sync=collective needs rollout.engine=vllm (got {cfg.rollout.engine!r})")
     cfg = prepare_run(cfg, "grpo")
     env = worker_env()
     ensure_ray(cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + world * cfg.trainer.cpus_per_worker, env)

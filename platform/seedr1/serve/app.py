@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from starlette.exceptions import HTTPException
 
-from seedr1.config import ServeConfig, from_dict, to_dict
+from seedr1.config import ConfigError, ServeConfig, from_dict, to_dict
 from seedr1.metrics import ray_metrics
 from seedr1.serve.errors import APIError, bad_request, too_large, unauthorized
 
@@ -263,7 +263,7 @@ def deployment_options(cfg: ServeConfig) -> dict:
 def build(cfg: ServeConfig):
     """The Serve application for ``cfg`` (refuses to build without API keys unless auth=none)."""
     if cfg.auth == "key" and not load_api_keys(cfg):
-        raise RuntimeError(f"auth=key but no API key configured: set ${cfg.api_keys_env} (comma-separated) or "
+        raise ConfigError(f"auth=key but no API key configured: set ${cfg.api_keys_env} (comma-separated) or "
                            f"api_keys_file; for local use only, auth=none")
     from seedr1.model.loading import resolve_for_workers
 

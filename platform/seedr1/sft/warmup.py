@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -57,6 +58,12 @@ def perception_warmup(model_path: str, data_root: str, out_dir: str | Path, cfg:
         if step % 50 == 0 or step == cfg.steps:
             log(f"[warmup] step {step}/{cfg.steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f} s)")
     out = Path(out_dir)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+    # Written beside, then renamed: a run killed mid-save must not leave a folder a rerun takes for finished
+    # (config.json is written before the weights, the processor after them).
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
     return out

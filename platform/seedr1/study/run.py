@@ -51,11 +51,13 @@ def run_seed(cfg: StudyConfig, seed: int, out: Path) -> dict[str, dict]:
 
     sft = copy.deepcopy(cfg.sft)
     sft.model, sft.run_dir, sft.data, sft.seed = base, str(out / "sft"), copy.deepcopy(cfg.data), seed
+    sft.data.seed = seed  # the repetition's seed also draws the data order and option shuffles
     run_sft(sft)
     results["SFT"] = _evaluate(cfg, _final_hf(out / "sft", sft), out / "eval-sft", "SFT")
 
     grpo = copy.deepcopy(cfg.grpo)
     grpo.model, grpo.run_dir, grpo.data, grpo.seed = base, str(out / "grpo"), copy.deepcopy(cfg.data), seed
+    grpo.data.seed = seed
     run_grpo(grpo)
     results["GRPO"] = _evaluate(cfg, _final_hf(out / "grpo", grpo), out / "eval-grpo", "GRPO")
     for method, run in (("SFT", out / "sft"), ("GRPO", out / "grpo")):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from seedr1.config import S3Config
+from seedr1.config import ConfigError, S3Config
 from seedr1.storage import get_storage, is_s3, join
 
 STEP_DIR = "step_{:08d}"
@@ -202,13 +202,13 @@ def set_aside_after(root: str, resume: str, s3: Optional[S3Config] = None) -> Op
     run's new checkpoints and a later ``resume=auto`` would jump back to the abandoned line. On s3:// it refuses
     instead. Also checks, before anything starts, that ``resume`` is a complete checkpoint."""
     if not is_complete(resume, s3):
-        raise ValueError(f"resume={resume} is not a complete checkpoint (no {MARKER} marker: missing, or cut off "
+        raise ConfigError(f"resume={resume} is not a complete checkpoint (no {MARKER} marker: missing, or cut off "
                          f"mid-save)")
     step = int(_state(resume, s3)["step"])
     if is_s3(root):
         later = [n for n in complete_steps(root, s3) if n > step]
         if later:
-            raise ValueError(f"resume={resume} (step {step}), but {root} also holds later checkpoints (steps "
+            raise ConfigError(f"resume={resume} (step {step}), but {root} also holds later checkpoints (steps "
                              f"{later[:3]}{'...' if len(later) > 3 else ''}) that would mix with this run's; use "
                              f"another checkpoint.dir, or delete them yourself")
         return None
@@ -230,7 +230,7 @@ def set_aside_for_fresh_start(root: str, s3: Optional[S3Config] = None) -> Optio
     if is_s3(root):
         steps = complete_steps(root, s3)
         if steps:
-            raise ValueError(f"resume=never, but {root} holds checkpoints of an earlier run (steps {steps[:3]}"
+            raise ConfigError(f"resume=never, but {root} holds checkpoints of an earlier run (steps {steps[:3]}"
                              f"{'...' if len(steps) > 3 else ''}); use another checkpoint.dir, or delete them yourself")
         return None
     if not any(Path(root).glob("step_*")):

@@ -5,7 +5,7 @@ import os
 import time
 from pathlib import Path
 
-from seedr1.config import TrainerConfig, save_config
+from seedr1.config import ConfigError, TrainerConfig, save_config
 
 
 def worker_env() -> dict:
@@ -26,7 +26,7 @@ def prepare_run(cfg, job: str):
     cfg.run_dir = str(run_dir)
     if not cfg.data.root and not cfg.data.shards:
         if not cfg.synthetic_if_missing:
-            raise ValueError("data.root (or data.shards) is required: the SEED-Bench-R1 root or packed shards")
+            raise ConfigError("data.root (or data.shards) is required: the SEED-Bench-R1 root or packed shards")
         from seedr1.data.synthetic import SynthSpec, write_synthetic
 
         root = run_dir / "data"

@@ -1,0 +1,23 @@
+"""The study's orchestration, with the runs themselves stubbed (they have their own tests)."""
+from pathlib import Path
+
+
+def test_each_repetition_seeds_the_data_order_too(tmp_path, monkeypatch):
+    # The ± over seeds must include data order and option shuffles, which follow data.seed, not the job's seed.
+    import seedr1.grpo.run
+    import seedr1.model.loading
+    import seedr1.sft.run
+    from seedr1.config import StudyConfig
+    from seedr1.study import run as study
+
+    seen = {}
+    monkeypatch.setattr(seedr1.model.loading, "resolve_checkpoint", lambda m: "base-model")
+    monkeypatch.setattr(seedr1.sft.run, "run_sft", lambda cfg: seen.setdefault("sft", cfg))
+    monkeypatch.setattr(seedr1.grpo.run, "run_grpo", lambda cfg: seen.setdefault("grpo", cfg))
+    monkeypatch.setattr(study, "_evaluate", lambda cfg, model, out_dir, name: {"accuracy": 0.0})
+    monkeypatch.setattr(study, "_final_hf", lambda run_dir, cfg: str(Path(run_dir) / "hf"))
+    cfg = StudyConfig(perception_warmup=False)
+    study.run_seed(cfg, 2, tmp_path)
+    assert (seen["sft"].seed, seen["sft"].data.seed) == (2, 2)
+    assert (seen["grpo"].seed, seen["grpo"].data.seed) == (2, 2)
+    assert cfg.data.seed == 0  # the study's own config is untouched
