@@ -25,3 +25,13 @@ def test_remote_models_are_left_for_each_node_to_resolve(tmp_path, monkeypatch):
     cfg.data.shards = "s3://bucket/shards"
     cfg = prepare_run(cfg, "grpo")
     assert (cfg.model, cfg.data.shards, cfg.data.root) == ("Qwen/Qwen2-VL-7B-Instruct", "s3://bucket/shards", "")
+
+
+def test_tiny_goes_to_workers_by_name_built_here_first(tmp_path, monkeypatch):
+    # A worker on another node (another pod) has another cache: a path into the driver's cache would not exist there.
+    from seedr1.model.loading import resolve_checkpoint
+
+    monkeypatch.setenv("SEEDR1_CACHE", str(tmp_path / "cache"))
+    assert resolve_for_workers("tiny") == "tiny"
+    assert Path(resolve_checkpoint("tiny")).is_relative_to(tmp_path / "cache")  # already built: this node's workers
+    assert (Path(resolve_checkpoint("tiny")) / "seedr1_tiny.json").exists()

@@ -53,9 +53,14 @@ def resolve_checkpoint(path: str) -> str:
 
 
 def resolve_for_workers(path: str) -> str:
-    """The model a driver hands to its Ray workers and actors: ``tiny`` built once here, a local folder made absolute;
-    an ``s3://`` prefix or hub id unchanged (each node resolves it into its own cache)."""
-    return resolve_checkpoint(path) if path.startswith("tiny") or Path(path).is_dir() else path
+    """The model a driver hands to its Ray workers and actors: a local folder made absolute; an ``s3://`` prefix or
+    hub id unchanged (each node resolves it into its own cache); ``tiny`` built here first (so this node's workers
+    find it in the cache) but handed on as ``tiny``: the cache is per node (on Kubernetes, per pod), and a worker on
+    another node builds the same bytes (the build is deterministic) instead of looking for this node's folder."""
+    if path.startswith("tiny"):
+        resolve_checkpoint(path)
+        return path
+    return resolve_checkpoint(path) if Path(path).is_dir() else path
 
 
 def load_model(path: str, dtype: torch.dtype = torch.float32, trainable: bool = True):

@@ -267,7 +267,7 @@ def build(cfg: ServeConfig):
                            f"api_keys_file; for local use only, auth=none")
     from seedr1.model.loading import resolve_for_workers
 
-    cfg.model = resolve_for_workers(cfg.model)  # tiny built once here, not in every replica; local paths absolute
+    cfg.model = resolve_for_workers(cfg.model)  # tiny built here first; local paths absolute
     return ChatServer.options(**deployment_options(cfg)).bind(to_dict(cfg))
 
 

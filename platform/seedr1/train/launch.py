@@ -37,7 +37,7 @@ def prepare_run(cfg, job: str):
     from seedr1.model.loading import resolve_for_workers
     from seedr1.storage import absolute
 
-    cfg.model = resolve_for_workers(cfg.model)  # tiny built once on the driver; local paths absolute for the workers
+    cfg.model = resolve_for_workers(cfg.model)  # tiny built here first; local paths absolute for the workers
     cfg.data.root, cfg.data.shards = absolute(cfg.data.root), absolute(cfg.data.shards)
     # Ray Train runs each worker in a session folder of its own: a relative checkpoint folder would land there
     # (and resume=auto would never find it again), a relative resume path would not be found.
