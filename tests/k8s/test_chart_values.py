@@ -34,6 +34,14 @@ BAD_VALUES = {
     "Ray start param not a string": (["training.grpo.head.rayStartParams.num-cpus=0"], "num-cpus"),
     "bad ray auth mode": (["ray.authMode=off"], "ray.authMode"),
     "bad override": (["training.grpo.overrides={steps}"], "training.grpo.overrides"),
+    # credentials by Secret only: a literal one in a job config would be rendered into a plain ConfigMap
+    "literal S3 secret in the serve config": (["serving.config.s3.secret_key=x"], "serving.config sets s3.secret_key"),
+    "literal API key in the evaluate config": (["evaluation.config.api_key=k"], "evaluation.config sets api_key"),
+    "literal S3 key in the GRPO data config": (["training.grpo.config.data.s3.access_key=a"],
+                                               "training.grpo.config sets data.s3.access_key"),
+    "serve autoscaling min above max": (["serving.autoscaling.minReplicas=3", "serving.autoscaling.maxReplicas=2"],
+                                        "serving.autoscaling.minReplicas (3) is above"),
+    "serve workers outside their bounds": (["serving.workers.minReplicas=3"], "serving.workers: need minReplicas"),
 }
 
 

@@ -73,6 +73,33 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set .cfg "data" $d -}}
 {{- end -}}
 
+{{/* Credentials travel by Secret reference only: a literal key in a job config would land in a plain ConfigMap. */}}
+{{- define "seedr1.noLiteralSecrets" -}}
+{{- $found := list -}}
+{{- if get .cfg "api_key" }}{{ $found = append $found "api_key" }}{{ end -}}
+{{- $top := get .cfg "s3" | default dict -}}
+{{- $data := get (get .cfg "data" | default dict) "s3" | default dict -}}
+{{- range $k := list "access_key" "secret_key" -}}
+{{- if and (kindIs "map" $top) (get $top $k) }}{{ $found = append $found (printf "s3.%s" $k) }}{{ end -}}
+{{- if and (kindIs "map" $data) (get $data $k) }}{{ $found = append $found (printf "data.s3.%s" $k) }}{{ end -}}
+{{- end -}}
+{{- if $found -}}
+{{- fail (printf "%s sets %s: credentials never go into the ConfigMap; give them by Secret (s3.existingSecret, serving.apiKey, evaluation.apiKey)" .key (join ", " $found)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Serve replica bounds: KubeRay would refuse them only at reconcile time, Serve would pin the minimum. */}}
+{{- define "seedr1.checkServeReplicas" -}}
+{{- $s := .Values.serving -}}
+{{- if gt (int $s.autoscaling.minReplicas) (int $s.autoscaling.maxReplicas) -}}
+{{- fail (printf "serving.autoscaling.minReplicas (%v) is above serving.autoscaling.maxReplicas (%v)" $s.autoscaling.minReplicas $s.autoscaling.maxReplicas) -}}
+{{- end -}}
+{{- $w := $s.workers -}}
+{{- if or (gt (int $w.minReplicas) (int $w.maxReplicas)) (lt (int $w.replicas) (int $w.minReplicas)) (gt (int $w.replicas) (int $w.maxReplicas)) -}}
+{{- fail (printf "serving.workers: need minReplicas <= replicas <= maxReplicas, got %v <= %v <= %v" $w.minReplicas $w.replicas $w.maxReplicas) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "seedr1.grpoConfig" -}}
 {{- $g := .Values.training.grpo -}}
 {{- $cfg := deepCopy (default dict $g.config) -}}
@@ -80,6 +107,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $cfg "checkpoint" $ckpt -}}
 {{- if not (hasKey $cfg "run_dir") }}{{ $_ := set $cfg "run_dir" "/tmp/seedr1/runs/grpo" }}{{ end -}}
 {{- $_ := include "seedr1.setData" (dict "cfg" $cfg "data" $g.data) -}}
+{{- include "seedr1.noLiteralSecrets" (dict "cfg" $cfg "key" "training.grpo.config") -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 
@@ -90,6 +118,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $cfg "checkpoint" $ckpt -}}
 {{- if not (hasKey $cfg "run_dir") }}{{ $_ := set $cfg "run_dir" "/tmp/seedr1/runs/sft" }}{{ end -}}
 {{- $_ := include "seedr1.setData" (dict "cfg" $cfg "data" $s.data) -}}
+{{- include "seedr1.noLiteralSecrets" (dict "cfg" $cfg "key" "training.sft.config") -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 
@@ -104,6 +133,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $cfg "min_replicas" $s.autoscaling.minReplicas -}}
 {{- $_ := set $cfg "max_replicas" $s.autoscaling.maxReplicas -}}
 {{- $_ := set $cfg "target_ongoing_requests" $s.autoscaling.targetOngoingRequests -}}
+{{- include "seedr1.checkServeReplicas" . -}}
+{{- include "seedr1.noLiteralSecrets" (dict "cfg" $cfg "key" "serving.config") -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 
@@ -128,6 +159,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- else -}}
 {{- $_ := set $cfg "model" $e.model -}}
 {{- end -}}
+{{- include "seedr1.noLiteralSecrets" (dict "cfg" $cfg "key" "evaluation.config") -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 
