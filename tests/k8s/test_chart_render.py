@@ -7,6 +7,7 @@ import ast
 import copy
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 import yaml
@@ -148,7 +149,8 @@ def test_rendered_job_configs_load_with_seedr1(renders, tmp_path, name):
     for kind in ("grpo.yaml", "sft.yaml"):
         if kind in loaded:
             assert loaded[kind].checkpoint.dir.startswith("s3://")
-            assert loaded[kind].run_dir.startswith("/tmp/")
+            # the run folder's name is the metrics' run label: each release's own (the tests' release is "t")
+            assert loaded[kind].run_dir.startswith("/tmp/") and Path(loaded[kind].run_dir).name.startswith("t-")
     if "serve.yaml" in loaded:
         serve = loaded["serve.yaml"]
         assert serve.host == "0.0.0.0" and serve.port == 8000 and serve.auth == "key"

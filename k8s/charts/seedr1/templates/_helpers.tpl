@@ -105,7 +105,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- $cfg := deepCopy (default dict $g.config) -}}
 {{- $ckpt := merge (dict "dir" $g.checkpointDir) (deepCopy (default dict (get $cfg "checkpoint"))) -}}
 {{- $_ := set $cfg "checkpoint" $ckpt -}}
-{{- if not (hasKey $cfg "run_dir") }}{{ $_ := set $cfg "run_dir" "/tmp/seedr1/runs/grpo" }}{{ end -}}
+{{- if not (hasKey $cfg "run_dir") }}{{ $_ := set $cfg "run_dir" (printf "/tmp/seedr1/runs/%s-grpo" (include "seedr1.fullname" $)) }}{{ end -}}
 {{- $_ := include "seedr1.setData" (dict "cfg" $cfg "data" $g.data) -}}
 {{- include "seedr1.noLiteralSecrets" (dict "cfg" $cfg "key" "training.grpo.config") -}}
 {{- toYaml $cfg -}}
@@ -116,7 +116,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- $cfg := deepCopy (default dict $s.config) -}}
 {{- $ckpt := merge (dict "dir" $s.checkpointDir) (deepCopy (default dict (get $cfg "checkpoint"))) -}}
 {{- $_ := set $cfg "checkpoint" $ckpt -}}
-{{- if not (hasKey $cfg "run_dir") }}{{ $_ := set $cfg "run_dir" "/tmp/seedr1/runs/sft" }}{{ end -}}
+{{- if not (hasKey $cfg "run_dir") }}{{ $_ := set $cfg "run_dir" (printf "/tmp/seedr1/runs/%s-sft" (include "seedr1.fullname" $)) }}{{ end -}}
 {{- $_ := include "seedr1.setData" (dict "cfg" $cfg "data" $s.data) -}}
 {{- include "seedr1.noLiteralSecrets" (dict "cfg" $cfg "key" "training.sft.config") -}}
 {{- toYaml $cfg -}}
