@@ -288,3 +288,14 @@ def test_sft_loss_only_counts_target_tokens():
     # whatever sits outside the mask (prompt, padding) changes nothing, not even a NaN
     noisy = torch.where(mask, logp, torch.full_like(logp, float("nan")))
     assert float(sft_loss(noisy, mask)) == pytest.approx((1.0 + 2.0 + 0.5) / 3)
+
+
+def test_sft_micro_batches_over_the_batch_token_count_make_the_batch_mean():
+    # Rows of 2 and 1 target tokens: per-row means would average (1.5 + 0.5) / 2 = 1.0; over the batch's 3 tokens
+    # the micro-batches sum to the whole batch's token mean, 3.5 / 3.
+    from seedr1.algo.losses import sft_loss
+
+    logp = torch.tensor([[-1.0, -2.0, -9.0], [-0.5, -7.0, -8.0]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    parts = [float(sft_loss(logp[i:i + 1], mask[i:i + 1], denominator=3)) for i in range(2)]
+    assert sum(parts) == pytest.approx(3.5 / 3) == pytest.approx(float(sft_loss(logp, mask)))

@@ -67,3 +67,25 @@ def test_loss_normalised_over_the_whole_batch_not_per_micro_batch(one_rank_group
                TrainSample(record, [12, 22], 0.5), TrainSample(record, [13, 23], 2.0, weight=0.0)]
     stats = trainer.train_step(samples)
     assert stats["loss"] == pytest.approx(-0.5, abs=1e-5)
+
+
+def test_sft_loss_is_the_whole_batch_token_mean(one_rank_group, tiny_model_dir):
+    # Targets of 4 and 1 tokens in two micro-batches: the step's loss is the mean NLL over the 5 tokens (what one
+    # forward of the whole batch gives), not the mean of the two micro-batch means.
+    from seedr1.algo.losses import sft_loss
+    from seedr1.train.batch import build_batch, completion_logprobs
+
+    rng = np.random.default_rng(2)
+    record = PromptRecord(sample_id="s1", kind="validation", gold_letter="A",
+                          messages=user_message("What next?\nA. a\nB. b\nC. c\nD. d\n", False, True),
+                          video=None, image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8))
+    cfg = TrainerConfig(num_workers=1, zero_stage=2, lr=1e-3, micro_batch_size=1)
+    trainer = PolicyTrainer(tiny_model_dir, cfg, AlgoConfig(beta=0.0), grad_accum=2)
+    targets = [[10, 20, 30, 40], [11]]
+    with torch.no_grad():
+        whole = build_batch(trainer.processor, [record, record], targets)
+        logp, mask = completion_logprobs(trainer.engine.module, whole)
+        expected = float(sft_loss(logp, mask))
+        per_row = [float(sft_loss(logp[i:i + 1], mask[i:i + 1])) for i in range(2)]
+    assert abs(expected - sum(per_row) / 2) > 1e-3  # the two weightings differ here
+    assert trainer.sft_step([record, record], targets)["loss"] == pytest.approx(expected, rel=1e-4)

@@ -131,7 +131,10 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(dim=-1)
 
 
-def sft_loss(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood of the target (assistant) tokens, mean over those tokens; prompt and padding
-    positions are outside ``mask`` and carry no loss."""
-    return -masked_mean(logp, mask)
+def sft_loss(logp: torch.Tensor, mask: torch.Tensor, denominator: float | None = None) -> torch.Tensor:
+    """Negative log-likelihood of the target (assistant) tokens; prompt and padding positions are outside ``mask``
+    and carry no loss. Divided by ``denominator`` (default: this batch's target tokens): a batch split over
+    micro-batches and ranks passes the whole batch's count, so every target token weighs the same."""
+    if denominator is None:
+        return -masked_mean(logp, mask)
+    return -torch.where(mask.bool(), logp, torch.zeros_like(logp)).sum() / float(denominator)

@@ -61,7 +61,8 @@ def sft_train_loop(config: dict) -> None:
         box = [payload]
         dist.broadcast_object_list(box, src=0)
         records, targets, position = box[0]["records"], box[0]["targets"], box[0]["position"]
-        stats = trainer.sft_step(records[rank::world], targets[rank::world])
+        # the loss is a mean over the whole batch's target tokens, whatever the micro-batches and ranks
+        stats = trainer.sft_step(records[rank::world], targets[rank::world], sum(len(t) for t in targets))
         t_update = time.perf_counter()
         gathered = [None] * world
         dist.all_gather_object(gathered, stats)

@@ -158,18 +158,21 @@ class PolicyTrainer:
         sums["engine_gap"] = gap
         return sums
 
-    def sft_step(self, records: list, targets: list[list[int]]) -> dict:
-        """One supervised optimizer step on this rank's shard: cross-entropy on the target (assistant) tokens only."""
+    def sft_step(self, records: list, targets: list[list[int]], batch_tokens: int | None = None) -> dict:
+        """One supervised optimizer step on this rank's shard: cross-entropy on the target (assistant) tokens only,
+        a mean over ``batch_tokens``, the whole batch's target tokens over all ranks (default: this shard's)."""
         samples = [TrainSample(r, t, 0.0) for r, t in zip(records, targets)]
         n_micro = -(-len(samples) // self.cfg.micro_batch_size)
         if n_micro != self.grad_accum:
             raise ValueError(f"rank {self.rank}: {len(samples)} samples make {n_micro} micro-batches, "
                              f"expected gradient_accumulation_steps={self.grad_accum}")
+        batch_tokens = batch_tokens if batch_tokens is not None else sum(len(t) for t in targets)
+        denominator = max(batch_tokens, 1) / (self.grad_accum * self.world)  # see train_step
         stats = {"loss": 0.0, "lr": float(self.engine.get_lr()[0]), "train_tokens": 0, "target_tokens": 0}
         self.engine.train()
         for chunk, batch in self._micro_batches(samples):
             logp, mask = completion_logprobs(self.engine, batch)
-            loss = sft_loss(logp, mask)
+            loss = sft_loss(logp, mask, denominator)
             self.engine.backward(loss)
             self.engine.step()
             stats["loss"] += float(loss) / n_micro
