@@ -53,16 +53,21 @@ def test_engine_gap_compares_completion_tokens_only():
     assert gap == [1.5, 2]  # |-2 - -2.5| + |-3 - -2|
 
 
-def test_loss_normalised_over_the_whole_batch_not_per_micro_batch(one_rank_group, tiny_model_dir):
-    # token_mean (DAPO) over 4 micro-batches of one sample: on-policy with beta 0 every token's loss is -advantage,
-    # so the step's loss is -(3*1 + 1*(-1) + 2*0.5) / 6 tokens = -0.5; the weight-0 sample (a dropped group) is
-    # neither in the sum nor in the count. Per micro-batch means would give -(1 - 1 + 0.5 + 0) / 4 = -0.125.
+def _image_record_and_trainer(model_dir: str, algo: AlgoConfig, micro_batches: int):
+    """An image + text prompt, and a trainer taking one sample per micro-batch."""
     rng = np.random.default_rng(1)
     record = PromptRecord(sample_id="t1", kind="validation", gold_letter="A",
                           messages=user_message("What next?\nA. a\nB. b\nC. c\nD. d\n", False, True),
                           video=None, image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8))
     cfg = TrainerConfig(num_workers=1, zero_stage=2, lr=1e-3, micro_batch_size=1)
-    trainer = PolicyTrainer(tiny_model_dir, cfg, AlgoConfig(beta=0.0, aggregation="token_mean"), grad_accum=4)
+    return record, PolicyTrainer(model_dir, cfg, algo, grad_accum=micro_batches)
+
+
+def test_loss_normalised_over_the_whole_batch_not_per_micro_batch(one_rank_group, tiny_model_dir):
+    # token_mean (DAPO) over 4 micro-batches of one sample: on-policy with beta 0 every token's loss is -advantage,
+    # so the step's loss is -(3*1 + 1*(-1) + 2*0.5) / 6 tokens = -0.5; the weight-0 sample (a dropped group) is
+    # neither in the sum nor in the count. Per micro-batch means would give -(1 - 1 + 0.5 + 0) / 4 = -0.125.
+    record, trainer = _image_record_and_trainer(tiny_model_dir, AlgoConfig(beta=0.0, aggregation="token_mean"), 4)
     samples = [TrainSample(record, [10, 20, 30], 1.0), TrainSample(record, [11], -1.0),
                TrainSample(record, [12, 22], 0.5), TrainSample(record, [13, 23], 2.0, weight=0.0)]
     stats = trainer.train_step(samples)
@@ -75,12 +80,7 @@ def test_sft_loss_is_the_whole_batch_token_mean(one_rank_group, tiny_model_dir):
     from seedr1.algo.losses import sft_loss
     from seedr1.train.batch import build_batch, completion_logprobs
 
-    rng = np.random.default_rng(2)
-    record = PromptRecord(sample_id="s1", kind="validation", gold_letter="A",
-                          messages=user_message("What next?\nA. a\nB. b\nC. c\nD. d\n", False, True),
-                          video=None, image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8))
-    cfg = TrainerConfig(num_workers=1, zero_stage=2, lr=1e-3, micro_batch_size=1)
-    trainer = PolicyTrainer(tiny_model_dir, cfg, AlgoConfig(beta=0.0), grad_accum=2)
+    record, trainer = _image_record_and_trainer(tiny_model_dir, AlgoConfig(beta=0.0), 2)
     targets = [[10, 20, 30, 40], [11]]
     with torch.no_grad():
         whole = build_batch(trainer.processor, [record, record], targets)
