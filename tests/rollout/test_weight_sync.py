@@ -23,7 +23,9 @@ def _record(seed=0) -> PromptRecord:
     rng = np.random.default_rng(seed)
     return PromptRecord(sample_id="s0", kind="validation",
                         messages=user_message("What next?\nA. a\nB. b\nC. c\nD. d\n", True, True),
-                        video=rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8),
+                        # 8 frames: 4 temporal patches, more than the 2 rows of patches, the case where M-RoPE
+                        # layouts can disagree after the video (see seedr1.train.batch.mrope_positions)
+                        video=rng.integers(0, 255, (8, 56, 56, 3), dtype=np.uint8),
                         image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8), gold_letter="A")
 
 

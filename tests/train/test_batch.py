@@ -91,3 +91,21 @@ def test_logprobs_equal_a_full_forward_read_by_hand(model_and_processor, grouped
     for i in range(len(plen)):
         expected = torch.stack([full[i, plen[i] - 1 + j, ids[i, plen[i] + j]] for j in range(clen[i])])
         torch.testing.assert_close(logp[i][mask[i]], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_mrope_positions_resume_after_a_media_block_at_its_largest_id():
+    # 2 text, an image (grid 1x4x4, merge 2: 1x2x2 tokens), 1 text, a video of 4 temporal patches (4x4x4: 4x2x2),
+    # 2 text. After the video the text resumes at its largest id + 1 (the temporal axis reaches 3 there), as vLLM
+    # computes it; transformers 5.19 would resume at max(h, w) = 2 and put those tokens 2 positions earlier.
+    from seedr1.train.batch import mrope_positions
+
+    kinds = [0, 0] + [1] * 4 + [0] + [2] * 16 + [0, 0]
+    types = torch.tensor([kinds + [0]])  # one padding position at the end
+    mask = torch.tensor([[1] * len(kinds) + [0]])
+    pos = mrope_positions(types, mask, 2, image_grid_thw=torch.tensor([[1, 4, 4]]),
+                          video_grid_thw=torch.tensor([[4, 4, 4]]))
+    t, h, w = pos[:, 0].tolist()
+    assert t[:7] == [0, 1, 2, 2, 2, 2, 4] and h[:7] == [0, 1, 2, 2, 3, 3, 4] and w[:7] == [0, 1, 2, 3, 2, 3, 4]
+    assert t[7:23] == [5] * 4 + [6] * 4 + [7] * 4 + [8] * 4 and h[7:11] == [5, 5, 6, 6] and w[7:11] == [5, 6, 5, 6]
+    assert [t[23], t[24]] == [9, 10] and [h[23], w[24]] == [9, 10]  # 8 (the video's largest id) + 1, not 5 + 2
+    assert [t[25], h[25], w[25]] == [0, 0, 0]  # padding

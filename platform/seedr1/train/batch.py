@@ -109,13 +109,51 @@ def forward_inputs(model, batch: dict, positions=None) -> dict:
 
 def rope_positions(model, batch: dict) -> torch.Tensor | None:
     """M-RoPE position ids ``[3, B, T]`` of a batch with media (a function of the tokens and media grids only);
-    None for a text-only batch."""
+    None for a text-only batch. Qwen2-VL: ``mrope_positions``, the layout vLLM (and the original Qwen2-VL code)
+    uses; others: the model's own ``get_rope_index``."""
     if not _has_media(batch):
         return None
     grids = {f"{m}_grid_thw": batch[grid][batch[owner]] for m, (_, grid, owner) in _MODALITIES.items() if owner in batch}
-    positions, _ = _core(model).model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
-                                                     attention_mask=batch["attention_mask"], **grids)
+    core = _core(model)
+    if core.config.model_type == "qwen2_vl":
+        return mrope_positions(batch["mm_token_type_ids"], batch["attention_mask"],
+                               core.config.vision_config.spatial_merge_size, **grids)
+    positions, _ = core.model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
+                                             attention_mask=batch["attention_mask"], **grids)
     return positions
+
+
+def mrope_positions(mm_token_type_ids: torch.Tensor, attention_mask: torch.Tensor, merge: int,
+                    image_grid_thw: torch.Tensor | None = None, video_grid_thw: torch.Tensor | None = None):
+    """Qwen2-VL's M-RoPE ids ``[3, B, T]``: text counts up on all three axes; an image or video block takes
+    (t, h, w) grid indices from where the text stopped, and the text after it resumes at the block's largest id + 1.
+    That is what vLLM computes for the rollouts (and the original Qwen2-VL code); transformers 5.19 resumes at
+    ``max(h, w)`` instead, which for a video of more temporal patches than rows puts every token after it at other
+    positions than in the engine that sampled them (log-probs apart by ~1e-3 on SEED-Bench-R1-mini's clips)."""
+    grids = {1: iter(image_grid_thw.tolist()) if image_grid_thw is not None else None,
+             2: iter(video_grid_thw.tolist()) if video_grid_thw is not None else None}
+    B, T = mm_token_type_ids.shape
+    positions = torch.zeros(3, B, T, dtype=torch.long)
+    for b in range(B):
+        kinds = mm_token_type_ids[b][attention_mask[b].bool()].tolist()
+        parts, start, i = [], 0, 0
+        while i < len(kinds):
+            j = i
+            while j < len(kinds) and kinds[j] == kinds[i]:
+                j += 1
+            if kinds[i] == 0:  # text
+                parts.append(torch.arange(j - i).expand(3, -1) + start)
+            else:  # one image or video block: t x (h / merge) x (w / merge) tokens
+                t, h, w = next(grids[kinds[i]])
+                h, w = h // merge, w // merge
+                grid = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"))
+                parts.append(grid.reshape(3, -1) + start)
+                if parts[-1].shape[1] != j - i:
+                    raise ValueError(f"row {b}: a media block of {j - i} tokens, its grid {t}x{h}x{w} says otherwise")
+            start = int(parts[-1].max()) + 1
+            i = j
+        positions[:, b, attention_mask[b].bool()] = torch.cat(parts, dim=1)
+    return positions.to(mm_token_type_ids.device)
 
 
 def unshared_inputs(batch: dict) -> dict:
