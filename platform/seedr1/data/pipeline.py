@@ -49,6 +49,7 @@ class PromptRecord:
 
 _ROW_KEYS = ("ok", "sample_id", "kind", "messages", "gold_letter", "options", "task_level", "domain", "response",
              "video", "video_shape", "image", "image_shape", "file", "line", "field", "reason")
+REJECT_KEYS = ("file", "line", "sample_id", "field", "reason")  # a rejects file's line, and a validation report's
 
 
 def _reject(file: str, line, sample_id, field_name, reason: str) -> dict:
@@ -353,7 +354,7 @@ class RecordStream:
 
     def _write_reject(self, row: dict) -> None:
         if self.rejects_path:
-            line = json.dumps({k: row[k] for k in ("file", "line", "sample_id", "field", "reason")})
+            line = json.dumps({k: row[k] for k in REJECT_KEYS})
             if self.written is not None:
                 if line in self.written:
                     return

@@ -16,11 +16,8 @@ from typing import Callable, Iterable, Iterator, Optional
 
 from seedr1.config import DataConfig
 from seedr1.data.annotations import OFFICIAL_FILES, annotation_names
-from seedr1.data.pipeline import _reject, prepare_from_root, raw_records
+from seedr1.data.pipeline import REJECT_KEYS, _reject, prepare_from_root, raw_records
 from seedr1.storage import get_storage, join
-
-REPORT_KEYS = ("file", "line", "sample_id", "field", "reason")
-
 
 @dataclass
 class FileReport:
@@ -52,7 +49,7 @@ def check_record(meta: dict, root: str, cfg: DataConfig) -> dict:
     """One record -> what the report needs ({ok, file, line, sample_id, field, reason}): the decoded frames are
     dropped here, in the worker, so validating a file never holds more than a few records' pixels."""
     row = prepare_from_root(meta, root, cfg, 0)
-    return {"ok": row["ok"], **{k: row[k] for k in REPORT_KEYS}}
+    return {"ok": row["ok"], **{k: row[k] for k in REJECT_KEYS}}
 
 
 def _ordered_map(pool: Executor, fn: Callable, items: Iterable, ahead: int) -> Iterator:
@@ -89,7 +86,7 @@ def validate_root(root: str, cfg: Optional[DataConfig] = None, workers: int = 2)
                     seen[row["sample_id"]] = row["line"]
                 if not row["ok"]:
                     file_report.rejected += 1
-                    report.rejects.append({k: row[k] for k in REPORT_KEYS})
+                    report.rejects.append({k: row[k] for k in REJECT_KEYS})
         report.files.append(file_report)
     return report
 

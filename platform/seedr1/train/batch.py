@@ -6,6 +6,8 @@ so the tower's forward and backward cost one pass per prompt, not G. M-RoPE posi
 sizes only: the trainer computes them once per micro-batch for the reference and policy forwards."""
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from seedr1.algo.losses import entropy_from_logits, token_logprobs
@@ -135,23 +137,19 @@ def mrope_positions(mm_token_type_ids: torch.Tensor, attention_mask: torch.Tenso
     B, T = mm_token_type_ids.shape
     positions = torch.zeros(3, B, T, dtype=torch.long)
     for b in range(B):
-        kinds = mm_token_type_ids[b][attention_mask[b].bool()].tolist()
-        parts, start, i = [], 0, 0
-        while i < len(kinds):
-            j = i
-            while j < len(kinds) and kinds[j] == kinds[i]:
-                j += 1
-            if kinds[i] == 0:  # text
-                parts.append(torch.arange(j - i).expand(3, -1) + start)
+        parts, start = [], 0
+        for kind, run in itertools.groupby(mm_token_type_ids[b][attention_mask[b].bool()].tolist()):
+            n = len(list(run))
+            if kind == 0:  # text
+                parts.append(torch.arange(n).expand(3, -1) + start)
             else:  # one image or video block: t x (h / merge) x (w / merge) tokens
-                t, h, w = next(grids[kinds[i]])
+                t, h, w = next(grids[kind])
                 h, w = h // merge, w // merge
                 grid = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"))
                 parts.append(grid.reshape(3, -1) + start)
-                if parts[-1].shape[1] != j - i:
-                    raise ValueError(f"row {b}: a media block of {j - i} tokens, its grid {t}x{h}x{w} says otherwise")
+                if parts[-1].shape[1] != n:
+                    raise ValueError(f"row {b}: a media block of {n} tokens, its grid {t}x{h}x{w} says otherwise")
             start = int(parts[-1].max()) + 1
-            i = j
         positions[:, b, attention_mask[b].bool()] = torch.cat(parts, dim=1)
     return positions.to(mm_token_type_ids.device)
 
