@@ -57,7 +57,7 @@ def run_smoke(cfg: SmokeConfig) -> dict:
     processor = load_processor(model_dir)
     prompt = chat_text(processor, record.messages)
     model = load_model(model_dir, trainable=False)
-    inputs = processor_inputs(processor, [prompt], images=[image], videos=[video])
+    inputs = processor_inputs(processor, [prompt], images=[image], videos=[video], video_fps=[record.video_fps])
     with torch.no_grad():
         logits = model(**inputs).logits
     report["forward_logits_shape"] = list(logits.shape)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seedr1.data.media import MediaError, decode_image, decode_video, frame_count, frame_indices
+from seedr1.data.media import MediaError, decode_clip, decode_image, decode_video, frame_count, frame_indices
 
 SIDE = 40  # note: decord mis-decodes some output sides (16, 24, 48, 72: dmlc/decord#336)
 N_FRAMES, NATIVE_FPS = 30, 10  # a 3 s clip
@@ -108,6 +108,13 @@ def test_decode_video_native_size_and_frame_limits(mp4):
     assert frames.shape == (6, SIDE, SIDE, 3)
     assert decode_video(mp4, "clip.mp4", fps=10.0, max_frames=16, size=32).shape == (16, 32, 32, 3)
     assert decode_video(mp4, "clip.mp4", fps=0.5, min_frames=4, size=32).shape == (4, 32, 32, 3)
+
+
+def test_decode_clip_gives_the_rate_the_frames_stand_for(mp4):
+    """Frames per second of the 3 s clip as sampled: the asked rate, unless the frame limits changed the count."""
+    for fps, max_frames, count, rate in ((2.0, 16, 6, 2.0), (10.0, 16, 16, 16 / 3), (0.5, 16, 4, 4 / 3)):
+        frames, got = decode_clip(mp4, "clip.mp4", fps=fps, min_frames=4, max_frames=max_frames, size=32)
+        assert len(frames) == count and got == pytest.approx(rate)
 
 
 def test_decode_video_truncated_names_the_file(mp4):

@@ -55,6 +55,7 @@ def test_train_records(root):
             with_video += 1
             assert types == ["video", "image", "text"]
             assert rec.video.dtype == np.uint8 and rec.video.shape == (8, SIZE, SIZE, 3)  # 4 s at 2 fps
+            assert rec.video_fps == pytest.approx(2.0)
         else:
             assert types == ["image", "text"] and rec.video is None
         assert rec.image.dtype == np.uint8 and rec.image.shape == (SIZE, SIZE, 3)
@@ -175,5 +176,6 @@ def test_arrow_blocks_round_trip_rows(root):
         a, b = to_record(mine), to_record(theirs)
         assert a.sample_id == b.sample_id and a.messages == b.messages and a.options == b.options
         assert a.gold_letter == b.gold_letter and a.response == b.response and a.kind == b.kind
+        assert theirs["video_fps"] == mine["video_fps"] and (mine["video"] is None) == (mine["video_fps"] is None)
         for x, y in ((a.video, b.video), (a.image, b.image)):
             assert (x is None and y is None) or (x.shape == y.shape and np.array_equal(x, y))

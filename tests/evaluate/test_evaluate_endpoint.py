@@ -216,3 +216,21 @@ def test_a_server_error_fails_the_run_after_writing_what_came_back(stub_server, 
     summary = run_evaluate(cfg)
     assert summary["n"] == 18 and not summary["missing"] and summary["answered_this_run"] == len(failed)
     assert len(StubChat.requests) == len(failed)
+
+
+def test_video_is_sent_at_the_rate_its_frames_stand_for():
+    """The endpoint re-samples the mp4 the evaluator sends: at the record's rate, the same frames and rate come back
+    (Qwen2.5-VL's temporal positions follow the rate)."""
+    import base64
+
+    import numpy as np
+
+    from seedr1.data.media import decode_clip
+    from seedr1.evaluate.http_target import mp4_data_url
+
+    frames = np.repeat(np.arange(8, dtype=np.uint8)[:, None, None, None] * 30, 32, 1).repeat(32, 2).repeat(3, 3)
+    for fps in (1.5, 2.0):
+        data = base64.b64decode(mp4_data_url(frames, fps).split(",", 1)[1])
+        back, rate = decode_clip(data, "sent.mp4", fps=fps, min_frames=4, max_frames=16, size=None)
+        assert len(back) == 8 and rate == pytest.approx(fps)
+        assert np.allclose(back.reshape(8, -1).mean(1), frames.reshape(8, -1).mean(1), atol=4)

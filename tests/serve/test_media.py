@@ -302,7 +302,9 @@ def test_in_process_decoding_matches():
     from seedr1.serve.media import decode_video_checked
 
     data = mp4()
-    assert np.array_equal(decode_video_checked(data, LIMITS, isolate=False), decode_video_checked(data, LIMITS))
+    (here, here_fps), (isolated, isolated_fps) = decode_video_checked(data, LIMITS, isolate=False), \
+        decode_video_checked(data, LIMITS)
+    assert np.array_equal(here, isolated) and here_fps == isolated_fps
 
 
 def test_multi_turn_kept_in_order():
@@ -407,3 +409,15 @@ def test_s3_image_and_video(s3_env):
             parse_chat(user(img(url)), limits)
         assert info.value.status == status and fragment in info.value.message, (url, info.value.body())
         assert info.value.param == "messages[0].content[0].image_url.url"
+
+
+def test_video_rate_travels_with_the_frames():
+    """Qwen2.5-VL's temporal positions depend on the rate the frames stand for: a 1 s clip sampled to the 4-frame
+    minimum stands for 4 fps, not the serving rate; frames sent as images are taken at the serving rate."""
+    short = user({"type": "video_url", "video_url": {"url": data_url(mp4(frames=8, fps=8), "video/mp4")}})
+    record = parse_chat(short, LIMITS)
+    assert record.video.shape[0] == 4 and record.video_fps == pytest.approx(4.0)
+    at_rate = user({"type": "video_url", "video_url": {"url": data_url(mp4(frames=8, fps=4), "video/mp4")}})
+    assert parse_chat(at_rate, LIMITS).video_fps == pytest.approx(LIMITS.fps)
+    frames = user({"type": "video", "video": [data_url(png(seed=k)) for k in range(4)]})
+    assert parse_chat(frames, LIMITS).video_fps == LIMITS.fps

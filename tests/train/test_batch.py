@@ -109,3 +109,15 @@ def test_mrope_positions_resume_after_a_media_block_at_its_largest_id():
     assert t[7:23] == [5] * 4 + [6] * 4 + [7] * 4 + [8] * 4 and h[7:11] == [5, 5, 6, 6] and w[7:11] == [5, 6, 5, 6]
     assert [t[23], t[24]] == [9, 10] and [h[23], w[24]] == [9, 10]  # 8 (the video's largest id) + 1, not 5 + 2
     assert [t[25], h[25], w[25]] == [0, 0, 0]  # padding
+
+
+def test_mrope_positions_space_video_time_by_its_scale():
+    # Qwen2.5-VL: a video's temporal ids step by tokens_per_second x seconds per temporal patch, truncated (vLLM's
+    # int64 cast); the text after it resumes at the block's largest id + 1. 1 text, a video of 3 temporal patches
+    # (3x2x2 grid, merge 2: 3 tokens of 1x1), 1 text; scale 2.5 -> temporal ids 1 + [0, 2, 5].
+    from seedr1.train.batch import mrope_positions
+
+    types, mask = torch.tensor([[0, 2, 2, 2, 0]]), torch.ones(1, 5, dtype=torch.long)
+    pos = mrope_positions(types, mask, 2, video_grid_thw=torch.tensor([[3, 2, 2]]), video_time_scale=[2.5])
+    assert pos[0, 0].tolist() == [0, 1, 3, 6, 7] and pos[1, 0].tolist() == [0, 1, 1, 1, 7]
+    assert mrope_positions(types, mask, 2, video_grid_thw=torch.tensor([[3, 2, 2]]))[0, 0].tolist() == [0, 1, 2, 3, 4]

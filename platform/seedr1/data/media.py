@@ -32,6 +32,13 @@ def frame_indices(num_frames: int, count: int) -> np.ndarray:
 def decode_video(data: bytes, name: str = "<video>", fps: float = 2.0, min_frames: int = 4, max_frames: int = 16,
                  size: int | None = 252) -> np.ndarray:
     """uint8 frames [T, H, W, 3] sampled from an encoded video held in memory."""
+    return decode_clip(data, name, fps, min_frames, max_frames, size)[0]
+
+
+def decode_clip(data: bytes, name: str = "<video>", fps: float = 2.0, min_frames: int = 4, max_frames: int = 16,
+                size: int | None = 252) -> tuple[np.ndarray, float]:
+    """``decode_video``'s frames and the rate they stand for: frames per second of the clip as sampled (``fps``
+    unless ``min_frames`` / ``max_frames`` changed the count). Qwen2.5-VL spaces its temporal positions by it."""
     import decord
 
     if not data:
@@ -39,10 +46,10 @@ def decode_video(data: bytes, name: str = "<video>", fps: float = 2.0, min_frame
     try:
         kwargs = dict(width=size, height=size) if size else {}
         reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1, **kwargs)
-        n = len(reader)
+        n, native_fps = len(reader), float(reader.get_avg_fps())
         if n == 0:
             raise MediaError(f"{name}: video has no frames")
-        count = frame_count(n, reader.get_avg_fps(), fps, min_frames, max_frames)
+        count = frame_count(n, native_fps, fps, min_frames, max_frames)
         frames = reader.get_batch(frame_indices(n, count).tolist()).asnumpy()
     except MediaError:
         raise
@@ -50,7 +57,8 @@ def decode_video(data: bytes, name: str = "<video>", fps: float = 2.0, min_frame
         first_line = str(e).strip().partition("\n")[0][:200]  # decord appends a long C++ stack trace
         cause = f"{type(e).__name__}: {first_line}" if first_line else type(e).__name__
         raise MediaError(f"{name}: cannot decode video ({cause})") from e
-    return np.ascontiguousarray(frames, dtype=np.uint8)
+    rate = count * native_fps / n if 0 < native_fps < float("inf") else fps  # no usable rate: as asked
+    return np.ascontiguousarray(frames, dtype=np.uint8), rate
 
 
 def decode_image(data: bytes, name: str = "<image>", size: int | None = 252) -> np.ndarray:

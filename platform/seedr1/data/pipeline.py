@@ -19,7 +19,7 @@ import numpy as np
 
 from seedr1.config import DataConfig
 from seedr1.data.annotations import kind_of, raw_lines
-from seedr1.data.media import MediaError, decode_image, decode_video
+from seedr1.data.media import MediaError, decode_clip, decode_image
 from seedr1.data.prompt_text import build_prompt_text
 from seedr1.data.prompts import arrange_options, user_message
 from seedr1.data.schema import RecordError, parse_record
@@ -45,10 +45,12 @@ class PromptRecord:
     task_level: Optional[str] = None
     domain: Optional[str] = None
     response: Optional[str] = None  # SFT target (cot files)
+    # frames per second ``video`` stands for (Qwen2.5-VL spaces temporal positions by it); the data default
+    video_fps: float = DataConfig.fps
 
 
 _ROW_KEYS = ("ok", "sample_id", "kind", "messages", "gold_letter", "options", "task_level", "domain", "response",
-             "video", "video_shape", "image", "image_shape", "file", "line", "field", "reason")
+             "video", "video_shape", "video_fps", "image", "image_shape", "file", "line", "field", "reason")
 REJECT_KEYS = ("file", "line", "sample_id", "field", "reason")  # a rejects file's line, and a validation report's
 
 
@@ -66,13 +68,13 @@ def prepare(meta: dict, media: dict, cfg: DataConfig, epoch: int) -> dict:
         sample = parse_record(meta["kind"], raw, line or 0)
     except RecordError as e:
         return _reject(file, line, sid, e.field, e.reason)
-    video = image = None
+    video = image = fps = None
     try:
         if sample.video:
             if media.get("mp4") is None:
                 return _reject(file, line, sample.sample_id, sample.video_field, f"missing video {sample.video}")
-            video = decode_video(media["mp4"], sample.video, cfg.fps, cfg.min_frames, cfg.max_frames,
-                                 cfg.frame_size)
+            video, fps = decode_clip(media["mp4"], sample.video, cfg.fps, cfg.min_frames, cfg.max_frames,
+                                     cfg.frame_size)
         if sample.image:
             if media.get("png") is None:
                 return _reject(file, line, sample.sample_id, sample.image_field, f"missing image {sample.image}")
@@ -95,7 +97,7 @@ def prepare(meta: dict, media: dict, cfg: DataConfig, epoch: int) -> dict:
                    gold_letter=gold, options=json.dumps(options))
     # Arrays stay arrays here (no copy); ``_to_table`` packs a block's worth into one Arrow buffer for Ray Data.
     if video is not None:
-        row.update(video=video, video_shape=list(video.shape))
+        row.update(video=video, video_shape=list(video.shape), video_fps=fps)
     if image is not None:
         row.update(image=image, image_shape=list(image.shape))
     return row
@@ -110,7 +112,8 @@ def to_record(row: dict) -> PromptRecord:
     return PromptRecord(sample_id=row["sample_id"], kind=row["kind"], messages=json.loads(row["messages"]),
                         video=array(row["video"], row["video_shape"]), image=array(row["image"], row["image_shape"]),
                         gold_letter=row["gold_letter"], options=json.loads(row["options"] or "[]"),
-                        task_level=row["task_level"], domain=row["domain"], response=row["response"])
+                        task_level=row["task_level"], domain=row["domain"], response=row["response"],
+                        video_fps=row["video_fps"] or DataConfig.fps)
 
 
 # ---- sources ------------------------------------------------------------------------------------------------------
@@ -171,7 +174,7 @@ def _row_schema():
     text, shape = pa.string(), pa.list_(pa.int64())
     types = dict.fromkeys(_ROW_KEYS, text)
     types.update(ok=pa.bool_(), line=pa.int64(), video=pa.large_binary(), image=pa.large_binary(),
-                 video_shape=shape, image_shape=shape)
+                 video_shape=shape, image_shape=shape, video_fps=pa.float64())
     return pa.schema([(k, types[k]) for k in _ROW_KEYS])
 
 

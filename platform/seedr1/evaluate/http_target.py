@@ -28,13 +28,16 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def mp4_data_url(frames: np.ndarray, fps: int = 2) -> str:
-    """The sampled frames as a small H.264 mp4 (the server samples its frames from it again)."""
+def mp4_data_url(frames: np.ndarray, fps: float = 2.0) -> str:
+    """The sampled frames as a small H.264 mp4 at the rate they stand for (the server samples its frames from it
+    again, and Qwen2.5-VL's temporal positions follow the rate)."""
+    from fractions import Fraction
+
     import av
 
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.height, stream.width = frames.shape[1] - frames.shape[1] % 2, frames.shape[2] - frames.shape[2] % 2
         stream.pix_fmt = "yuv420p"
         for frame in frames:
@@ -52,7 +55,7 @@ def chat_messages(record) -> list[dict]:
     parts = []
     for part in record.messages[0]["content"]:
         if part["type"] == "video" and record.video is not None:
-            parts.append({"type": "video_url", "video_url": {"url": mp4_data_url(record.video)}})
+            parts.append({"type": "video_url", "video_url": {"url": mp4_data_url(record.video, record.video_fps)}})
         elif part["type"] == "image" and record.image is not None:
             parts.append({"type": "image_url", "image_url": {"url": png_data_url(record.image)}})
         elif part["type"] == "text":

@@ -9,7 +9,7 @@ from seedr1.data.pipeline import PromptRecord
 from seedr1.model.multimodal import chat_text
 from seedr1.model.tiny import vision_token_ids
 from seedr1.rollout.engine import Completion, RolloutEngine, Sampling, completion_texts
-from seedr1.train.batch import build_batch, completion_logprobs
+from seedr1.train.batch import build_batch, completion_logprobs, use_engine_positions
 
 
 def sampled_logprobs(step_logits: tuple, tokens: torch.Tensor) -> torch.Tensor:
@@ -24,6 +24,7 @@ class HFEngine(RolloutEngine):
         from seedr1.model.loading import load_model, load_processor
 
         self.model = load_model(model, trainable=False)
+        use_engine_positions(self.model)  # sample with the M-RoPE positions the trainer scores with
         self.processor = load_processor(model)
         self.banned = vision_token_ids(self.processor.tokenizer)
 
@@ -38,7 +39,8 @@ class HFEngine(RolloutEngine):
         for r in prompts:
             inputs = processor_inputs(self.processor, [chat_text(self.processor, r.messages)],
                                       images=[r.image] if r.image is not None else None,
-                                      videos=[r.video] if r.video is not None else None)
+                                      videos=[r.video] if r.video is not None else None,
+                                      video_fps=[r.video_fps] if r.video is not None else None)
             out = self.model.generate(**inputs, do_sample=sampling.temperature > 0, temperature=sampling.temperature,
                                       top_p=sampling.top_p, max_new_tokens=sampling.max_tokens,
                                       num_return_sequences=sampling.n, suppress_tokens=self.banned,

@@ -5,7 +5,7 @@ from typing import Sequence
 
 from seedr1.config import VLLMConfig
 from seedr1.data.pipeline import PromptRecord
-from seedr1.model.multimodal import chat_text
+from seedr1.model.multimodal import chat_text, video_metadata
 from seedr1.model.tiny import vision_token_ids
 from seedr1.rollout.engine import Completion, RolloutEngine, Sampling, completion_texts, prompt_seeds
 from seedr1.rollout.vllm_engine_factory import build_llm, on_cpu
@@ -29,8 +29,9 @@ class VLLMEngine(RolloutEngine):
         from PIL import Image
 
         media = {}
-        if record.video is not None:
-            media["video"] = record.video
+        if record.video is not None:  # with what the frames are: already sampled, at video_fps (as the trainer is told)
+            media["video"] = (record.video, {**video_metadata(record.video, record.video_fps),
+                                             "video_backend": "opencv", "do_sample_frames": False})
         if record.image is not None:
             media["image"] = Image.fromarray(record.image)
         key = "prompt" if isinstance(prompt, str) else "prompt_token_ids"

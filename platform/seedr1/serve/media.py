@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from seedr1.config import S3Config, ServeLimits
-from seedr1.data.media import MediaError, decode_video
+from seedr1.data.media import MediaError, decode_clip
 from seedr1.data.pipeline import PromptRecord
 from seedr1.serve.errors import APIError, bad_request, too_large
 
@@ -165,15 +165,16 @@ def parse_chat(messages: list, limits: ServeLimits, s3: Optional[S3Config] = Non
     try:
         out, jobs = _check_messages(messages, limits)
         video = image = None
+        fps = limits.fps  # a video given as image frames is taken for one sampled at the serving rate
         for job in jobs:
             if job.kind == "image":
                 image = load_image(job.url, limits, s3, param=job.param)
             elif job.kind == "video":
-                video = load_video(job.url, limits, s3, param=job.param)
+                video, fps = load_video(job.url, limits, s3, param=job.param)
             else:
                 video = load_frames(job.urls, limits, s3, param=job.param)
         return PromptRecord(sample_id="request", kind="chat", messages=out, video=video, image=image,
-                            gold_letter=None)
+                            gold_letter=None, video_fps=fps)
     except APIError:
         raise
     except Exception as e:  # noqa: BLE001 - a bug here is a 500 in OpenAI's shape, never an unhandled exception
@@ -273,11 +274,11 @@ def _video_header(data: bytes, limits: ServeLimits, param: Optional[str]) -> Non
                           code="video_too_long")
 
 
-def _decode_video_here(data: bytes, limits: ServeLimits, param: Optional[str]) -> np.ndarray:
+def _decode_video_here(data: bytes, limits: ServeLimits, param: Optional[str]) -> tuple[np.ndarray, float]:
     _video_header(data, limits, param)
     try:
-        return decode_video(data, "video", limits.fps, limits.min_frames, limits.sampled_max_frames,
-                            limits.frame_size)
+        return decode_clip(data, "video", limits.fps, limits.min_frames, limits.sampled_max_frames,
+                           limits.frame_size)
     except MediaError as e:
         raise bad_request(str(e)[:300], param=param, code="invalid_video") from None
     except Exception as e:  # noqa: BLE001
@@ -285,7 +286,7 @@ def _decode_video_here(data: bytes, limits: ServeLimits, param: Optional[str]) -
 
 
 def _video_job(data: bytes, limits: ServeLimits) -> tuple:
-    """In the decoder process: ("ok", frames) or ("error", status, message, code) (APIError does not pickle)."""
+    """In the decoder process: ("ok", (frames, fps)) or ("error", status, message, code) (APIError does not pickle)."""
     try:
         return ("ok", _decode_video_here(data, limits, None))
     except APIError as e:
@@ -320,8 +321,9 @@ def _drop_pool(pool, kill: bool) -> None:
 
 
 def decode_video_checked(data: bytes, limits: ServeLimits, param: Optional[str] = None,
-                         isolate: Optional[bool] = None) -> np.ndarray:
-    """uint8 frames [T, F, F, 3] sampled from video bytes after the checks, in a decoder process by default."""
+                         isolate: Optional[bool] = None) -> tuple[np.ndarray, float]:
+    """uint8 frames [T, F, F, 3] sampled from video bytes after the checks, in a decoder process by default, and
+    the rate they stand for (``decode_clip``)."""
     if not data:
         raise bad_request("empty video", param=param, code="invalid_video")
     if not (ISOLATE_VIDEO_DECODING if isolate is None else isolate):
@@ -354,8 +356,8 @@ def decode_video_checked(data: bytes, limits: ServeLimits, param: Optional[str] 
 
 
 def load_video(url: str, limits: ServeLimits, s3: Optional[S3Config] = None,
-               param: Optional[str] = None) -> np.ndarray:
-    """Fetch and decode one video URL into sampled frames."""
+               param: Optional[str] = None) -> tuple[np.ndarray, float]:
+    """Fetch and decode one video URL into sampled frames and their rate."""
     return decode_video_checked(fetch(url, limits, s3, kind="video", param=param), limits, param)
 
 

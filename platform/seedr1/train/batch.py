@@ -11,14 +11,16 @@ import itertools
 import torch
 
 from seedr1.algo.losses import entropy_from_logits, token_logprobs
-from seedr1.model.multimodal import chat_text
+from seedr1.model.multimodal import chat_text, processor_inputs
 
-_MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
+# second_per_grid_ts: Qwen2.5-VL's seconds per temporal patch of each video (its temporal positions scale with it)
+_MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 # modality -> (pixel key, grid key, owner key: for each media slot in sample order, its index among the distinct ones)
 _MODALITIES = {"image": ("pixel_values", "image_grid_thw", "image_owner"),
                "video": ("pixel_values_videos", "video_grid_thw", "video_owner")}
 # keys the forward never gets as they are: lengths, and the media (handed over as encoder outputs instead)
-_BATCH_ONLY = ("prompt_lens", "completion_lens", *(key for keys in _MODALITIES.values() for key in keys))
+_BATCH_ONLY = ("prompt_lens", "completion_lens", "second_per_grid_ts",
+               *(key for keys in _MODALITIES.values() for key in keys))
 
 
 def build_batch(processor, records: list, completions: list[list[int]], cache: dict | None = None) -> dict:
@@ -34,12 +36,10 @@ def build_batch(processor, records: list, completions: list[list[int]], cache: d
     for record, completion in zip(records, completions):
         key = record.sample_id
         if key not in cache:
-            kwargs = {}
-            if record.image is not None:
-                kwargs["images"] = [record.image]
-            if record.video is not None:
-                kwargs["videos"] = [record.video]
-            cache[key] = processor(text=[chat_text(processor, record.messages)], return_tensors="pt", **kwargs)
+            video = [record.video] if record.video is not None else None
+            cache[key] = processor_inputs(processor, [chat_text(processor, record.messages)],
+                                          images=[record.image] if record.image is not None else None,
+                                          videos=video, video_fps=[record.video_fps] if video else None)
         p = cache[key]
         ids = p["input_ids"][0]
         seqs.append(torch.cat([ids, torch.tensor(completion, dtype=ids.dtype)]))
@@ -49,7 +49,7 @@ def build_batch(processor, records: list, completions: list[list[int]], cache: d
             first_slot[key] = {m: sum(len(g) for g in media[grid]) for m, (_, grid, _) in _MODALITIES.items()}
             for k in _MEDIA_KEYS:
                 if k in p:
-                    media[k].append(p[k])
+                    media[k].append(torch.as_tensor(p[k]))
         for m, (_, grid, _) in _MODALITIES.items():
             count = len(p[grid]) if grid in p else 0
             owners[m].extend(range(first_slot[key][m], first_slot[key][m] + count))
@@ -111,29 +111,46 @@ def forward_inputs(model, batch: dict, positions=None) -> dict:
 
 def rope_positions(model, batch: dict) -> torch.Tensor | None:
     """M-RoPE position ids ``[3, B, T]`` of a batch with media (a function of the tokens and media grids only);
-    None for a text-only batch. Qwen2-VL: ``mrope_positions``, the layout vLLM (and the original Qwen2-VL code)
-    uses; others: the model's own ``get_rope_index``."""
+    None for a text-only batch. Qwen2-VL and Qwen2.5-VL: ``mrope_positions``, the layout vLLM (and the original
+    Qwen2-VL code) uses; others: the model's own ``get_rope_index``."""
     if not _has_media(batch):
         return None
     grids = {f"{m}_grid_thw": batch[grid][batch[owner]] for m, (_, grid, owner) in _MODALITIES.items() if owner in batch}
     core = _core(model)
-    if core.config.model_type == "qwen2_vl":
+    if core.config.model_type in _VLLM_LAYOUT:
+        seconds = batch["second_per_grid_ts"][batch["video_owner"]] if "second_per_grid_ts" in batch else None
         return mrope_positions(batch["mm_token_type_ids"], batch["attention_mask"],
-                               core.config.vision_config.spatial_merge_size, **grids)
+                               core.config.vision_config.spatial_merge_size,
+                               video_time_scale=_time_scales(core.config, seconds), **grids)
     positions, _ = core.model.get_rope_index(batch["input_ids"], mm_token_type_ids=batch["mm_token_type_ids"],
                                              attention_mask=batch["attention_mask"], **grids)
     return positions
 
 
+_VLLM_LAYOUT = ("qwen2_vl", "qwen2_5_vl")
+
+
+def _time_scales(config, second_per_grid_ts) -> list[float] | None:
+    """Qwen2.5-VL: temporal position step per temporal patch of each video, ``tokens_per_second`` x its seconds per
+    patch (float64 from the processor's float32 seconds, as vLLM computes it). Qwen2-VL: None (a step of 1)."""
+    if config.model_type != "qwen2_5_vl" or second_per_grid_ts is None:
+        return None
+    tokens_per_second = getattr(config.vision_config, "tokens_per_second", 1.0)
+    return [float(s) * tokens_per_second for s in torch.as_tensor(second_per_grid_ts).reshape(-1).tolist()]
+
+
 def mrope_positions(mm_token_type_ids: torch.Tensor, attention_mask: torch.Tensor, merge: int,
-                    image_grid_thw: torch.Tensor | None = None, video_grid_thw: torch.Tensor | None = None):
+                    image_grid_thw: torch.Tensor | None = None, video_grid_thw: torch.Tensor | None = None,
+                    video_time_scale: list[float] | None = None):
     """Qwen2-VL's M-RoPE ids ``[3, B, T]``: text counts up on all three axes; an image or video block takes
     (t, h, w) grid indices from where the text stopped, and the text after it resumes at the block's largest id + 1.
+    ``video_time_scale`` (Qwen2.5-VL): per video, the temporal id step per temporal patch (truncated to integers).
     That is what vLLM computes for the rollouts (and the original Qwen2-VL code); transformers 5.19 resumes at
     ``max(h, w)`` instead, which for a video of more temporal patches than rows puts every token after it at other
     positions than in the engine that sampled them (log-probs apart by ~1e-3 on SEED-Bench-R1-mini's clips)."""
     grids = {1: iter(image_grid_thw.tolist()) if image_grid_thw is not None else None,
              2: iter(video_grid_thw.tolist()) if video_grid_thw is not None else None}
+    scales = {1: itertools.repeat(1.0), 2: iter(video_time_scale) if video_time_scale else itertools.repeat(1.0)}
     B, T = mm_token_type_ids.shape
     positions = torch.zeros(3, B, T, dtype=torch.long)
     for b in range(B):
@@ -145,13 +162,34 @@ def mrope_positions(mm_token_type_ids: torch.Tensor, attention_mask: torch.Tenso
             else:  # one image or video block: t x (h / merge) x (w / merge) tokens
                 t, h, w = next(grids[kind])
                 h, w = h // merge, w // merge
-                grid = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"))
+                times = (torch.arange(t, dtype=torch.float64) * next(scales[kind])).long()
+                grid = torch.stack(torch.meshgrid(times, torch.arange(h), torch.arange(w), indexing="ij"))
                 parts.append(grid.reshape(3, -1) + start)
                 if parts[-1].shape[1] != n:
                     raise ValueError(f"row {b}: a media block of {n} tokens, its grid {t}x{h}x{w} says otherwise")
             start = int(parts[-1].max()) + 1
         positions[:, b, attention_mask[b].bool()] = torch.cat(parts, dim=1)
     return positions.to(mm_token_type_ids.device)
+
+
+def use_engine_positions(model) -> None:
+    """Make transformers' own forward and ``generate`` on ``model`` (Qwen2-VL / Qwen2.5-VL) compute
+    ``mrope_positions`` instead of its ``get_rope_index``: the HF engine then samples with the positions the
+    trainer scores its completions with (and vLLM samples with)."""
+    core = _core(model)
+    if core.config.model_type not in _VLLM_LAYOUT:
+        return
+    merge = core.config.vision_config.spatial_merge_size
+
+    def get_rope_index(input_ids, mm_token_type_ids, image_grid_thw=None, video_grid_thw=None, attention_mask=None,
+                       second_per_grid_ts=None, **_):
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        positions = mrope_positions(mm_token_type_ids, mask, merge, image_grid_thw, video_grid_thw,
+                                    _time_scales(core.config, second_per_grid_ts))
+        deltas = [positions[:, b, mask[b].bool()].max() + 1 - mask[b].sum() for b in range(len(input_ids))]
+        return positions, torch.stack(deltas).reshape(-1, 1).to(input_ids.device)
+
+    core.model.get_rope_index = get_rope_index
 
 
 def unshared_inputs(batch: dict) -> dict:

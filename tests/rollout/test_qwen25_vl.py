@@ -1,0 +1,73 @@
+"""Qwen2.5-VL with video: vLLM needs to be told what the frames are (already sampled, at ``video_fps``), and the
+trainer must space the video's temporal positions by that rate and lay them out as vLLM does, or the log-probs the
+engine sampled with are not the ones the trainer computes (transformers 5.19's own layout is ~2e-3 apart)."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from seedr1.config import TinyModelConfig, VLLMConfig
+from seedr1.data.pipeline import PromptRecord
+from seedr1.data.prompts import user_message
+from seedr1.model.loading import load_model, load_processor
+from seedr1.rollout.engine import Sampling
+from seedr1.train.batch import build_batch, completion_logprobs, forward_inputs
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from seedr1.model.tiny import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny25") / "qwen2.5-vl", TinyModelConfig(family="qwen2.5-vl")))
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    from seedr1.rollout.vllm_engine import VLLMEngine
+
+    return VLLMEngine(model_dir, VLLMConfig())
+
+
+def _record(fps: float) -> PromptRecord:
+    rng = np.random.default_rng(0)
+    return PromptRecord(sample_id=f"v{fps}", kind="validation", gold_letter="A", video_fps=fps,
+                        messages=user_message("What next?\nA. a\nB. b\nC. c\nD. d\n", True, True),
+                        video=rng.integers(0, 255, (8, 56, 56, 3), dtype=np.uint8),
+                        image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("fps", [2.0, 1.5])
+def test_engine_and_trainer_agree_on_a_qwen25_video(engine, model_dir, fps):
+    record = _record(fps)
+    completion = engine.generate([record], Sampling(n=1, max_tokens=8, temperature=1.0))[0][0]
+    assert completion.token_ids
+    processor, model = load_processor(model_dir), load_model(model_dir, trainable=False)
+    batch = build_batch(processor, [record], [completion.token_ids])
+    # the rate reached the processor: seconds per temporal patch of 2 frames
+    assert batch["second_per_grid_ts"].tolist() == pytest.approx([2 / fps])
+    with torch.no_grad():
+        logp, mask = completion_logprobs(model, batch)
+        trainer = logp[0][mask[0]].numpy()
+        np.testing.assert_allclose(completion.logprobs, trainer, atol=1e-4)
+        np.testing.assert_allclose(engine.score([record], [completion.token_ids])[0], trainer, atol=1e-4)
+        # transformers' own positions for the same batch are what the agreement above depends on not using
+        theirs, _ = model.model.get_rope_index(batch["input_ids"], batch["mm_token_type_ids"],
+                                               image_grid_thw=batch["image_grid_thw"],
+                                               video_grid_thw=batch["video_grid_thw"],
+                                               second_per_grid_ts=batch["second_per_grid_ts"],
+                                               attention_mask=batch["attention_mask"])
+        other, other_mask = completion_logprobs(model, batch,
+                                                inputs={**forward_inputs(model, batch), "position_ids": theirs})
+    assert np.abs(other[0][other_mask[0]].numpy() - trainer).max() > 1e-4
+
+
+def test_the_rate_changes_the_positions(model_dir):
+    """Same frames, another rate: other temporal positions, so other log-probs (the rate is not decoration)."""
+    processor, model = load_processor(model_dir), load_model(model_dir, trainable=False)
+    tokens = [11, 12, 13, 14]
+    with torch.no_grad():
+        a = completion_logprobs(model, build_batch(processor, [_record(2.0)], [tokens]))[0]
+        b = completion_logprobs(model, build_batch(processor, [dataclasses.replace(_record(2.0), video_fps=0.5)],
+                                                   [tokens]))[0]
+    assert (a - b).abs().max() > 1e-4
