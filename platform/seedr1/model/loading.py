@@ -11,13 +11,14 @@ from pathlib import Path
 
 import torch
 
-from seedr1.config import TinyModelConfig
+from seedr1.config import S3Config, TinyModelConfig
 from seedr1.paths import cache_dir
 from seedr1.storage import get_storage, is_s3
 
 
-def resolve_checkpoint(path: str) -> str:
-    """A local folder (or hub id) that ``from_pretrained`` and vLLM can read.
+def resolve_checkpoint(path: str, s3: S3Config | None = None) -> str:
+    """A local folder (or hub id) that ``from_pretrained`` and vLLM can read. ``s3``: how to reach an ``s3://``
+    checkpoint (empty fields: the AWS variables).
 
     - ``tiny`` / ``tiny:qwen2.5-vl``: the offline tiny model (seed 0), built once into the cache;
     - ``s3://bucket/prefix``: downloaded once into the cache (keyed by the URI);
@@ -42,7 +43,7 @@ def resolve_checkpoint(path: str) -> str:
         digest = hashlib.sha256(path.encode()).hexdigest()[:16]
         out = cache_dir() / "checkpoints" / digest
         if not (out / ".complete").exists():
-            get_storage(path).download_dir(path, out)
+            get_storage(path, s3).download_dir(path, out)
             (out / ".complete").write_text(path + "\n")
         return str(out)
     if Path(path).is_dir():

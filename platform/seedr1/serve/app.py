@@ -111,7 +111,7 @@ class ChatServer:
         self.keys = load_api_keys(self.cfg)
         if self.cfg.auth == "key" and not self.keys:  # checked again here: a replica never serves without keys
             raise RuntimeError(f"auth=key but no API key: set ${self.cfg.api_keys_env} or api_keys_file")
-        self.engine = VLLMEngine(resolve_checkpoint(self.cfg.model), self.cfg.vllm)
+        self.engine = VLLMEngine(resolve_checkpoint(self.cfg.model, self.cfg.s3), self.cfg.vllm)
         self.lock = threading.Lock()  # one engine call at a time (vLLM's LLM class is not thread-safe)
 
     # --- plumbing ---------------------------------------------------------------------------------------------
