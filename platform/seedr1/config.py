@@ -136,8 +136,8 @@ class RolloutConfig:
     gpus_per_actor: float = doc(0.0, "GPUs reserved per rollout actor (0 on CPU machines).", low=0.0)
     num_samples: int = doc(8, "Completions per prompt (the GRPO group size G; advantages are relative to it).",
                            low=2)
-    temperature: float = doc(1.0, "Sampling temperature. The update's log-probs (ratio, KL) are the T=1 policy's on "
-                             "both sides: other values train that policy on tempered samples.", low=0.0)
+    temperature: float = doc(1.0, "Sampling temperature; the update's log-probs (ratio, KL, entropy) are of "
+                             "softmax(logits / T), as in TRL (0: greedy, trained as T=1). overlap needs T=1.", low=0.0)
     top_p: float = doc(1.0, "Nucleus sampling threshold.", low=0.01, high=1.0)
     max_tokens: int = doc(256, "Longest completion in tokens.", low=1)
     vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")

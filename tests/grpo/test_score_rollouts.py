@@ -32,6 +32,19 @@ def test_metrics_and_advantages_with_accuracy_reward_only():
     assert info["response_length"] == 2
 
 
+def test_engine_logprobs_are_compared_only_at_temperature_one():
+    """The engines report T=1 log-probs; the trainer's are the tempered policy's, so at T != 1 there is nothing to
+    compare (no engine_logprob_gap), and greedy rollouts (T=0) train the T=1 policy."""
+    from seedr1.grpo.loop import train_temperature
+
+    records = [SimpleNamespace(gold_letter="A", sample_id="s1")]
+    for temperature, comparable in ((1.0, True), (0.7, False), (0.0, True)):
+        cfg = GRPOConfig(rollout=RolloutConfig(num_samples=2, temperature=temperature))
+        samples, _ = score_rollouts(cfg, records, [[_completion(RIGHT), _completion(WRONG_FORMAT)]])
+        assert (samples[0].engine_logprobs is not None) == comparable
+    assert [train_temperature(GRPOConfig(rollout=RolloutConfig(temperature=t))) for t in (0.7, 0.0)] == [0.7, 1.0]
+
+
 def test_rank_shards_keep_a_prompts_completions_together():
     from seedr1.grpo.loop import rank_shard
 

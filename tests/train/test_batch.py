@@ -93,6 +93,25 @@ def test_logprobs_equal_a_full_forward_read_by_hand(model_and_processor, grouped
         torch.testing.assert_close(logp[i][mask[i]], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_logprobs_at_a_temperature_are_those_of_the_tempered_softmax(model_and_processor, grouped_batch):
+    """The policy the rollouts sampled from at T: log softmax(logits / T), read by hand (and its entropy)."""
+    model, _ = model_and_processor
+    plen, clen = grouped_batch["prompt_lens"].tolist(), grouped_batch["completion_lens"].tolist()
+    with torch.no_grad():
+        logp, mask, entropy = completion_logprobs(model, grouped_batch, with_entropy=True, temperature=2.0)
+        at_one = completion_logprobs(model, grouped_batch)[0]
+        logits = model(**unshared_inputs(grouped_batch)).logits / 2.0
+    full = logits.log_softmax(-1)
+    ids = grouped_batch["input_ids"]
+    for i in range(len(plen)):
+        rows = [plen[i] - 1 + j for j in range(clen[i])]
+        expected = torch.stack([full[i, r, ids[i, r + 1]] for r in rows])
+        torch.testing.assert_close(logp[i][mask[i]], expected, rtol=1e-5, atol=1e-5)
+        expected_entropy = torch.stack([-(full[i, r].exp() * full[i, r]).sum() for r in rows])
+        torch.testing.assert_close(entropy[i][mask[i]], expected_entropy, rtol=1e-4, atol=1e-4)
+    assert (logp[mask] - at_one[mask]).abs().max() > 1e-2  # T matters for these logits
+
+
 def test_mrope_positions_resume_after_a_media_block_at_its_largest_id():
     # 2 text, an image (grid 1x4x4, merge 2: 1x2x2 tokens), 1 text, a video of 4 temporal patches (4x4x4: 4x2x2),
     # 2 text. After the video the text resumes at its largest id + 1 (the temporal axis reaches 3 there), as vLLM

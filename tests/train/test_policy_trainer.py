@@ -74,6 +74,23 @@ def test_loss_normalised_over_the_whole_batch_not_per_micro_batch(one_rank_group
     assert stats["loss"] == pytest.approx(-0.5, abs=1e-5)
 
 
+def test_update_uses_the_sampling_temperature(one_rank_group, tiny_model_dir):
+    """The step's entropy is the tempered policy's (what the rollouts sampled from), computed by hand here."""
+    from seedr1.algo.losses import masked_mean
+    from seedr1.train.batch import build_batch, completion_logprobs
+
+    record, trainer = _image_record_and_trainer(tiny_model_dir, AlgoConfig(beta=0.0), 1)
+    trainer.temperature = 2.0
+    tokens = [10, 20, 30]
+    with torch.no_grad():
+        batch = build_batch(trainer.processor, [record], [tokens])
+        _, mask, hot = completion_logprobs(trainer.engine.module, batch, with_entropy=True, temperature=2.0)
+        _, _, cold = completion_logprobs(trainer.engine.module, batch, with_entropy=True)
+    expected = float(masked_mean(hot, mask))
+    assert abs(expected - float(masked_mean(cold, mask))) > 1e-2
+    assert trainer.train_step([TrainSample(record, tokens, 1.0)])["entropy"] == pytest.approx(expected, rel=1e-4)
+
+
 def test_sft_loss_is_the_whole_batch_token_mean(one_rank_group, tiny_model_dir):
     # Targets of 4 and 1 tokens in two micro-batches: the step's loss is the mean NLL over the 5 tokens (what one
     # forward of the whole batch gives), not the mean of the two micro-batch means.

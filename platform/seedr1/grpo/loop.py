@@ -28,6 +28,11 @@ def sampling_seed(cfg: GRPOConfig, step: int) -> int:
     return cfg.seed * 100003 + step * 101
 
 
+def train_temperature(cfg: GRPOConfig) -> float:
+    """The temperature of the policy the update trains: the sampling one (greedy rollouts: 1)."""
+    return cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+
+
 def rank_shard(samples: list, rank: int, world: int) -> list:
     """This rank's contiguous share (sizes differ by at most one): a prompt's completions stay together, so a
     micro-batch encodes each prompt's media once for all of them (see ``seedr1.train.batch``)."""
@@ -50,8 +55,10 @@ def score_rollouts(cfg: GRPOConfig, records: list, groups: list) -> tuple[list[T
         raise RuntimeError("overlap=true needs the sampling log-prob of every completion token (the importance "
                            f"ratio's denominator); the {cfg.rollout.engine!r} engine returned fewer")
     # A dropped group stays in the batch (ranks keep equal shards) with weight 0: out of the loss and its count.
-    samples = [TrainSample(r, c.token_ids, float(a) if k else 0.0, c.logprobs if cfg.overlap else None, c.logprobs,
-                           weight=1.0 if k else 0.0)
+    # The engines report T=1 log-probs: the trainer's are comparable with them (the gap metric) only at T=1.
+    comparable = train_temperature(cfg) == 1.0
+    samples = [TrainSample(r, c.token_ids, float(a) if k else 0.0, c.logprobs if cfg.overlap else None,
+                           c.logprobs if comparable else None, weight=1.0 if k else 0.0)
                for (r, c), a, k in zip(flat, adv.tolist(), keep.tolist())]
     info = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
             **{f"reward/{k}": float(np.mean(v)) for k, v in per_fn.items()},
@@ -77,7 +84,8 @@ def grpo_train_loop(config: dict) -> None:
     P, G = cfg.prompts_per_step, cfg.rollout.num_samples
     grad_accum = -(-(P * G // world) // cfg.trainer.micro_batch_size)
     torch.manual_seed(cfg.seed + rank)
-    trainer = PolicyTrainer(cfg.model, cfg.trainer, cfg.algo, grad_accum, total_steps=cfg.steps)
+    trainer = PolicyTrainer(cfg.model, cfg.trainer, cfg.algo, grad_accum, total_steps=cfg.steps,
+                            temperature=train_temperature(cfg))
 
     start, position, uri = ckpt.resume_trainer(trainer, cfg, config.get("launch_id"))
     # Engines hold cfg.model, or newer weights when Ray Train restarted this group: give them the trainer's policy
@@ -131,13 +139,14 @@ def grpo_train_loop(config: dict) -> None:
         dist.all_gather_object(gathered, stats)
         if rank == 0:
             update_s = t["update"] - t_update
+            gap_tokens = sum(g["engine_gap"][1] for g in gathered)
             train_tokens = sum(g["train_tokens"] for g in gathered)
             sink.log({"step": step + 1, **info, "lr": stats["lr"], "optimizer_step": stats["optimizer_step"],
                       "train_tokens": train_tokens,
                       "train_tokens_per_s": train_tokens / max(update_s, 1e-9),
                       **{k: float(np.mean([g[k] for g in gathered])) for k in ("loss", "kl", "clip_fraction", "entropy")},
-                      "engine_logprob_gap": sum(g["engine_gap"][0] for g in gathered)
-                      / max(1, sum(g["engine_gap"][1] for g in gathered)),
+                      **({"engine_logprob_gap": sum(g["engine_gap"][0] for g in gathered) / gap_tokens}
+                         if gap_tokens else {}),  # none at T != 1: the engines' log-probs are T=1's
                       "seconds": {"data": t["data"] - t["start"] + next_take_s, "rollout": t["rollout"] - t["data"],
                                   "reward": t["reward"] - t["rollout"] - next_take_s,
                                   "reference": float(np.mean([g["ref_s"] for g in gathered])),

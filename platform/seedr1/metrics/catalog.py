@@ -36,7 +36,8 @@ METRICS = (
     Metric("clip_fraction", "Fraction of tokens whose probability ratio was clipped.", "fraction"),
     Metric("entropy", "Mean per-token entropy of the policy on the completions.", "nats"),
     Metric("engine_logprob_gap", "Mean |trainer - rollout engine| log-prob of the sampled tokens: ~0 on-policy "
-           "after a correct weight sync; staleness or a broken sync raises it.", "nats"),
+           "after a correct weight sync; staleness or a broken sync raises it (logged at rollout.temperature 1: "
+           "the engines report T=1 log-probs).", "nats"),
     Metric("loss", "GRPO loss of the step (mean over ranks).", "loss"),
     Metric("response_length", "Mean completion length.", "tokens"),
     Metric("groups_dropped", "Prompt groups dropped because all their rewards were equal (no signal).", "groups"),

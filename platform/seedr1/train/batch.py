@@ -204,9 +204,11 @@ def unshared_inputs(batch: dict) -> dict:
     return inputs
 
 
-def completion_logprobs(model, batch: dict, with_entropy: bool = False, inputs: dict | None = None):
+def completion_logprobs(model, batch: dict, with_entropy: bool = False, inputs: dict | None = None,
+                        temperature: float = 1.0):
     """Per-token log-probs of the completion tokens: ``[B, Tc]`` plus a bool mask (and entropies when asked).
-    ``inputs``: ``forward_inputs`` already built (e.g. positions shared with another forward).
+    ``inputs``: ``forward_inputs`` already built (e.g. positions shared with another forward). ``temperature``: of
+    the policy ``softmax(logits / T)`` (GRPO trains the distribution the rollouts were sampled from, as TRL does).
     The LM head runs only from the first position that predicts a completion token on (``logits_to_keep``): at
     7B a full ``[B, T, vocab]`` of prompt logits would be gigabytes spent on positions no loss reads."""
     inputs = dict(inputs if inputs is not None else forward_inputs(model, batch))
@@ -223,6 +225,8 @@ def completion_logprobs(model, batch: dict, with_entropy: bool = False, inputs: 
     tgt_pos = (pos + 1).clamp(max=T - 1)
     window = (pos - first).clamp(0, logits.shape[1] - 1)
     picked = logits.gather(1, window.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    if temperature != 1.0:
+        picked = picked / temperature
     targets = batch["input_ids"].to(dev).gather(1, tgt_pos)
     logp = token_logprobs(picked, targets)
     if with_entropy:

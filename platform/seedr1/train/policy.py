@@ -75,12 +75,15 @@ def deepspeed_config(cfg: TrainerConfig, grad_accum: int, gpu: bool) -> dict:
 
 
 class PolicyTrainer:
-    def __init__(self, model_path: str, cfg: TrainerConfig, algo: AlgoConfig, grad_accum: int, total_steps: int = 0):
+    def __init__(self, model_path: str, cfg: TrainerConfig, algo: AlgoConfig, grad_accum: int, total_steps: int = 0,
+                 temperature: float = 1.0):
+        """``temperature``: the rollouts' sampling temperature; the update's log-probs (policy, reference, ratio, KL,
+        entropy) are those of ``softmax(logits / temperature)``, the distribution the completions came from."""
         import deepspeed
 
         from seedr1.model.loading import load_model, load_processor
 
-        self.cfg, self.algo = cfg, algo
+        self.cfg, self.algo, self.temperature = cfg, algo, temperature
         self.gpu = torch.cuda.is_available()
         if not self.gpu:
             torch.set_num_threads(cfg.torch_threads)
@@ -136,11 +139,12 @@ class PolicyTrainer:
             if self.ref is not None:
                 t0 = time.perf_counter()
                 with torch.no_grad():
-                    ref_logp, _ = completion_logprobs(self.ref, batch,
+                    ref_logp, _ = completion_logprobs(self.ref, batch, temperature=self.temperature,
                                                       inputs=forward_inputs(self.ref, batch, positions=positions))
                 sums["ref_s"] += time.perf_counter() - t0
             logp, mask, entropy = completion_logprobs(self.engine, batch, with_entropy=True,
-                                                      inputs=forward_inputs(self.engine, batch, positions=positions))
+                                                      inputs=forward_inputs(self.engine, batch, positions=positions),
+                                                      temperature=self.temperature)
             adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32, device=logp.device)
             weights = torch.tensor([s.weight for s in chunk], dtype=torch.float32, device=logp.device)
             loss, m = policy_loss(logp, self._old_logprobs(chunk, logp), adv, mask, ref_logp=ref_logp, beta=self.algo.beta,
