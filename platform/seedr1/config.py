@@ -138,7 +138,8 @@ class RolloutConfig:
                            low=2)
     temperature: float = doc(1.0, "Sampling temperature; the update's log-probs (ratio, KL, entropy) are of "
                              "softmax(logits / T), as in TRL (0: greedy, trained as T=1). overlap needs T=1.", low=0.0)
-    top_p: float = doc(1.0, "Nucleus sampling threshold.", low=0.01, high=1.0)
+    top_p: float = doc(1.0, "Nucleus sampling threshold (the update's log-probs do not truncate, as in TRL).",
+                       low=0.01, high=1.0)
     max_tokens: int = doc(256, "Longest completion in tokens.", low=1)
     vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")
     max_restarts: int = doc(3, "Restarts of a dead rollout actor (its prompts are generated again); -1: unlimited.", low=-1)
