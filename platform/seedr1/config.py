@@ -137,7 +137,7 @@ class RolloutConfig:
     num_samples: int = doc(8, "Completions per prompt (the GRPO group size G; advantages are relative to it).",
                            low=2)
     temperature: float = doc(1.0, "Sampling temperature; the update's log-probs (ratio, KL, entropy) are of "
-                             "softmax(logits / T), as in TRL (0: greedy, trained as T=1). overlap needs T=1.", low=0.0)
+                             "softmax(logits / T), as in TRL (0: greedy, trained as T=1). overlap needs T=1 (or 0).", low=0.0)
     top_p: float = doc(1.0, "Nucleus sampling threshold (the update's log-probs do not truncate, as in TRL).",
                        low=0.01, high=1.0)
     max_tokens: int = doc(256, "Longest completion in tokens.", low=1)
@@ -324,7 +324,7 @@ class ServeLimits:
                                  "loopback, link-local or private. Empty: no http(s) fetches.")
     allow_s3_buckets: list[str] = doc([], "Buckets that s3:// media URLs may name (read with the server's credentials): "
                                       "names or shell patterns ('media-*', '*' for any). Empty: no s3 fetches.")
-    fps: float = doc(2.0, "Frames per second sampled from a video URL (as in the data pipeline).")
+    fps: float = doc(2.0, "Frames per second sampled from a video URL (as in the data pipeline).", low=0.01)
     min_frames: int = doc(4, "Fewest frames sampled from a video.")
     sampled_max_frames: int = doc(16, "Most frames sampled from a video URL (even count).")
     frame_size: int = doc(252, "Video frames are resized to this side.")

@@ -219,8 +219,9 @@ def test_a_server_error_fails_the_run_after_writing_what_came_back(stub_server, 
 
 
 def test_video_is_sent_at_the_rate_its_frames_stand_for():
-    """The endpoint re-samples the mp4 the evaluator sends: at the record's rate, the same frames and rate come back
-    (Qwen2.5-VL's temporal positions follow the rate)."""
+    """The endpoint re-samples the mp4 the evaluator sends with its own settings (2 fps, 4..16 frames, as the data
+    pipeline's): the same frames and rate come back, including records whose frame count the bounds set (a 1 s clip
+    sampled up to 4 frames stands for 4 fps; a 32 s one cut to 16 frames for 0.5 fps)."""
     import base64
 
     import numpy as np
@@ -228,9 +229,9 @@ def test_video_is_sent_at_the_rate_its_frames_stand_for():
     from seedr1.data.media import decode_clip
     from seedr1.evaluate.http_target import mp4_data_url
 
-    frames = np.repeat(np.arange(8, dtype=np.uint8)[:, None, None, None] * 30, 32, 1).repeat(32, 2).repeat(3, 3)
-    for fps in (1.5, 2.0):
+    for count, fps in ((8, 2.0), (4, 4.0), (16, 0.5)):
+        frames = np.repeat(np.arange(count, dtype=np.uint8)[:, None, None, None] * 15, 32, 1).repeat(32, 2).repeat(3, 3)
         data = base64.b64decode(mp4_data_url(frames, fps).split(",", 1)[1])
-        back, rate = decode_clip(data, "sent.mp4", fps=fps, min_frames=4, max_frames=16, size=None)
-        assert len(back) == 8 and rate == pytest.approx(fps)
-        assert np.allclose(back.reshape(8, -1).mean(1), frames.reshape(8, -1).mean(1), atol=4)
+        back, rate = decode_clip(data, "sent.mp4", fps=2.0, min_frames=4, max_frames=16, size=None)
+        assert len(back) == count and rate == pytest.approx(fps)
+        assert np.allclose(back.reshape(count, -1).mean(1), frames.reshape(count, -1).mean(1), atol=4)

@@ -11,8 +11,11 @@ from seedr1.storage import StorageError
 
 
 def test_s3_checkpoint_uses_the_given_config(s3_server, monkeypatch, tmp_path):
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                 "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):  # no credentials from files either
+        monkeypatch.setenv(name, str(tmp_path / "none"))
     monkeypatch.setenv("SEEDR1_CACHE", str(tmp_path / "cache"))
     cfg = S3Config(endpoint_url=s3_server, region="us-east-1", access_key="testing", secret_key="testing",
                    max_attempts=1, connect_timeout_s=1.0)

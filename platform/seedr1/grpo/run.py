@@ -18,8 +18,8 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     if cfg.data.min_frames > cfg.data.max_frames:
         raise ConfigError(f"data.min_frames = {cfg.data.min_frames} is above data.max_frames = {cfg.data.max_frames}")
     if cfg.overlap and cfg.rollout.temperature not in (0.0, 1.0):
-        raise ConfigError(f"overlap=true needs rollout.temperature=1 (got {cfg.rollout.temperature}): the engines "
-                          "report T=1 log-probs, and the off-policy ratio needs the sampling distribution's")
+        raise ConfigError(f"overlap=true needs rollout.temperature=1 (or 0, greedy; got {cfg.rollout.temperature}): "
+                          "the engines report T=1 log-probs, and the off-policy ratio needs the sampling distribution's")
     if cfg.rollout.weight_sync == "collective" and cfg.rollout.engine != "vllm":
         raise ConfigError(f"rollout.weight_sync=collective needs rollout.engine=vllm (got {cfg.rollout.engine!r})")
     cfg = prepare_run(cfg, "grpo")

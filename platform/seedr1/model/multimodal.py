@@ -15,6 +15,8 @@ def video_metadata(frames: np.ndarray, fps: float) -> dict:
     """What already-sampled frames are: ``fps`` frames per second, every one kept. Without it transformers takes a
     video for 24 fps (Qwen2.5-VL's ``second_per_grid_ts``, which spaces its temporal positions, comes from it) and
     vLLM refuses a Qwen2.5-VL video; the trainer and the engine must both be told the same."""
+    if not fps > 0:  # also NaN
+        raise ValueError(f"video_fps must be a positive rate, got {fps!r}")
     n = len(frames)
     return {"fps": float(fps), "duration": n / fps, "total_num_frames": n, "frames_indices": list(range(n))}
 
@@ -32,6 +34,7 @@ def processor_inputs(processor, texts: Sequence[str], images: Optional[Sequence[
         kwargs["images"] = list(images)
     if videos:
         kwargs["videos"] = list(videos)
+        kwargs["do_sample_frames"] = False  # already sampled (as vLLM is told): a checkpoint's config must not resample
         if video_fps is not None:
             kwargs["video_metadata"] = [video_metadata(v, f) for v, f in zip(videos, video_fps)]
     return processor(text=list(texts), padding=True, return_tensors="pt", **kwargs)

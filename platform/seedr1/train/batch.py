@@ -201,6 +201,8 @@ def unshared_inputs(batch: dict) -> dict:
             rows = torch.split(batch[pixels], batch[grid].prod(-1).tolist())
             slots = batch[owner].tolist()
             inputs[pixels], inputs[grid] = torch.cat([rows[i] for i in slots]), batch[grid][slots]
+    if "second_per_grid_ts" in batch and "video_owner" in batch:  # Qwen2.5-VL: each video's rate, per slot
+        inputs["second_per_grid_ts"] = batch["second_per_grid_ts"][batch["video_owner"]]
     return inputs
 
 
@@ -226,7 +228,7 @@ def completion_logprobs(model, batch: dict, with_entropy: bool = False, inputs: 
     window = (pos - first).clamp(0, logits.shape[1] - 1)
     picked = logits.gather(1, window.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
     if temperature != 1.0:
-        picked = picked / temperature
+        picked = picked.float() / temperature  # in float32 (token_logprobs upcasts anyway): no second bf16 rounding
     targets = batch["input_ids"].to(dev).gather(1, tgt_pos)
     logp = token_logprobs(picked, targets)
     if with_entropy:
