@@ -205,7 +205,7 @@ class GRPOConfig:
     """`jobs/grpo.py`: GRPO on SEED-Bench-R1 with vLLM rollout actors and a DeepSpeed trainer group."""
 
     run_dir: str = doc("runs/grpo", "Run folder: config, metrics.jsonl, rejects, checkpoints.")
-    model: str = doc("tiny", "Policy checkpoint: local folder, s3://..., tiny[:family], or hub id.")
+    model: str = doc("tiny", "Policy checkpoint: local folder, s3://... (reached with data.s3), tiny[:family], or hub id.")
     steps: int = doc(2, "Optimizer steps (one batch of prompts each).", low=1)
     prompts_per_step: int = doc(4, "Prompts per step (each gets rollout.num_samples completions).", low=1)
     seed: int = doc(0, "Run seed (torch, sampling).")
@@ -225,7 +225,7 @@ class SFTConfig:
     """`jobs/sft.py`: supervised fine-tuning on SEED-Bench-R1 with the same DeepSpeed trainer group as GRPO."""
 
     run_dir: str = doc("runs/sft", "Run folder: config, metrics.jsonl, tensorboard/, checkpoints.")
-    model: str = doc("tiny", "Start checkpoint: local folder, s3://..., tiny[:family], or hub id.")
+    model: str = doc("tiny", "Start checkpoint: local folder, s3://... (reached with data.s3), tiny[:family], or hub id.")
     target: Literal["cot", "answer"] = doc("cot", "cot: the chain-of-thought file's responses; answer: "
                                            "'<answer>{letter}.</answer>' for the training file's shuffled options.")
     cot_file: str = doc("annotations/training_with_cot_6k.jsonl", "Chain-of-thought annotations (target=cot).")
@@ -245,7 +245,7 @@ class EvaluateConfig:
     """`jobs/evaluate.py`: score a checkpoint (vLLM actors) or an OpenAI-compatible endpoint on SEED-Bench-R1."""
 
     out_dir: str = doc("runs/eval", "Output folder: predictions.jsonl, summary.json, table.md, chart.png, report.html.")
-    model: str = doc("tiny", "Checkpoint to evaluate with vLLM actors: folder, s3://..., tiny[:family], or hub id.")
+    model: str = doc("tiny", "Checkpoint to evaluate with vLLM actors: folder, s3://... (with data.s3), tiny[:family], or hub id.")
     name: str = doc("", "Row name in tables (default: the checkpoint's folder name or the served model).")
     endpoint: str = doc("", "OpenAI-compatible base URL (e.g. http://host:8000/v1); when set, no local engine runs.")
     api_key: str = doc("", "Bearer token for the endpoint (default: $SEEDR1_API_KEY, then $OPENAI_API_KEY).")
@@ -292,7 +292,7 @@ class StudyConfig:
     the same training data, evaluate both, write the side-by-side table and chart (per seed, then mean +- std)."""
 
     out_dir: str = doc("runs/study", "Study folder: one sub-folder per seed and stage, study.json, table.md, chart.png.")
-    base_model: str = doc("tiny", "The model both methods start from: folder, s3://..., tiny[:family], or hub id.")
+    base_model: str = doc("tiny", "The model both methods start from: folder, s3://... (with data.s3), tiny[:family], or hub id.")
     perception_warmup: bool = doc(False, "First run the perception warm-up on the base model (the CPU stand-in for a "
                                   "pretrained VLM: answers in format, at chance).")
     warmup: WarmupConfig = doc(WarmupConfig, "Perception warm-up settings (used when perception_warmup is set).")
@@ -335,7 +335,7 @@ class ServeLimits:
 class ServeConfig:
     """`jobs/serve.py`: the model on Ray Serve behind an OpenAI-compatible HTTP API with video input."""
 
-    model: str = doc("tiny", "Checkpoint to serve: folder, s3://..., tiny[:family], or hub id.")
+    model: str = doc("tiny", "Checkpoint to serve: folder, s3://... (reached with s3), tiny[:family], or hub id.")
     served_model_name: str = doc("seedr1", "The model id clients send and /v1/models lists.")
     host: str = doc("127.0.0.1", "HTTP host (0.0.0.0 in a cluster).")
     port: int = doc(8000, "HTTP port.")

@@ -78,7 +78,7 @@ class _EnginePool:
                                 gpus_per_actor=cfg.gpus_per_actor, num_samples=cfg.samples,
                                 temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, vllm=cfg.vllm)
         ensure_ray(cfg.num_actors * cfg.cpus_per_actor, worker_env())
-        self.group = RolloutGroup.start(model, rollout, worker_env())
+        self.group = RolloutGroup.start(model, rollout, worker_env(), s3=cfg.data.s3)
 
     def generate(self, records: list, seed: int) -> list[list[str]]:
         groups, _ = self.group.generate(records, seed)

@@ -85,7 +85,7 @@ def grpo_train_loop(config: dict) -> None:
     grad_accum = -(-(P * G // world) // cfg.trainer.micro_batch_size)
     torch.manual_seed(cfg.seed + rank)
     trainer = PolicyTrainer(cfg.model, cfg.trainer, cfg.algo, grad_accum, total_steps=cfg.steps,
-                            temperature=train_temperature(cfg))
+                            temperature=train_temperature(cfg), s3=cfg.data.s3)
 
     start, position, uri = ckpt.resume_trainer(trainer, cfg, config.get("launch_id"))
     # Engines hold cfg.model, or newer weights when Ray Train restarted this group: give them the trainer's policy

@@ -26,7 +26,8 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     env = worker_env()
     ensure_ray(cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + world * cfg.trainer.cpus_per_worker, env)
     restarts = cfg.rollout.max_restarts
-    group = RolloutGroup.start(cfg.model, cfg.rollout, env, max_recoveries=restarts if restarts >= 0 else 10 ** 6)
+    group = RolloutGroup.start(cfg.model, cfg.rollout, env, s3=cfg.data.s3,
+                               max_recoveries=restarts if restarts >= 0 else 10 ** 6)
     if cfg.rollout.weight_sync == "collective":  # the group forms in the trainer's rank 0, at its first sync
         from seedr1.rollout.weight_sync import CollectiveSender
 

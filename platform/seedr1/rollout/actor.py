@@ -6,7 +6,7 @@ import time
 
 import ray
 
-from seedr1.config import RolloutConfig
+from seedr1.config import RolloutConfig, S3Config
 from seedr1.rollout.engine import Sampling
 
 
@@ -15,13 +15,17 @@ class StaleWeightsError(RuntimeError):
 
 
 class RolloutWorker:
-    def __init__(self, model: str, cfg: RolloutConfig, torch_threads: int = 1):
+    def __init__(self, model: str, cfg: RolloutConfig, torch_threads: int = 1, s3: S3Config | None = None):
+        """``s3``: how to reach an ``s3://`` model (the job's ``data.s3``; empty fields: the AWS variables)."""
         import torch
+
+        from seedr1.model.loading import resolve_checkpoint
 
         if not torch.cuda.is_available():
             torch.set_num_threads(torch_threads)
         self.cfg = cfg
         self.weights_version = 0  # 0: the start model; the trainer's syncs count up from there
+        model = resolve_checkpoint(model, s3)  # into this node's cache, once
         if cfg.engine == "vllm":
             from seedr1.rollout.vllm_engine import VLLMEngine
 
@@ -68,7 +72,8 @@ class RolloutWorker:
         return os.getpid()
 
 
-def start_rollout_group(model: str, cfg: RolloutConfig, env: dict | None = None) -> tuple[list, object]:
+def start_rollout_group(model: str, cfg: RolloutConfig, env: dict | None = None,
+                        s3: S3Config | None = None) -> tuple[list, object]:
     """N rollout actors on their own placement group (separate from the trainer group's)."""
     from ray.util.placement_group import placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -81,7 +86,7 @@ def start_rollout_group(model: str, cfg: RolloutConfig, env: dict | None = None)
     actors = [actor_cls.options(num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor,
                                 max_restarts=cfg.max_restarts, max_task_retries=0,
                                 scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i),
-                                runtime_env={"env_vars": env or {}}).remote(model, cfg)
+                                runtime_env={"env_vars": env or {}}).remote(model, cfg, s3=s3)
               for i in range(cfg.num_actors)]
     ray.get([a.pid.remote() for a in actors])  # engines up before training starts
     return actors, pg

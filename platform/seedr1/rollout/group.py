@@ -35,11 +35,12 @@ class RolloutGroup:
         self.placement_group = None  # set by ``start``: the group's own resources, released by ``close``
 
     @classmethod
-    def start(cls, model: str, cfg, env: dict | None = None, **kwargs) -> "RolloutGroup":
-        """Start ``cfg.num_actors`` rollout actors on a placement group of their own (``close`` releases both)."""
+    def start(cls, model: str, cfg, env: dict | None = None, s3=None, **kwargs) -> "RolloutGroup":
+        """Start ``cfg.num_actors`` rollout actors on a placement group of their own (``close`` releases both).
+        ``s3``: the S3Config an ``s3://`` model is fetched with."""
         from seedr1.rollout.actor import start_rollout_group
 
-        actors, pg = start_rollout_group(model, cfg, env)
+        actors, pg = start_rollout_group(model, cfg, env, s3)
         group = cls(actors, **kwargs)
         group.placement_group = pg
         return group

@@ -38,7 +38,8 @@ def sft_train_loop(config: dict) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     grad_accum = -(-(cfg.batch_size // world) // cfg.trainer.micro_batch_size)
     torch.manual_seed(cfg.seed + rank)
-    trainer = PolicyTrainer(cfg.model, cfg.trainer, AlgoConfig(beta=0.0), grad_accum, total_steps=cfg.steps)
+    trainer = PolicyTrainer(cfg.model, cfg.trainer, AlgoConfig(beta=0.0), grad_accum, total_steps=cfg.steps,
+                            s3=cfg.data.s3)
     start, position, uri = ckpt.resume_trainer(trainer, cfg, config.get("launch_id"))
     sink = stream = None
     if rank == 0:

@@ -38,7 +38,7 @@ def run_seed(cfg: StudyConfig, seed: int, out: Path) -> dict[str, dict]:
     from seedr1.model.loading import resolve_checkpoint
     from seedr1.sft.run import run_sft
 
-    base = resolve_checkpoint(cfg.base_model)
+    base = resolve_checkpoint(cfg.base_model, cfg.data.s3)
     if cfg.perception_warmup:
         from seedr1.sft.warmup import perception_warmup
 

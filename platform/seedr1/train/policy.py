@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from seedr1.algo.losses import loss_denominator, masked_mean, policy_loss, sft_loss
-from seedr1.config import AlgoConfig, TrainerConfig
+from seedr1.config import AlgoConfig, S3Config, TrainerConfig
 from seedr1.train.batch import build_batch, completion_logprobs, forward_inputs, rope_positions
 
 
@@ -76,12 +76,15 @@ def deepspeed_config(cfg: TrainerConfig, grad_accum: int, gpu: bool) -> dict:
 
 class PolicyTrainer:
     def __init__(self, model_path: str, cfg: TrainerConfig, algo: AlgoConfig, grad_accum: int, total_steps: int = 0,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, s3: S3Config | None = None):
         """``temperature``: the rollouts' sampling temperature; the update's log-probs (policy, reference, ratio, KL,
-        entropy) are those of ``softmax(logits / temperature)``, the distribution the completions came from."""
+        entropy) are those of ``softmax(logits / temperature)``, the distribution the completions came from.
+        ``s3``: how to reach an ``s3://`` model (the job's ``data.s3``; empty fields: the AWS variables)."""
         import deepspeed
 
-        from seedr1.model.loading import load_model, load_processor
+        from seedr1.model.loading import load_model, load_processor, resolve_checkpoint
+
+        model_path = resolve_checkpoint(model_path, s3)  # into this node's cache, once
 
         self.cfg, self.algo, self.temperature = cfg, algo, temperature
         self.gpu = torch.cuda.is_available()
