@@ -11,7 +11,7 @@ def test_each_repetition_seeds_the_data_order_too(tmp_path, monkeypatch):
     from seedr1.study import run as study
 
     seen = {}
-    monkeypatch.setattr(seedr1.model.loading, "resolve_checkpoint", lambda m: "base-model")
+    monkeypatch.setattr(seedr1.model.loading, "resolve_checkpoint", lambda m, s3=None: "base-model")
     monkeypatch.setattr(seedr1.sft.run, "run_sft", lambda cfg: seen.setdefault("sft", cfg))
     monkeypatch.setattr(seedr1.grpo.run, "run_grpo", lambda cfg: seen.setdefault("grpo", cfg))
     monkeypatch.setattr(study, "_evaluate", lambda cfg, model, out_dir, name: {"accuracy": 0.0})
