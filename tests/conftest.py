@@ -73,6 +73,35 @@ def s3_server():
     proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_on_s3(s3_server, tiny_model_dir):
+    """The tiny model uploaded to ``s3://models/tiny`` on the loopback server; yields (uri, an S3Config reaching it)."""
+    import boto3
+
+    from seedr1.config import S3Config
+
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    client.create_bucket(Bucket="models")
+    for f in Path(tiny_model_dir).rglob("*"):
+        if f.is_file():
+            client.upload_file(str(f), "models", f"tiny/{f.relative_to(tiny_model_dir)}")
+    return "s3://models/tiny", S3Config(endpoint_url=s3_server, region="us-east-1", access_key="testing",
+                                        secret_key="testing")
+
+
+@pytest.fixture()
+def no_aws_env(monkeypatch, tmp_path):
+    """No AWS variables or credential files, and an empty model cache: only an explicit S3Config reaches S3."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                 "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        monkeypatch.setenv(name, str(tmp_path / "none"))
+    monkeypatch.setenv("SEEDR1_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture()
 def s3_env(s3_server, monkeypatch):
     """AWS variables pointing at the loopback server."""

@@ -1,5 +1,6 @@
-"""Resolving an ``s3://`` checkpoint with an explicit S3 config (serving's ``s3:`` section), not only the AWS
-variables."""
+"""Resolving an ``s3://`` checkpoint with an explicit S3 config (a job's ``data.s3``, serving's ``s3``), not only
+the AWS variables; once per node, whole, keyed by endpoint and URI."""
+import threading
 from pathlib import Path
 
 import boto3
@@ -10,13 +11,7 @@ from seedr1.model.loading import resolve_checkpoint
 from seedr1.storage import StorageError
 
 
-def test_s3_checkpoint_uses_the_given_config(s3_server, monkeypatch, tmp_path):
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                 "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):  # no credentials from files either
-        monkeypatch.setenv(name, str(tmp_path / "none"))
-    monkeypatch.setenv("SEEDR1_CACHE", str(tmp_path / "cache"))
+def test_s3_checkpoint_uses_the_given_config(s3_server, no_aws_env, monkeypatch, tmp_path):
     cfg = S3Config(endpoint_url=s3_server, region="us-east-1", access_key="testing", secret_key="testing",
                    max_attempts=1, connect_timeout_s=1.0)
     client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
@@ -26,31 +21,49 @@ def test_s3_checkpoint_uses_the_given_config(s3_server, monkeypatch, tmp_path):
     client.put_object(Bucket="ckpts", Key="run/step-3/tokenizer/vocab.json", Body=b"{}")
 
     local = resolve_checkpoint("s3://ckpts/run/step-3", cfg)
-    assert (tmp_path / "cache") in Path(local).parents
+    assert no_aws_env in Path(local).parents
     assert open(f"{local}/config.json").read() == '{"model_type": "qwen2_vl"}'
     assert open(f"{local}/tokenizer/vocab.json").read() == "{}"
+    # the same bucket and prefix reached through another endpoint name is another checkpoint (another folder)
+    other = resolve_checkpoint("s3://ckpts/run/step-3", S3Config(**{**cfg.__dict__,
+                                                                   "endpoint_url": s3_server.replace("127.0.0.1",
+                                                                                                     "localhost")}))
+    assert other != local and open(f"{other}/config.json").read() == '{"model_type": "qwen2_vl"}'
     # without the config (and no AWS variables) the same URI is not reachable: the config is what made it work
     monkeypatch.setenv("SEEDR1_CACHE", str(tmp_path / "other-cache"))
     with pytest.raises(StorageError, match="S3 list s3://ckpts/run/step-3/ failed"):  # no credentials, or AWS itself
         resolve_checkpoint("s3://ckpts/run/step-3")
+    assert not list((tmp_path / "other-cache").rglob("*.json"))  # a failed fetch leaves no folder behind
 
 
-def test_rollout_worker_fetches_an_s3_model_with_the_jobs_config(s3_server, monkeypatch, tmp_path, tiny_model_dir):
+def test_concurrent_fetches_of_one_checkpoint_all_get_it_whole(tiny_model_on_s3, no_aws_env):
+    """Ranks and actors of one node resolve the same checkpoint at once: each gets the finished folder."""
+    uri, cfg = tiny_model_on_s3
+    results, errors = [], []
+
+    def fetch():
+        try:
+            results.append(resolve_checkpoint(uri, cfg))
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(results)) == 1
+    folder = Path(results[0])
+    assert (folder / ".complete").exists() and (folder / "config.json").exists()
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folders left
+
+
+def test_rollout_worker_fetches_an_s3_model_with_the_jobs_config(tiny_model_on_s3, no_aws_env):
     """A job's ``data.s3`` reaches the rollout actors' model download (GRPO and evaluation start them with it), so
     a checkpoint a run saved to an S3-compatible store loads with the same settings, without AWS variables."""
     from seedr1.config import RolloutConfig
     from seedr1.rollout.actor import RolloutWorker
 
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SEEDR1_CACHE", str(tmp_path / "cache"))
-    cfg = S3Config(endpoint_url=s3_server, region="us-east-1", access_key="testing", secret_key="testing")
-    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
-                          aws_secret_access_key="testing")
-    client.create_bucket(Bucket="models")
-    for f in Path(tiny_model_dir).rglob("*"):
-        if f.is_file():
-            client.upload_file(str(f), "models", f"tiny/{f.relative_to(tiny_model_dir)}")
-
-    worker = RolloutWorker("s3://models/tiny", RolloutConfig(engine="hf", num_samples=2, max_tokens=3), s3=cfg)
-    assert (tmp_path / "cache") in Path(worker.engine.processor.tokenizer.name_or_path).parents
+    uri, cfg = tiny_model_on_s3
+    worker = RolloutWorker(uri, RolloutConfig(engine="hf", num_samples=2, max_tokens=3), s3=cfg)
+    assert no_aws_env in Path(worker.engine.processor.tokenizer.name_or_path).parents

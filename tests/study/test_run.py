@@ -21,3 +21,6 @@ def test_each_repetition_seeds_the_data_order_too(tmp_path, monkeypatch):
     assert (seen["sft"].seed, seen["sft"].data.seed) == (2, 2)
     assert (seen["grpo"].seed, seen["grpo"].data.seed) == (2, 2)
     assert cfg.data.seed == 0  # the study's own config is untouched
+    # without the warm-up the base model goes to the jobs as given (an s3:// one is fetched by each node's workers
+    # with data.s3), not as this driver's cache folder, which other nodes do not have
+    assert seen["sft"].model == seen["grpo"].model == cfg.base_model

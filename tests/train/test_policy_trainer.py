@@ -1,4 +1,6 @@
 """The trainer core without any launcher: a one-process gloo group, DeepSpeed ZeRO-2, frozen vision tower."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,11 @@ def test_sft_loss_is_the_whole_batch_token_mean(one_rank_group, tiny_model_dir):
         per_row = [float(sft_loss(logp[i:i + 1], mask[i:i + 1])) for i in range(2)]
     assert abs(expected - sum(per_row) / 2) > 1e-3  # the two weightings differ here
     assert trainer.sft_step([record, record], targets)["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_trainer_fetches_an_s3_model_with_the_jobs_config(one_rank_group, tiny_model_on_s3, no_aws_env):
+    """GRPO and SFT hand the job's data.s3 to the trainer: an s3:// start model loads without AWS variables."""
+    uri, s3 = tiny_model_on_s3
+    trainer = PolicyTrainer(uri, TrainerConfig(num_workers=1, zero_stage=2, micro_batch_size=1), AlgoConfig(beta=0.0),
+                            grad_accum=1, s3=s3)
+    assert no_aws_env in Path(trainer.processor.tokenizer.name_or_path).parents

@@ -13,7 +13,20 @@ import torch
 
 from seedr1.config import S3Config, TinyModelConfig
 from seedr1.paths import cache_dir
-from seedr1.storage import get_storage, is_s3
+from seedr1.storage import get_storage, is_s3, resolve_s3
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename a finished folder into place whole, unless another process got there first. A folder at ``out``
+    without the finished marker (``seedr1_tiny.json`` / ``.complete``) is a cut-off earlier attempt: replaced."""
+    import shutil
+
+    if out.exists() and not any((out / m).exists() for m in ("seedr1_tiny.json", ".complete")):
+        shutil.rmtree(out, ignore_errors=True)
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def resolve_checkpoint(path: str, s3: S3Config | None = None) -> str:
@@ -21,7 +34,7 @@ def resolve_checkpoint(path: str, s3: S3Config | None = None) -> str:
     checkpoint (empty fields: the AWS variables).
 
     - ``tiny`` / ``tiny:qwen2.5-vl``: the offline tiny model (seed 0), built once into the cache;
-    - ``s3://bucket/prefix``: downloaded once into the cache (keyed by the URI);
+    - ``s3://bucket/prefix``: downloaded once into the cache (keyed by the endpoint and the URI);
     - an existing folder: itself; anything else: passed on as a hub id.
     """
     if path == "tiny" or path.startswith("tiny:"):
@@ -32,19 +45,26 @@ def resolve_checkpoint(path: str, s3: S3Config | None = None) -> str:
 
             tmp = out.with_name(out.name + f".tmp{os.getpid()}")
             build_tiny_model(tmp, TinyModelConfig(family=family))  # type: ignore[arg-type]
-            try:
-                os.replace(tmp, out)
-            except OSError:  # another process finished first
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)
+            _publish(tmp, out)
         return str(out)
     if is_s3(path):
-        digest = hashlib.sha256(path.encode()).hexdigest()[:16]
-        out = cache_dir() / "checkpoints" / digest
+        # keyed by endpoint and URI (the same bucket/prefix on two stores are two checkpoints), never the keys
+        where = f"{resolve_s3(s3).endpoint_url}|{path}"
+        out = cache_dir() / "checkpoints" / hashlib.sha256(where.encode()).hexdigest()[:16]
         if not (out / ".complete").exists():
-            get_storage(path, s3).download_dir(path, out)
-            (out / ".complete").write_text(path + "\n")
+            # into a folder of this process's own, renamed into place whole: ranks and actors of one node may
+            # fetch the same checkpoint at once, and a half-written folder must never look finished
+            import shutil
+            import uuid
+
+            tmp = out.with_name(f"{out.name}.tmp{os.getpid()}.{uuid.uuid4().hex[:8]}")
+            try:
+                get_storage(path, s3).download_dir(path, tmp)
+                (tmp / ".complete").write_text(where + "\n")
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            _publish(tmp, out)
         return str(out)
     if Path(path).is_dir():
         return str(Path(path).resolve())  # absolute: Ray workers do not share the caller's working directory

@@ -38,13 +38,14 @@ def run_seed(cfg: StudyConfig, seed: int, out: Path) -> dict[str, dict]:
     from seedr1.model.loading import resolve_checkpoint
     from seedr1.sft.run import run_sft
 
-    base = resolve_checkpoint(cfg.base_model, cfg.data.s3)
+    base = cfg.base_model  # as given: each job's workers resolve it on their own node (s3:// with data.s3)
     if cfg.perception_warmup:
         from seedr1.sft.warmup import perception_warmup
 
         warm = out / "warmup"
         if not (warm / "config.json").exists():  # a rerun of the study reuses finished stages
-            perception_warmup(base, cfg.data.root, warm, dataclasses.replace(cfg.warmup, seed=seed))
+            perception_warmup(resolve_checkpoint(base, cfg.data.s3), cfg.data.root, warm,
+                              dataclasses.replace(cfg.warmup, seed=seed))
         base = str(warm)
     results = {"base": _evaluate(cfg, base, out / "eval-base", "base")}
     results["base"]["model_path"] = base
