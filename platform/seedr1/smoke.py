@@ -23,7 +23,7 @@ def run_smoke(cfg: SmokeConfig) -> dict:
     from seedr1.data.pipeline import PromptRecord
     from seedr1.data.prompts import user_message
     from seedr1.model.loading import load_model, load_processor
-    from seedr1.model.multimodal import chat_text, processor_inputs
+    from seedr1.model.multimodal import record_inputs
     from seedr1.model.tiny import build_tiny_model
     from seedr1.rollout.engine import Sampling
     from seedr1.rollout.vllm_engine import VLLMEngine
@@ -55,9 +55,8 @@ def run_smoke(cfg: SmokeConfig) -> dict:
           f"in {report['vllm_generate_s']} s", flush=True)
 
     processor = load_processor(model_dir)
-    prompt = chat_text(processor, record.messages)
     model = load_model(model_dir, trainable=False)
-    inputs = processor_inputs(processor, [prompt], images=[image], videos=[video], video_fps=[record.video_fps])
+    inputs = record_inputs(processor, record)
     with torch.no_grad():
         logits = model(**inputs).logits
     report["forward_logits_shape"] = list(logits.shape)

@@ -8,7 +8,7 @@ from seedr1.train.launch import ensure_ray, prepare_run, run_trainer_group, work
 
 
 def run_grpo(cfg: GRPOConfig) -> Path:
-    from seedr1.grpo.loop import grpo_train_loop
+    from seedr1.grpo.loop import grpo_train_loop, train_temperature
     from seedr1.rollout.group import RolloutGroup
 
     G, world = cfg.rollout.num_samples, cfg.trainer.num_workers
@@ -17,7 +17,7 @@ def run_grpo(cfg: GRPOConfig) -> Path:
                          f"over trainer.num_workers = {world}")
     if cfg.data.min_frames > cfg.data.max_frames:
         raise ConfigError(f"data.min_frames = {cfg.data.min_frames} is above data.max_frames = {cfg.data.max_frames}")
-    if cfg.overlap and cfg.rollout.temperature not in (0.0, 1.0):
+    if cfg.overlap and train_temperature(cfg) != 1.0:
         raise ConfigError(f"overlap=true needs rollout.temperature=1 (or 0, greedy; got {cfg.rollout.temperature}): "
                           "the engines report T=1 log-probs, and the off-policy ratio needs the sampling distribution's")
     if cfg.rollout.weight_sync == "collective" and cfg.rollout.engine != "vllm":

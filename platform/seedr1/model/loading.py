@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import uuid
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -16,12 +19,20 @@ from seedr1.paths import cache_dir
 from seedr1.storage import get_storage, is_s3, resolve_s3
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename a finished folder into place whole, unless another process got there first. A folder at ``out``
-    without the finished marker (``seedr1_tiny.json`` / ``.complete``) is a cut-off earlier attempt: replaced."""
-    import shutil
-
-    if out.exists() and not any((out / m).exists() for m in ("seedr1_tiny.json", ".complete")):
+def _make_once(out: Path, marker: str, make: Callable[[Path], None]) -> None:
+    """``make`` the folder ``out`` (finished when it holds ``marker``) in a folder of this process's own and rename
+    it into place whole: ranks and actors of one node may make the same one at once, and a half-made folder must
+    never look finished. A failed ``make`` leaves nothing; an ``out`` without the marker (cut off by an older
+    version) is replaced; when another process finished first, its folder stays."""
+    if (out / marker).exists():
+        return
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    try:
+        make(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists() and not (out / marker).exists():
         shutil.rmtree(out, ignore_errors=True)
     try:
         os.replace(tmp, out)
@@ -40,31 +51,24 @@ def resolve_checkpoint(path: str, s3: S3Config | None = None) -> str:
     if path == "tiny" or path.startswith("tiny:"):
         family = path.partition(":")[2] or "qwen2-vl"
         out = cache_dir() / "models" / f"tiny-{family}-seed0"
-        if not (out / "seedr1_tiny.json").exists():
+
+        def build(tmp: Path) -> None:
             from seedr1.model.tiny import build_tiny_model
 
-            tmp = out.with_name(out.name + f".tmp{os.getpid()}")
             build_tiny_model(tmp, TinyModelConfig(family=family))  # type: ignore[arg-type]
-            _publish(tmp, out)
+
+        _make_once(out, "seedr1_tiny.json", build)
         return str(out)
     if is_s3(path):
         # keyed by endpoint and URI (the same bucket/prefix on two stores are two checkpoints), never the keys
         where = f"{resolve_s3(s3).endpoint_url}|{path}"
         out = cache_dir() / "checkpoints" / hashlib.sha256(where.encode()).hexdigest()[:16]
-        if not (out / ".complete").exists():
-            # into a folder of this process's own, renamed into place whole: ranks and actors of one node may
-            # fetch the same checkpoint at once, and a half-written folder must never look finished
-            import shutil
-            import uuid
 
-            tmp = out.with_name(f"{out.name}.tmp{os.getpid()}.{uuid.uuid4().hex[:8]}")
-            try:
-                get_storage(path, s3).download_dir(path, tmp)
-                (tmp / ".complete").write_text(where + "\n")
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            _publish(tmp, out)
+        def download(tmp: Path) -> None:
+            get_storage(path, s3).download_dir(path, tmp)
+            (tmp / ".complete").write_text(where + "\n")
+
+        _make_once(out, ".complete", download)
         return str(out)
     if Path(path).is_dir():
         return str(Path(path).resolve())  # absolute: Ray workers do not share the caller's working directory

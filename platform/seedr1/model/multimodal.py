@@ -38,3 +38,11 @@ def processor_inputs(processor, texts: Sequence[str], images: Optional[Sequence[
         if video_fps is not None:
             kwargs["video_metadata"] = [video_metadata(v, f) for v, f in zip(videos, video_fps)]
     return processor(text=list(texts), padding=True, return_tensors="pt", **kwargs)
+
+
+def record_inputs(processor, record):
+    """``processor_inputs`` of one prompt record: its chat text, its image and its video at the record's rate."""
+    video = [record.video] if record.video is not None else None
+    return processor_inputs(processor, [chat_text(processor, record.messages)],
+                            images=[record.image] if record.image is not None else None,
+                            videos=video, video_fps=[record.video_fps] if video else None)

@@ -6,7 +6,6 @@ from typing import Sequence
 import torch
 
 from seedr1.data.pipeline import PromptRecord
-from seedr1.model.multimodal import chat_text
 from seedr1.model.tiny import vision_token_ids
 from seedr1.rollout.engine import Completion, RolloutEngine, Sampling, completion_texts
 from seedr1.train.batch import build_batch, completion_logprobs, use_engine_positions
@@ -30,17 +29,14 @@ class HFEngine(RolloutEngine):
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[PromptRecord], sampling: Sampling) -> list[list[Completion]]:
-        from seedr1.model.multimodal import processor_inputs
+        from seedr1.model.multimodal import record_inputs
 
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         tok = self.processor.tokenizer
         results = []
         for r in prompts:
-            inputs = processor_inputs(self.processor, [chat_text(self.processor, r.messages)],
-                                      images=[r.image] if r.image is not None else None,
-                                      videos=[r.video] if r.video is not None else None,
-                                      video_fps=[r.video_fps] if r.video is not None else None)
+            inputs = record_inputs(self.processor, r)
             out = self.model.generate(**inputs, do_sample=sampling.temperature > 0, temperature=sampling.temperature,
                                       top_p=sampling.top_p, max_new_tokens=sampling.max_tokens,
                                       num_return_sequences=sampling.n, suppress_tokens=self.banned,

@@ -11,7 +11,7 @@ import itertools
 import torch
 
 from seedr1.algo.losses import entropy_from_logits, token_logprobs
-from seedr1.model.multimodal import chat_text, processor_inputs
+from seedr1.model.multimodal import record_inputs
 
 # second_per_grid_ts: Qwen2.5-VL's seconds per temporal patch of each video (its temporal positions scale with it)
 _MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
@@ -36,10 +36,7 @@ def build_batch(processor, records: list, completions: list[list[int]], cache: d
     for record, completion in zip(records, completions):
         key = record.sample_id
         if key not in cache:
-            video = [record.video] if record.video is not None else None
-            cache[key] = processor_inputs(processor, [chat_text(processor, record.messages)],
-                                          images=[record.image] if record.image is not None else None,
-                                          videos=video, video_fps=[record.video_fps] if video else None)
+            cache[key] = record_inputs(processor, record)
         p = cache[key]
         ids = p["input_ids"][0]
         seqs.append(torch.cat([ids, torch.tensor(completion, dtype=ids.dtype)]))
