@@ -6,6 +6,7 @@ seedr1 that touches S3 goes through here (and ``pyarrow_filesystem`` for Ray Dat
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -206,6 +207,18 @@ class S3Storage(Storage):
 
     def list(self, prefix: str) -> list[str]:
         return sorted(self._iter_keys(prefix))
+
+    def fingerprint(self, prefix: str) -> str:
+        """A hash of the objects under ``prefix``/ (key, size, ETag): it changes when any of them is rewritten,
+        added or removed. One listing, no download."""
+        base = prefix.rstrip("/") + "/"
+        bucket, key = split_s3(base)
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = self._call("list", base, lambda: list(paginator.paginate(Bucket=bucket, Prefix=key)))
+        lines = sorted(f"{o['Key']}\t{o['Size']}\t{o.get('ETag', '')}" for p in pages for o in p.get("Contents", []))
+        if not lines:
+            raise StorageError(f"nothing under {base}")
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
     def download_dir(self, prefix: str, dest: str | os.PathLike) -> Path:
         dest = Path(dest)

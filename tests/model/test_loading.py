@@ -1,5 +1,5 @@
 """Resolving an ``s3://`` checkpoint with an explicit S3 config (a job's ``data.s3``, serving's ``s3``), not only
-the AWS variables; once per node, whole, keyed by endpoint and URI."""
+the AWS variables; once per node, whole, keyed by endpoint, URI and the objects' ETags."""
 import threading
 from pathlib import Path
 
@@ -67,3 +67,41 @@ def test_rollout_worker_fetches_an_s3_model_with_the_jobs_config(tiny_model_on_s
     uri, cfg = tiny_model_on_s3
     worker = RolloutWorker(uri, RolloutConfig(engine="hf", num_samples=2, max_tokens=3), s3=cfg)
     assert no_aws_env in Path(worker.engine.processor.tokenizer.name_or_path).parents
+
+
+def test_a_checkpoint_rewritten_in_place_is_fetched_again(s3_server, no_aws_env, monkeypatch):
+    """A prefix such as ``latest`` rewritten by a later run: the cache follows the objects' ETags, not just the URI."""
+    cfg = S3Config(endpoint_url=s3_server, region="us-east-1", access_key="testing", secret_key="testing")
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    client.create_bucket(Bucket="rewritten")
+    client.put_object(Bucket="rewritten", Key="latest/config.json", Body=b'{"step": 1}')
+    client.put_object(Bucket="rewritten", Key="latest/vocab.json", Body=b"{}")
+
+    first = Path(resolve_checkpoint("s3://rewritten/latest", cfg))
+    (first / "planted").write_text("x")  # only a re-download into a new folder would lose it
+    assert resolve_checkpoint("s3://rewritten/latest", cfg) == str(first) and (first / "planted").exists()
+
+    client.put_object(Bucket="rewritten", Key="latest/config.json", Body=b'{"step": 2}')  # same size, new ETag
+    second = Path(resolve_checkpoint("s3://rewritten/latest", cfg))
+    assert second != first and (second / "config.json").read_text() == '{"step": 2}'
+    assert not first.exists()  # the stale copy is removed, not left to fill the disk
+    client.delete_object(Bucket="rewritten", Key="latest/vocab.json")
+    third = Path(resolve_checkpoint("s3://rewritten/latest", cfg))
+    assert third != second and not (third / "vocab.json").exists()
+
+    # rewritten while it downloads: a clear error, and no half-old half-new folder passes for either version
+    from seedr1.storage import S3Storage
+
+    download = S3Storage.download_dir
+
+    def download_then_rewrite(self, prefix, dest):
+        out = download(self, prefix, dest)
+        client.put_object(Bucket="rewritten", Key="latest/config.json", Body=b'{"step": 4}')
+        return out
+
+    client.put_object(Bucket="rewritten", Key="latest/config.json", Body=b'{"step": 3}')
+    monkeypatch.setattr(S3Storage, "download_dir", download_then_rewrite)
+    with pytest.raises(StorageError, match="changed while it was downloaded"):
+        resolve_checkpoint("s3://rewritten/latest", cfg)
+    assert sorted(p.name for p in third.parent.iterdir()) == [third.name]

@@ -16,7 +16,7 @@ import torch
 
 from seedr1.config import S3Config, TinyModelConfig
 from seedr1.paths import cache_dir
-from seedr1.storage import get_storage, is_s3, resolve_s3
+from seedr1.storage import S3Storage, StorageError, is_s3, resolve_s3
 
 
 def _make_once(out: Path, marker: str, make: Callable[[Path], None]) -> None:
@@ -45,7 +45,8 @@ def resolve_checkpoint(path: str, s3: S3Config | None = None) -> str:
     checkpoint (empty fields: the AWS variables).
 
     - ``tiny`` / ``tiny:qwen2.5-vl``: the offline tiny model (seed 0), built once into the cache;
-    - ``s3://bucket/prefix``: downloaded once into the cache (keyed by the endpoint and the URI);
+    - ``s3://bucket/prefix``: downloaded once into the cache (keyed by the endpoint, the URI and the objects'
+      ETags: a rewritten checkpoint is fetched again, and the older copy removed);
     - an existing folder: itself; anything else: passed on as a hub id.
     """
     if path == "tiny" or path.startswith("tiny:"):
@@ -60,15 +61,24 @@ def resolve_checkpoint(path: str, s3: S3Config | None = None) -> str:
         _make_once(out, "seedr1_tiny.json", build)
         return str(out)
     if is_s3(path):
-        # keyed by endpoint and URI (the same bucket/prefix on two stores are two checkpoints), never the keys
+        # Keyed by endpoint and URI (the same bucket/prefix on two stores are two checkpoints), never the keys, and
+        # by what the prefix holds now: a checkpoint rewritten in place (a "latest" prefix) is fetched again.
         where = f"{resolve_s3(s3).endpoint_url}|{path}"
-        out = cache_dir() / "checkpoints" / hashlib.sha256(where.encode()).hexdigest()[:16]
+        storage = S3Storage(s3)
+        version = storage.fingerprint(path)
+        base = hashlib.sha256(where.encode()).hexdigest()[:16]
+        out = cache_dir() / "checkpoints" / f"{base}-{version[:16]}"
 
         def download(tmp: Path) -> None:
-            get_storage(path, s3).download_dir(path, tmp)
-            (tmp / ".complete").write_text(where + "\n")
+            storage.download_dir(path, tmp)
+            if storage.fingerprint(path) != version:
+                raise StorageError(f"{path} changed while it was downloaded; try again once it is written")
+            (tmp / ".complete").write_text(f"{where}\n{version}\n")
 
         _make_once(out, ".complete", download)
+        for stale in out.parent.glob(f"{base}*"):  # earlier versions of this checkpoint (not others' downloads)
+            if stale != out and ".tmp" not in stale.name:
+                shutil.rmtree(stale, ignore_errors=True)
         return str(out)
     if Path(path).is_dir():
         return str(Path(path).resolve())  # absolute: Ray workers do not share the caller's working directory
