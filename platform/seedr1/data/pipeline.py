@@ -293,8 +293,9 @@ def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bo
         paths = [u[len("s3://"):] for u in uris] if fs is not None else uris
         # One task per shard reads it and decodes its records: the map fuses into the read (it needs the same
         # concurrency and batch_size=None to fuse), so raw media never make a hop through the object store and
-        # no second stage competes for the CPUs. At most `concurrency` tasks run, each streaming small blocks out,
-        # so memory stays bounded (Ray Data's backpressure policies stay on).
+        # no second stage competes for the CPUs. At most `concurrency` tasks run, each streaming blocks out (Ray Data
+        # joins our 8-row tables up to its target block size, 128 MiB by default), so memory stays bounded (Ray
+        # Data's backpressure policies stay on).
         concurrency = max(1, min(cfg.decode_concurrency, len(paths)))
         ds = ray.data.read_binary_files(paths, filesystem=fs, include_paths=True, override_num_blocks=len(paths),
                                         concurrency=concurrency)
