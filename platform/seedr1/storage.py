@@ -210,14 +210,14 @@ class S3Storage(Storage):
 
     def fingerprint(self, prefix: str) -> str:
         """A hash of the objects under ``prefix``/ (key, size, ETag): it changes when any of them is rewritten,
-        added or removed. One listing, no download."""
+        added or removed. One listing, no download; FileNotFoundError when there is nothing."""
         base = prefix.rstrip("/") + "/"
         bucket, key = split_s3(base)
         paginator = self.client.get_paginator("list_objects_v2")
         pages = self._call("list", base, lambda: list(paginator.paginate(Bucket=bucket, Prefix=key)))
         lines = sorted(f"{o['Key']}\t{o['Size']}\t{o.get('ETag', '')}" for p in pages for o in p.get("Contents", []))
         if not lines:
-            raise StorageError(f"nothing under {base}")
+            raise FileNotFoundError(f"no checkpoint at {prefix}: nothing under {base}")
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
     def download_dir(self, prefix: str, dest: str | os.PathLike) -> Path:

@@ -105,3 +105,19 @@ def test_a_checkpoint_rewritten_in_place_is_fetched_again(s3_server, no_aws_env,
     with pytest.raises(StorageError, match="changed while it was downloaded"):
         resolve_checkpoint("s3://rewritten/latest", cfg)
     assert sorted(p.name for p in third.parent.iterdir()) == [third.name]
+
+    # the store out of reach (a restart during an outage): the copy fetched last, not a failed start
+    fingerprint = S3Storage.fingerprint
+
+    def unreachable(self, prefix):
+        raise StorageError(f"S3 list {prefix} failed: cannot reach endpoint")
+
+    monkeypatch.setattr(S3Storage, "fingerprint", unreachable)
+    assert resolve_checkpoint("s3://rewritten/latest", cfg) == str(third)
+    with pytest.raises(StorageError, match="cannot reach endpoint"):  # nothing fetched before: the error stands
+        resolve_checkpoint("s3://rewritten/never-fetched", cfg)
+    # but a checkpoint deleted from a reachable store is gone, not served from the old copy
+    monkeypatch.setattr(S3Storage, "fingerprint", fingerprint)
+    client.delete_object(Bucket="rewritten", Key="latest/config.json")
+    with pytest.raises(FileNotFoundError, match="no checkpoint at s3://rewritten/latest"):
+        resolve_checkpoint("s3://rewritten/latest", cfg)

@@ -6,6 +6,7 @@ Hugging Face checkpoint, then ``from_pretrained``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import uuid
@@ -17,6 +18,8 @@ import torch
 from seedr1.config import S3Config, TinyModelConfig
 from seedr1.paths import cache_dir
 from seedr1.storage import S3Storage, StorageError, is_s3, resolve_s3
+
+log = logging.getLogger(__name__)
 
 
 def _make_once(out: Path, marker: str, make: Callable[[Path], None]) -> None:
@@ -46,7 +49,8 @@ def resolve_checkpoint(path: str, s3: S3Config | None = None) -> str:
 
     - ``tiny`` / ``tiny:qwen2.5-vl``: the offline tiny model (seed 0), built once into the cache;
     - ``s3://bucket/prefix``: downloaded once into the cache (keyed by the endpoint, the URI and the objects'
-      ETags: a rewritten checkpoint is fetched again, and the older copy removed);
+      ETags: a rewritten checkpoint is fetched again, and the older copy removed; while the store cannot be
+      reached, the copy fetched last is used, with a warning);
     - an existing folder: itself; anything else: passed on as a hub id.
     """
     if path == "tiny" or path.startswith("tiny:"):
@@ -65,8 +69,16 @@ def resolve_checkpoint(path: str, s3: S3Config | None = None) -> str:
         # by what the prefix holds now: a checkpoint rewritten in place (a "latest" prefix) is fetched again.
         where = f"{resolve_s3(s3).endpoint_url}|{path}"
         storage = S3Storage(s3)
-        version = storage.fingerprint(path)
         base = hashlib.sha256(where.encode()).hexdigest()[:16]
+        try:
+            version = storage.fingerprint(path)
+        except StorageError as e:  # store unreachable: a finished copy from before beats failing a restart
+            cached = sorted((p for p in (cache_dir() / "checkpoints").glob(f"{base}-*") if (p / ".complete").exists()),
+                            key=lambda p: (p / ".complete").stat().st_mtime)
+            if not cached:
+                raise
+            log.warning("%s; using the copy of %s fetched earlier (%s)", e, path, cached[-1])
+            return str(cached[-1])
         out = cache_dir() / "checkpoints" / f"{base}-{version[:16]}"
 
         def download(tmp: Path) -> None:
