@@ -21,6 +21,11 @@ class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI and the cause."""
 
 
+class StorageUnreachable(StorageError):
+    """The store could not be reached or the connection failed (after retries), as opposed to an answer such as
+    access denied or no such bucket."""
+
+
 def resolve_s3(cfg: S3Config | None = None) -> S3Config:
     """Fill the empty fields of ``cfg`` from the AWS environment variables."""
     cfg = cfg or S3Config()
@@ -132,7 +137,7 @@ class S3Storage(Storage):
         )
 
     def _error(self, what: str, uri: str, e: Exception) -> StorageError:
-        from botocore.exceptions import ClientError, EndpointConnectionError, HTTPClientError, IncompleteReadError
+        from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, IncompleteReadError
 
         if isinstance(e, ClientError):
             code = e.response.get("Error", {}).get("Code", "?")
@@ -141,11 +146,12 @@ class S3Storage(Storage):
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
                 hint = " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and bucket permissions)"
             return StorageError(f"S3 {what} {uri} failed: {code}: {msg}{hint}")
-        if isinstance(e, EndpointConnectionError):
-            return StorageError(f"S3 {what} {uri} failed: cannot reach endpoint "
-                                f"{self.options.endpoint_url or 'AWS'} after {self.options.max_attempts} attempts ({e})")
+        if isinstance(e, ConnectionError):  # refused, unresolvable, connect timeout
+            return StorageUnreachable(f"S3 {what} {uri} failed: cannot reach endpoint "
+                                      f"{self.options.endpoint_url or 'AWS'} after {self.options.max_attempts} "
+                                      f"attempts ({e})")
         if isinstance(e, (HTTPClientError, IncompleteReadError)):  # connection dropped, timed out, body cut short
-            return StorageError(f"S3 {what} {uri} failed after {self.options.max_attempts} attempts: {e}")
+            return StorageUnreachable(f"S3 {what} {uri} failed after {self.options.max_attempts} attempts: {e}")
         return StorageError(f"S3 {what} {uri} failed: {e}")
 
     def _call(self, what: str, uri: str, fn, *args, **kwargs):
@@ -209,13 +215,14 @@ class S3Storage(Storage):
         return sorted(self._iter_keys(prefix))
 
     def fingerprint(self, prefix: str) -> str:
-        """A hash of the objects under ``prefix``/ (key, size, ETag): it changes when any of them is rewritten,
-        added or removed. One listing, no download; FileNotFoundError when there is nothing."""
+        """A hash of the objects under ``prefix``/ (key, size, ETag, time written): it changes when any of them is
+        rewritten, added or removed. One listing, no download; FileNotFoundError when there is nothing."""
         base = prefix.rstrip("/") + "/"
         bucket, key = split_s3(base)
         paginator = self.client.get_paginator("list_objects_v2")
         pages = self._call("list", base, lambda: list(paginator.paginate(Bucket=bucket, Prefix=key)))
-        lines = sorted(f"{o['Key']}\t{o['Size']}\t{o.get('ETag', '')}" for p in pages for o in p.get("Contents", []))
+        lines = sorted(f"{o['Key']}\t{o['Size']}\t{o.get('ETag', '')}\t{o.get('LastModified', '')}"
+                       for p in pages for o in p.get("Contents", []))
         if not lines:
             raise FileNotFoundError(f"no checkpoint at {prefix}: nothing under {base}")
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()

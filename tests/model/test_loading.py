@@ -29,6 +29,7 @@ def test_s3_checkpoint_uses_the_given_config(s3_server, no_aws_env, monkeypatch,
                                                                    "endpoint_url": s3_server.replace("127.0.0.1",
                                                                                                      "localhost")}))
     assert other != local and open(f"{other}/config.json").read() == '{"model_type": "qwen2_vl"}'
+    assert Path(local).exists()  # and the first endpoint's copy is still there
     # without the config (and no AWS variables) the same URI is not reachable: the config is what made it work
     monkeypatch.setenv("SEEDR1_CACHE", str(tmp_path / "other-cache"))
     with pytest.raises(StorageError, match="S3 list s3://ckpts/run/step-3/ failed"):  # no credentials, or AWS itself
@@ -71,7 +72,8 @@ def test_rollout_worker_fetches_an_s3_model_with_the_jobs_config(tiny_model_on_s
 
 def test_a_checkpoint_rewritten_in_place_is_fetched_again(s3_server, no_aws_env, monkeypatch):
     """A prefix such as ``latest`` rewritten by a later run: the cache follows the objects' ETags, not just the URI."""
-    cfg = S3Config(endpoint_url=s3_server, region="us-east-1", access_key="testing", secret_key="testing")
+    cfg = S3Config(endpoint_url=s3_server, region="us-east-1", access_key="testing", secret_key="testing",
+                   max_attempts=1)
     client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
                           aws_secret_access_key="testing")
     client.create_bucket(Bucket="rewritten")
@@ -85,7 +87,7 @@ def test_a_checkpoint_rewritten_in_place_is_fetched_again(s3_server, no_aws_env,
     client.put_object(Bucket="rewritten", Key="latest/config.json", Body=b'{"step": 2}')  # same size, new ETag
     second = Path(resolve_checkpoint("s3://rewritten/latest", cfg))
     assert second != first and (second / "config.json").read_text() == '{"step": 2}'
-    assert not first.exists()  # the stale copy is removed, not left to fill the disk
+    assert (first / "planted").exists()  # kept: another process of the node may still be loading it
     client.delete_object(Bucket="rewritten", Key="latest/vocab.json")
     third = Path(resolve_checkpoint("s3://rewritten/latest", cfg))
     assert third != second and not (third / "vocab.json").exists()
@@ -101,23 +103,38 @@ def test_a_checkpoint_rewritten_in_place_is_fetched_again(s3_server, no_aws_env,
         return out
 
     client.put_object(Bucket="rewritten", Key="latest/config.json", Body=b'{"step": 3}')
-    monkeypatch.setattr(S3Storage, "download_dir", download_then_rewrite)
-    with pytest.raises(StorageError, match="changed while it was downloaded"):
-        resolve_checkpoint("s3://rewritten/latest", cfg)
-    assert sorted(p.name for p in third.parent.iterdir()) == [third.name]
+    with monkeypatch.context() as m:
+        m.setattr(S3Storage, "download_dir", download_then_rewrite)
+        with pytest.raises(StorageError, match="changed while it was downloaded"):
+            resolve_checkpoint("s3://rewritten/latest", cfg)
+    assert sorted(p.name for p in third.parent.iterdir()) == sorted([first.name, second.name, third.name])
 
-    # the store out of reach (a restart during an outage): the copy fetched last, not a failed start
-    fingerprint = S3Storage.fingerprint
+    # The store out of reach (a restart during an outage): the copy fetched last, not a failed start, and not an
+    # unfinished folder (a download in progress already holds its marker just before its rename).
+    decoy = third.with_name(third.name + ".tmp99.abcd")
+    decoy.mkdir()
+    (decoy / ".complete").write_text("")
+    import botocore.exceptions
+    import botocore.paginate
 
-    def unreachable(self, prefix):
-        raise StorageError(f"S3 list {prefix} failed: cannot reach endpoint")
+    def fail_with(error):
+        def pages(self):
+            raise error
+            yield  # a generator, as the real one
+        return pages
 
-    monkeypatch.setattr(S3Storage, "fingerprint", unreachable)
-    assert resolve_checkpoint("s3://rewritten/latest", cfg) == str(third)
-    with pytest.raises(StorageError, match="cannot reach endpoint"):  # nothing fetched before: the error stands
-        resolve_checkpoint("s3://rewritten/never-fetched", cfg)
-    # but a checkpoint deleted from a reachable store is gone, not served from the old copy
-    monkeypatch.setattr(S3Storage, "fingerprint", fingerprint)
+    with monkeypatch.context() as m:
+        m.setattr(botocore.paginate.PageIterator, "__iter__",
+                  fail_with(botocore.exceptions.EndpointConnectionError(endpoint_url=s3_server)))
+        assert resolve_checkpoint("s3://rewritten/latest", cfg) == str(third)
+        with pytest.raises(StorageError, match="cannot reach endpoint"):  # nothing fetched before: the error stands
+            resolve_checkpoint("s3://rewritten/never-fetched", cfg)
+        # an answer from the store (here: access denied) is not an outage: no old weights behind its back
+        m.setattr(botocore.paginate.PageIterator, "__iter__", fail_with(botocore.exceptions.ClientError(
+            {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "ListObjectsV2")))
+        with pytest.raises(StorageError, match="AccessDenied"):
+            resolve_checkpoint("s3://rewritten/latest", cfg)
+    # nor is a checkpoint deleted from a reachable store
     client.delete_object(Bucket="rewritten", Key="latest/config.json")
     with pytest.raises(FileNotFoundError, match="no checkpoint at s3://rewritten/latest"):
         resolve_checkpoint("s3://rewritten/latest", cfg)

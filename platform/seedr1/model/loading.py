@@ -17,7 +17,7 @@ import torch
 
 from seedr1.config import S3Config, TinyModelConfig
 from seedr1.paths import cache_dir
-from seedr1.storage import S3Storage, StorageError, is_s3, resolve_s3
+from seedr1.storage import S3Storage, StorageError, StorageUnreachable, is_s3, resolve_s3
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ def resolve_checkpoint(path: str, s3: S3Config | None = None) -> str:
 
     - ``tiny`` / ``tiny:qwen2.5-vl``: the offline tiny model (seed 0), built once into the cache;
     - ``s3://bucket/prefix``: downloaded once into the cache (keyed by the endpoint, the URI and the objects'
-      ETags: a rewritten checkpoint is fetched again, and the older copy removed; while the store cannot be
-      reached, the copy fetched last is used, with a warning);
+      ETags: a rewritten checkpoint is fetched again; while the store cannot be reached, the copy fetched last
+      is used, with a warning);
     - an existing folder: itself; anything else: passed on as a hub id.
     """
     if path == "tiny" or path.startswith("tiny:"):
@@ -72,12 +72,13 @@ def resolve_checkpoint(path: str, s3: S3Config | None = None) -> str:
         base = hashlib.sha256(where.encode()).hexdigest()[:16]
         try:
             version = storage.fingerprint(path)
-        except StorageError as e:  # store unreachable: a finished copy from before beats failing a restart
-            cached = sorted((p for p in (cache_dir() / "checkpoints").glob(f"{base}-*") if (p / ".complete").exists()),
+        except StorageUnreachable as e:  # an outage: a finished copy from before beats failing a restart
+            cached = sorted((p for p in (cache_dir() / "checkpoints").glob(f"{base}-*")
+                             if ".tmp" not in p.name and (p / ".complete").exists()),
                             key=lambda p: (p / ".complete").stat().st_mtime)
             if not cached:
                 raise
-            log.warning("%s; using the copy of %s fetched earlier (%s)", e, path, cached[-1])
+            log.warning("%s; using the copy of %s fetched last (%s)", e, path, cached[-1])
             return str(cached[-1])
         out = cache_dir() / "checkpoints" / f"{base}-{version[:16]}"
 
@@ -87,10 +88,9 @@ def resolve_checkpoint(path: str, s3: S3Config | None = None) -> str:
                 raise StorageError(f"{path} changed while it was downloaded; try again once it is written")
             (tmp / ".complete").write_text(f"{where}\n{version}\n")
 
+        # Earlier versions stay: another process of this node may be loading one right now. They are whole
+        # checkpoints in the cache folder (SEEDR1_CACHE), to be removed by hand.
         _make_once(out, ".complete", download)
-        for stale in out.parent.glob(f"{base}*"):  # earlier versions of this checkpoint (not others' downloads)
-            if stale != out and ".tmp" not in stale.name:
-                shutil.rmtree(stale, ignore_errors=True)
         return str(out)
     if Path(path).is_dir():
         return str(Path(path).resolve())  # absolute: Ray workers do not share the caller's working directory
