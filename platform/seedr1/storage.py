@@ -203,13 +203,18 @@ class S3Storage(Storage):
     def exists(self, uri: str) -> bool:
         return self.head(uri) is not None
 
-    def _iter_keys(self, prefix: str) -> Iterator[str]:
+    def _objects(self, prefix: str) -> Iterator[tuple[str, dict]]:
+        """(bucket, listing entry) of every object whose key starts with ``prefix``'s key: one paginated listing."""
         bucket, key = split_s3(prefix)
         paginator = self.client.get_paginator("list_objects_v2")
         pages = self._call("list", prefix, lambda: list(paginator.paginate(Bucket=bucket, Prefix=key)))
         for page in pages:
             for obj in page.get("Contents", []):
-                yield f"s3://{bucket}/{obj['Key']}"
+                yield bucket, obj
+
+    def _iter_keys(self, prefix: str) -> Iterator[str]:
+        for bucket, obj in self._objects(prefix):
+            yield f"s3://{bucket}/{obj['Key']}"
 
     def list(self, prefix: str) -> list[str]:
         return sorted(self._iter_keys(prefix))
@@ -218,11 +223,8 @@ class S3Storage(Storage):
         """A hash of the objects under ``prefix``/ (key, size, ETag, time written): it changes when any of them is
         rewritten, added or removed. One listing, no download; FileNotFoundError when there is nothing."""
         base = prefix.rstrip("/") + "/"
-        bucket, key = split_s3(base)
-        paginator = self.client.get_paginator("list_objects_v2")
-        pages = self._call("list", base, lambda: list(paginator.paginate(Bucket=bucket, Prefix=key)))
         lines = sorted(f"{o['Key']}\t{o['Size']}\t{o.get('ETag', '')}\t{o.get('LastModified', '')}"
-                       for p in pages for o in p.get("Contents", []))
+                       for _, o in self._objects(base))
         if not lines:
             raise FileNotFoundError(f"no checkpoint at {prefix}: nothing under {base}")
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
