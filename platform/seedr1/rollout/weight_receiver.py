@@ -1,20 +1,35 @@
 """The receiving side of weight sync, as a vLLM worker extension (``worker_extension_cls``).
 
-The model's own ``load_weights`` fails on vLLM's CPU backend (it repacks Linear weights), so we go through the
-worker's ``reload_weights`` with checkpoint-format names, which works on both backends. Two transports reach it:
-safetensors bytes (through the Ray object store) and broadcast buckets over a collective group (``weight_sync``).
+Checkpoint-format tensors go through the worker's ``reload_weights``, which works on every backend; on a CPU engine
+built to keep its Linear weights (``vllm_cpu_weights``) they load in place and the layers are packed again, which
+is about twice as fast. Two transports reach it: safetensors bytes (through the Ray object store) and broadcast
+buckets over a collective group (``weight_sync``).
 """
 from __future__ import annotations
 
-from seedr1.rollout import weight_sync
+from seedr1.rollout import vllm_cpu_weights, weight_sync
 
 
 class WeightReceiver:
+    def _seedr1_load(self, tensors: list, last: bool = True) -> None:
+        """Load checkpoint-format ``(name, tensor)`` pairs; ``last`` is false while more buckets of one sync follow."""
+        model = self.model_runner.model
+        if not vllm_cpu_weights.kept(model):
+            # a layer must get all of its tensors in one reload (``weight_sync.layer_of``)
+            self.reload_weights(weights_iterator=iter(tensors), is_checkpoint_format=True)
+            return
+        from vllm.config import set_current_vllm_config
+
+        with set_current_vllm_config(self.vllm_config):
+            model.load_weights(weights=iter(tensors))
+        if last:
+            vllm_cpu_weights.repack(model)
+
     def seedr1_load_safetensors(self, payload: bytes) -> int:
         from safetensors.torch import load
 
         state = load(payload)
-        self.reload_weights(weights_iterator=iter(state.items()), is_checkpoint_format=True)
+        self._seedr1_load(list(state.items()))
         return len(state)
 
     def seedr1_join_weight_group(self, host: str, port: int, offset: int, world_size: int, backend: str,
@@ -34,10 +49,10 @@ class WeightReceiver:
         """Receive each bucket rank 0 broadcasts and load it (one bucket in memory at a time)."""
         device = str(getattr(self, "device", "cpu"))
         count = 0
-        for bucket in buckets:
+        for k, bucket in enumerate(buckets):
             flat = weight_sync.empty_bucket(bucket, device)
             weight_sync.broadcast(self._seedr1_pg, flat)
             tensors = weight_sync.unflatten(flat, bucket)
-            self.reload_weights(weights_iterator=iter(tensors), is_checkpoint_format=True)
+            self._seedr1_load(tensors, last=k == len(buckets) - 1)
             count += len(tensors)
         return count
