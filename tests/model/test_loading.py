@@ -138,3 +138,41 @@ def test_a_checkpoint_rewritten_in_place_is_fetched_again(s3_server, no_aws_env,
     client.delete_object(Bucket="rewritten", Key="latest/config.json")
     with pytest.raises(FileNotFoundError, match="no checkpoint at s3://rewritten/latest"):
         resolve_checkpoint("s3://rewritten/latest", cfg)
+
+
+def test_a_killed_makers_folder_is_removed_by_the_next_make_and_a_live_ones_is_not(tmp_path):
+    """A download killed half-way (an OOM kill, a pod deleted) leaves its temp folder; the next make in the same
+    cache folder removes it, but never the folder of a maker still at work (each holds a lock on ``<tmp>.lock``)."""
+    import fcntl
+    import signal
+    import subprocess
+    import sys
+
+    from seedr1.model.loading import _make_once
+
+    killed = tmp_path / "ckpt-a.tmp111.dead0000"
+    maker = (f"import fcntl, os, signal, pathlib\n"
+             f"fh = open({str(killed) + '.lock'!r}, 'w'); fcntl.flock(fh, fcntl.LOCK_EX)\n"
+             f"d = pathlib.Path({str(killed)!r}); d.mkdir(); (d / 'model.safetensors').write_bytes(b'x' * 1000)\n"
+             f"os.kill(os.getpid(), signal.SIGKILL)\n")
+    assert subprocess.run([sys.executable, "-c", maker]).returncode == -signal.SIGKILL
+    assert (killed / "model.safetensors").exists()
+    live = tmp_path / "ckpt-b.tmp222.live0000"
+    live.mkdir()
+    with open(str(live) + ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a maker at work (flock locks of two opens conflict, even in one process)
+
+        seen = {}
+
+        def make(tmp):
+            seen["locks"] = sorted(p.name for p in tmp_path.glob("*.lock"))
+            tmp.mkdir()
+            (tmp / "done").write_text("")
+
+        _make_once(tmp_path / "ckpt-c", "done", make)
+        assert not killed.exists() and not Path(str(killed) + ".lock").exists()
+        assert live.exists()
+        # while making, this maker's own lock was there beside the live one; afterwards only the live one is left
+        assert len(seen["locks"]) == 2 and "ckpt-b.tmp222.live0000.lock" in seen["locks"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-b.tmp222.live0000", "ckpt-b.tmp222.live0000.lock",
+                                                               "ckpt-c"]

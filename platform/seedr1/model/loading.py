@@ -5,6 +5,7 @@ Hugging Face checkpoint, then ``from_pretrained``.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -22,25 +23,47 @@ from seedr1.storage import S3Storage, StorageError, StorageUnreachable, is_s3, r
 log = logging.getLogger(__name__)
 
 
+def _remove_abandoned(folder: Path) -> None:
+    """Remove the unfinished folders of makers that died (killed mid-download, say): each maker holds a lock on
+    ``<tmp>.lock`` while it works, and the kernel drops the lock with the process. At 7B one is ~16 GB."""
+    for lock in folder.glob("*.tmp*.lock"):
+        with open(lock, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its maker is still at work
+            shutil.rmtree(lock.with_suffix(""), ignore_errors=True)
+            lock.unlink(missing_ok=True)
+
+
 def _make_once(out: Path, marker: str, make: Callable[[Path], None]) -> None:
     """``make`` the folder ``out`` (finished when it holds ``marker``) in a folder of this process's own and rename
     it into place whole: ranks and actors of one node may make the same one at once, and a half-made folder must
-    never look finished. A failed ``make`` leaves nothing; an ``out`` without the marker (cut off by an older
-    version) is replaced; when another process finished first, its folder stays."""
+    never look finished. A failed ``make`` leaves nothing, and neither, once another make runs in the same cache
+    folder, does a killed one; an ``out`` without the marker (cut off by an older version) is replaced; when
+    another process finished first, its folder stays."""
     if (out / marker).exists():
         return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(out.parent)
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}.{uuid.uuid4().hex[:8]}")
-    try:
-        make(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists() and not (out / marker).exists():
-        shutil.rmtree(out, ignore_errors=True)
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
+    lock = tmp.with_name(tmp.name + ".lock")
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # blocks only while a cleaner that took it first removes it
+        try:
+            try:
+                make(tmp)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            if out.exists() and not (out / marker).exists():
+                shutil.rmtree(out, ignore_errors=True)
+            try:
+                os.replace(tmp, out)
+            except OSError:  # another process finished first
+                shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            lock.unlink(missing_ok=True)
 
 
 def resolve_checkpoint(path: str, s3: S3Config | None = None) -> str:
