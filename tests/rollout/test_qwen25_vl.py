@@ -71,3 +71,25 @@ def test_the_rate_changes_the_positions(model_dir):
         b = completion_logprobs(model, build_batch(processor, [dataclasses.replace(_record(2.0), video_fps=0.5)],
                                                    [tokens]))[0]
     assert (a - b).abs().max() > 1e-4
+
+
+def test_a_weight_sync_loads_in_place_and_the_engine_follows(engine, model_dir):
+    """Qwen2.5-VL is one of the architectures whose CPU engine loads synced weights in place and re-packs them
+    (``seedr1.rollout.vllm_cpu_weights``): after a sync of moved weights, engine and trainer agree again."""
+    from safetensors.torch import save
+
+    from seedr1.rollout.vllm_cpu_weights import kept
+
+    assert engine.llm.collective_rpc(lambda worker: kept(worker.model_runner.model)) == [True]
+    record = _record(2.0)
+    tokens = engine.generate([record], Sampling(n=1, max_tokens=8, temperature=1.0))[0][0].token_ids
+    processor, model = load_processor(model_dir), load_model(model_dir, trainable=False)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        logp, mask = completion_logprobs(model, build_batch(processor, [record], [tokens]))
+    want = logp[0][mask[0]].numpy()
+    assert np.abs(np.asarray(engine.score([record], [tokens])[0]) - want).max() > 1e-2
+    engine.update_weights(save({n: p.contiguous() for n, p in model.named_parameters()}))
+    np.testing.assert_allclose(engine.score([record], [tokens])[0], want, atol=1e-4)

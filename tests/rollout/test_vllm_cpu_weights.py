@@ -1,5 +1,7 @@
 """vLLM's CPU GEMM packs a copy of a Linear weight; built under ``keep_linear_weights`` the layer keeps the weight,
-so a sync can load it in place, and ``repack`` makes the packed copy follow."""
+so a sync can load it in place, and ``repack`` makes the packed copy follow. Only for the architectures tested."""
+import json
+
 import torch
 
 from seedr1.rollout import vllm_cpu_weights
@@ -21,22 +23,41 @@ def _packed(weight, keep: bool) -> torch.nn.Module:
 
 
 def test_weights_are_kept_only_under_the_context_and_repack_follows_an_in_place_load():
+    from vllm import _custom_ops
+    from vllm.model_executor.layers import utils
+    from vllm.platforms import current_platform
+
+    original = utils.dispatch_cpu_unquantized_gemm
     torch.manual_seed(0)
     w, x = torch.randn(96, 64), torch.randn(5, 64)
-    dropped = _packed(w, keep=False)
-    assert dropped[0].weight.numel() == 0 and not vllm_cpu_weights.kept(dropped)  # vLLM's default: reload needed
     model = _packed(w, keep=True)
+    assert utils.dispatch_cpu_unquantized_gemm is original  # the context put vLLM's function back
     layer = model[0]
     assert vllm_cpu_weights.kept(model) and torch.equal(layer.weight, w)
     torch.testing.assert_close(layer.cpu_linear(x, layer.weight, None), x @ w.t(), atol=1e-4, rtol=1e-4)
+    dropped = _packed(w, keep=False)
+    assert dropped[0].weight.numel() == 0 and not vllm_cpu_weights.kept(dropped)  # vLLM's default: reload needed
 
     with torch.no_grad():
         layer.weight.mul_(-2.0)  # a sync's in-place load
-    stale = layer.cpu_linear(x, layer.weight, None)
-    torch.testing.assert_close(stale, x @ w.t(), atol=1e-4, rtol=1e-4)  # the packed copy did not follow
+    if _custom_ops._supports_onednn and not current_platform.is_zen_cpu():  # oneDNN packs a copy (other GEMMs may not)
+        stale = layer.cpu_linear(x, layer.weight, None)
+        torch.testing.assert_close(stale, x @ w.t(), atol=1e-4, rtol=1e-4)  # the packed copy did not follow
     vllm_cpu_weights.repack(model)
     torch.testing.assert_close(layer.cpu_linear(x, layer.weight, None), x @ (-2.0 * w).t(), atol=1e-4, rtol=1e-4)
 
 
 def test_a_model_without_packed_layers_is_not_loaded_in_place():
     assert not vllm_cpu_weights.kept(torch.nn.Linear(4, 4))  # e.g. a GPU model: the receiver reloads
+
+
+def test_only_unquantized_tested_architectures_keep_their_weights(tmp_path, tiny_model_dir):
+    assert vllm_cpu_weights.in_place_capable(tiny_model_dir)
+    with open(f"{tiny_model_dir}/config.json") as fh:
+        config = json.load(fh)
+    for name, change in [("quantized", {"quantization_config": {"quant_method": "fp8"}}),
+                         ("moe", {"architectures": ["Qwen3VLMoeForConditionalGeneration"]})]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({**config, **change}))
+        assert not vllm_cpu_weights.in_place_capable(str(tmp_path / name)), name
+    assert not vllm_cpu_weights.in_place_capable("Qwen/Qwen2-VL-7B-Instruct")  # a hub id: vLLM's own way

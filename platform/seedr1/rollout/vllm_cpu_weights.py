@@ -4,12 +4,30 @@ vLLM's CPU backend packs each Linear weight into a oneDNN handle and drops the w
 ``load_weights`` has nothing to load into and ``reload_weights`` rebuilds every layer: ~30 ms a sync for the tiny
 model, a cost per module, not per byte. An engine built under ``keep_linear_weights()`` keeps each Linear weight
 beside its packed copy (twice the Linear weight memory, on CPU only), so a sync loads in place and then re-packs:
-~17 ms for the tiny model. Where the weights were not kept (a GPU, another vLLM, an engine core in another process),
-``kept`` is false and the receiver reloads as before.
+~17 ms for the tiny model.
+
+Only for the architectures whose in-place load we test (``in_place_capable``): unquantized Qwen2-VL / Qwen2.5-VL.
+Elsewhere weights derived at load time (quantized or MoE packs, MLA's absorbed matrices) would go stale, so those
+engines are built as vLLM builds them and reload. ``kept`` tells the two apart at sync time.
 """
 from __future__ import annotations
 
 import contextlib
+import json
+from pathlib import Path
+
+# Checked by tests/rollout/test_weight_sync.py (Qwen2-VL) and tests/rollout/test_qwen25_vl.py's engine build.
+IN_PLACE_ARCHITECTURES = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
+
+
+def in_place_capable(model_dir: str) -> bool:
+    """Whether the checkpoint folder holds an unquantized architecture whose weights can be loaded in place."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):  # a hub id, or no readable config: vLLM's own way
+        return False
+    return bool(set(config.get("architectures") or []) & set(IN_PLACE_ARCHITECTURES)) and \
+        not config.get("quantization_config")
 
 
 def _dispatch_module():
@@ -22,13 +40,18 @@ def _dispatch_module():
 
 @contextlib.contextmanager
 def keep_linear_weights():
-    """While a CPU engine loads its model in this process, packed Linear layers keep their weights."""
+    """While a CPU engine loads its model in this process (not thread-safe), packed layers keep their weights."""
     utils = _dispatch_module()
     if utils is None:
         yield
         return
     pack = utils.dispatch_cpu_unquantized_gemm
-    utils.dispatch_cpu_unquantized_gemm = lambda layer, remove_weight: pack(layer, remove_weight=False)
+
+    def pack_and_keep(layer, remove_weight=True, *args, **kwargs):
+        pack(layer, False, *args, **kwargs)
+        layer._seedr1_kept = True
+
+    utils.dispatch_cpu_unquantized_gemm = pack_and_keep
     try:
         yield
     finally:
@@ -42,13 +65,17 @@ def _packed_layers(model) -> list:
 
 
 def kept(model) -> bool:
-    """Whether ``model`` is a CPU model whose packed Linear layers still hold their weights."""
+    """Whether ``model`` was built under ``keep_linear_weights``: every packed layer still holds its weight."""
     layers = _packed_layers(model)
-    return bool(layers) and _dispatch_module() is not None and all(m.weight.numel() > 0 for m in layers)
+    return bool(layers) and all(getattr(m, "_seedr1_kept", False) for m in layers)
 
 
 def repack(model) -> None:
     """Pack the (updated) weights again: oneDNN's handle holds a copy, not a view."""
+    from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
+
     utils = _dispatch_module()
     for layer in _packed_layers(model):
+        if isinstance(layer, VocabParallelEmbedding) and not isinstance(layer, ParallelLMHead):
+            continue  # an input embedding is a lookup in its weight; its pack is never used (a tied head has its own)
         utils.dispatch_cpu_unquantized_gemm(layer, remove_weight=False)

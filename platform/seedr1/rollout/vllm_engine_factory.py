@@ -6,7 +6,7 @@ import os
 
 from seedr1.config import VLLMConfig
 from seedr1.model.loading import resolve_checkpoint
-from seedr1.rollout.vllm_cpu_weights import keep_linear_weights
+from seedr1.rollout.vllm_cpu_weights import in_place_capable, keep_linear_weights
 
 
 def on_cpu() -> bool:
@@ -36,5 +36,5 @@ def build_llm(model: str, cfg: VLLMConfig, worker_extension_cls: str | None = No
         return LLM(**kwargs)
     kwargs["worker_extension_cls"] = worker_extension_cls
     # an engine that receives weights: on CPU its Linear layers keep their weights, so a sync loads in place
-    with keep_linear_weights() if cpu else contextlib.nullcontext():
+    with keep_linear_weights() if cpu and in_place_capable(kwargs["model"]) else contextlib.nullcontext():
         return LLM(**kwargs)

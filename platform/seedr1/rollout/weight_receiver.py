@@ -11,8 +11,8 @@ from seedr1.rollout import vllm_cpu_weights, weight_sync
 
 
 class WeightReceiver:
-    def _seedr1_load(self, tensors: list, last: bool = True) -> None:
-        """Load checkpoint-format ``(name, tensor)`` pairs; ``last`` is false while more buckets of one sync follow."""
+    def _seedr1_load(self, tensors: list, repack: bool = True) -> None:
+        """Load checkpoint-format ``(name, tensor)`` pairs; ``repack=False`` while more buckets of one sync follow."""
         model = self.model_runner.model
         if not vllm_cpu_weights.kept(model):
             # a layer must get all of its tensors in one reload (``weight_sync.layer_of``)
@@ -20,10 +20,12 @@ class WeightReceiver:
             return
         from vllm.config import set_current_vllm_config
 
-        with set_current_vllm_config(self.vllm_config):
-            model.load_weights(weights=iter(tensors))
-        if last:
-            vllm_cpu_weights.repack(model)
+        try:
+            with set_current_vllm_config(self.vllm_config):
+                model.load_weights(weights=iter(tensors))
+        finally:  # after a failure too: the packs then match whatever weights did load
+            if repack:
+                vllm_cpu_weights.repack(model)
 
     def seedr1_load_safetensors(self, payload: bytes) -> int:
         from safetensors.torch import load
@@ -49,10 +51,14 @@ class WeightReceiver:
         """Receive each bucket rank 0 broadcasts and load it (one bucket in memory at a time)."""
         device = str(getattr(self, "device", "cpu"))
         count = 0
-        for k, bucket in enumerate(buckets):
-            flat = weight_sync.empty_bucket(bucket, device)
-            weight_sync.broadcast(self._seedr1_pg, flat)
-            tensors = weight_sync.unflatten(flat, bucket)
-            self._seedr1_load(tensors, last=k == len(buckets) - 1)
-            count += len(tensors)
+        try:
+            for bucket in buckets:
+                flat = weight_sync.empty_bucket(bucket, device)
+                weight_sync.broadcast(self._seedr1_pg, flat)
+                tensors = weight_sync.unflatten(flat, bucket)
+                self._seedr1_load(tensors, repack=False)
+                count += len(tensors)
+        finally:  # once per sync, and after a broadcast or load that failed part-way: packs follow what loaded
+            if vllm_cpu_weights.kept(self.model_runner.model):
+                vllm_cpu_weights.repack(self.model_runner.model)
         return count
