@@ -137,7 +137,8 @@ class S3Storage(Storage):
         )
 
     def _error(self, what: str, uri: str, e: Exception) -> StorageError:
-        from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, IncompleteReadError
+        from botocore.exceptions import (ClientError, ConnectionError, HTTPClientError, IncompleteReadError,
+                                         NoCredentialsError)
 
         if isinstance(e, ClientError):
             code = e.response.get("Error", {}).get("Code", "?")
@@ -152,6 +153,10 @@ class S3Storage(Storage):
                                       f"attempts ({e})")
         if isinstance(e, (HTTPClientError, IncompleteReadError)):  # connection dropped, timed out, body cut short
             return StorageUnreachable(f"S3 {what} {uri} failed after {self.options.max_attempts} attempts: {e}")
+        if isinstance(e, NoCredentialsError):
+            return StorageError(f"S3 {what} {uri} failed: {e} (set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; on a "
+                                f"Ray cluster joined through RAY_ADDRESS every node needs them, or set "
+                                f"SEEDR1_FORWARD_AWS_SECRETS=1 to send the driver's)")
         return StorageError(f"S3 {what} {uri} failed: {e}")
 
     def _call(self, what: str, uri: str, fn, *args, **kwargs):

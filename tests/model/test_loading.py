@@ -32,8 +32,9 @@ def test_s3_checkpoint_uses_the_given_config(s3_server, no_aws_env, monkeypatch,
     assert Path(local).exists()  # and the first endpoint's copy is still there
     # without the config (and no AWS variables) the same URI is not reachable: the config is what made it work
     monkeypatch.setenv("SEEDR1_CACHE", str(tmp_path / "other-cache"))
-    with pytest.raises(StorageError, match="S3 list s3://ckpts/run/step-3/ failed"):  # no credentials, or AWS itself
+    with pytest.raises(StorageError, match="S3 list s3://ckpts/run/step-3/ failed") as e:  # no credentials at all
         resolve_checkpoint("s3://ckpts/run/step-3")
+    assert "every node needs them" in str(e.value)  # and the error says where they must be
     assert not list((tmp_path / "other-cache").rglob("*.json"))  # a failed fetch leaves no folder behind
 
 

@@ -35,3 +35,23 @@ def test_tiny_goes_to_workers_by_name_built_here_first(tmp_path, monkeypatch):
     assert resolve_for_workers("tiny") == "tiny"
     assert Path(resolve_checkpoint("tiny")).is_relative_to(tmp_path / "cache")  # already built: this node's workers
     assert (Path(resolve_checkpoint("tiny")) / "seedr1_tiny.json").exists()
+
+
+def test_aws_secrets_reach_workers_only_of_a_ray_started_here(monkeypatch):
+    """A runtime_env is plain text in Ray's dashboard: secrets go only to a Ray this driver starts (no RAY_ADDRESS),
+    or when asked for; the endpoint and region always go."""
+    from seedr1.train.launch import worker_env
+
+    for name, value in [("AWS_ENDPOINT_URL", "http://s3.local"), ("AWS_REGION", "eu-1"), ("AWS_ACCESS_KEY_ID", "id"),
+                        ("AWS_SECRET_ACCESS_KEY", "secret"), ("AWS_SESSION_TOKEN", "token")]:
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SEEDR1_FORWARD_AWS_SECRETS", raising=False)
+    secrets = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token"}
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    env = worker_env()
+    assert secrets.items() <= env.items() and env["AWS_ENDPOINT_URL"] == "http://s3.local"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # joining a cluster (ray job submit, KubeRay)
+    env = worker_env()
+    assert not secrets.keys() & env.keys() and env["AWS_REGION"] == "eu-1"
+    monkeypatch.setenv("SEEDR1_FORWARD_AWS_SECRETS", "1")
+    assert secrets.items() <= worker_env().items()

@@ -8,11 +8,20 @@ from pathlib import Path
 from seedr1.config import ConfigError, TrainerConfig, save_config
 
 
+AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
 def worker_env() -> dict:
-    """Environment every Ray worker of the job needs (auth, caches, S3, offline hub, thread caps)."""
+    """Environment every Ray worker of the job needs (auth, caches, S3, offline hub, thread caps).
+
+    AWS credentials go along only to a Ray this process starts itself (no ``RAY_ADDRESS``): a runtime_env is
+    shown in plain text by Ray's dashboard and state API. A cluster that is joined (``RAY_ADDRESS``, ``ray job
+    submit``, KubeRay) gives its nodes their own (the chart: from a Secret); ``SEEDR1_FORWARD_AWS_SECRETS=1``
+    sends them anyway."""
     keep = ("RAY_AUTH_MODE", "TORCH_EXTENSIONS_DIR", "SEEDR1_CACHE", "VLLM_ENABLE_V1_MULTIPROCESSING",
-            "VLLM_CPU_KVCACHE_SPACE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
-            "HF_HUB_OFFLINE")
+            "VLLM_CPU_KVCACHE_SPACE", "AWS_ENDPOINT_URL", "AWS_REGION", "HF_HUB_OFFLINE")
+    if not os.environ.get("RAY_ADDRESS") or os.environ.get("SEEDR1_FORWARD_AWS_SECRETS") == "1":
+        keep += AWS_SECRETS
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("OMP_NUM_THREADS", "1")
