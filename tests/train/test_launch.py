@@ -55,3 +55,26 @@ def test_aws_secrets_reach_workers_only_of_a_ray_started_here(monkeypatch):
     assert not secrets.keys() & env.keys() and env["AWS_REGION"] == "eu-1"
     monkeypatch.setenv("SEEDR1_FORWARD_AWS_SECRETS", "1")
     assert secrets.items() <= worker_env().items()
+
+
+def test_no_aws_secrets_from_inside_a_ray_task(ray_cluster, monkeypatch):
+    """A Serve application built on a cluster (RayService) runs in a Ray task: its pods have the credentials."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "RAY_ADDRESS", "SEEDR1_FORWARD_AWS_SECRETS"):
+        monkeypatch.delenv(name, raising=False)
+
+    @ray_cluster.remote
+    def env_from_a_task():
+        import os
+
+        from seedr1.train.launch import worker_env
+
+        before = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        os.environ.update(AWS_ACCESS_KEY_ID="id", AWS_SECRET_ACCESS_KEY="secret")
+        try:
+            return worker_env()
+        finally:  # a pooled worker process serves later tests
+            for k, v in before.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+    env = ray_cluster.get(env_from_a_task.remote())
+    assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env

@@ -11,16 +11,24 @@ from seedr1.config import ConfigError, TrainerConfig, save_config
 AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
+def _on_a_joined_cluster() -> bool:
+    if os.environ.get("RAY_ADDRESS"):
+        return True
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None  # inside a task or actor
+
+
 def worker_env() -> dict:
     """Environment every Ray worker of the job needs (auth, caches, S3, offline hub, thread caps).
 
-    AWS credentials go along only to a Ray this process starts itself (no ``RAY_ADDRESS``): a runtime_env is
-    shown in plain text by Ray's dashboard and state API. A cluster that is joined (``RAY_ADDRESS``, ``ray job
-    submit``, KubeRay) gives its nodes their own (the chart: from a Secret); ``SEEDR1_FORWARD_AWS_SECRETS=1``
-    sends them anyway."""
+    AWS credentials go along only from a driver that starts its own Ray (no ``RAY_ADDRESS``, not itself a Ray
+    task, as a Serve application builder on a cluster is): a runtime_env is shown in plain text by Ray's dashboard
+    and state API. The nodes of a joined cluster (``RAY_ADDRESS``, ``ray job submit``, KubeRay) have their own (the
+    chart: from a Secret); ``SEEDR1_FORWARD_AWS_SECRETS=1`` sends them anyway."""
     keep = ("RAY_AUTH_MODE", "TORCH_EXTENSIONS_DIR", "SEEDR1_CACHE", "VLLM_ENABLE_V1_MULTIPROCESSING",
             "VLLM_CPU_KVCACHE_SPACE", "AWS_ENDPOINT_URL", "AWS_REGION", "HF_HUB_OFFLINE")
-    if not os.environ.get("RAY_ADDRESS") or os.environ.get("SEEDR1_FORWARD_AWS_SECRETS") == "1":
+    if not _on_a_joined_cluster() or os.environ.get("SEEDR1_FORWARD_AWS_SECRETS") == "1":
         keep += AWS_SECRETS
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
