@@ -16,7 +16,7 @@ import contextlib
 import json
 from pathlib import Path
 
-# Checked by tests/rollout/test_weight_sync.py (Qwen2-VL) and tests/rollout/test_qwen25_vl.py's engine build.
+# A sync into each is checked: tests/rollout/test_weight_sync.py (Qwen2-VL), tests/rollout/test_qwen25_vl.py (2.5).
 IN_PLACE_ARCHITECTURES = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
 
 
