@@ -61,3 +61,21 @@ def test_only_unquantized_tested_architectures_keep_their_weights(tmp_path, tiny
         (tmp_path / name / "config.json").write_text(json.dumps({**config, **change}))
         assert not vllm_cpu_weights.in_place_capable(str(tmp_path / name)), name
     assert not vllm_cpu_weights.in_place_capable("Qwen/Qwen2-VL-7B-Instruct")  # a hub id: vLLM's own way
+
+
+def test_repack_follows_only_the_layers_that_loaded():
+    """A sync that leaves a part out (a frozen vision tower is not sent) re-packs only the layers it loaded; the
+    engine-level sync tests check that vLLM's loaded names map onto its layers."""
+    torch.manual_seed(1)
+    w0, w1, x = torch.randn(32, 16), torch.randn(32, 16), torch.randn(3, 16)
+    a, b = _packed(w0, keep=True)[0], _packed(w1, keep=True)[0]
+    model = torch.nn.Sequential(a, b)
+    with torch.no_grad():
+        a.weight.mul_(3.0)
+    vllm_cpu_weights.repack(model, {"0.weight"})
+    torch.testing.assert_close(a.cpu_linear(x, a.weight, None), x @ (3.0 * w0).t(), atol=1e-4, rtol=1e-4)
+    before = b.cpu_linear
+    vllm_cpu_weights.repack(model, {"0.weight"})
+    assert b.cpu_linear is before  # layer 1 loaded nothing: its pack was not rebuilt
+    vllm_cpu_weights.repack(model)  # nothing known: every layer
+    assert b.cpu_linear is not before

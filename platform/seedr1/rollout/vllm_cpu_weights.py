@@ -70,12 +70,18 @@ def kept(model) -> bool:
     return bool(layers) and all(getattr(m, "_seedr1_kept", False) for m in layers)
 
 
-def repack(model) -> None:
-    """Pack the (updated) weights again: oneDNN's handle holds a copy, not a view."""
+def repack(model, loaded: set | None = None) -> None:
+    """Pack the updated weights again (oneDNN's handle holds a copy, not a view): the layers holding a parameter
+    named in ``loaded`` (vLLM's names, as ``load_weights`` returns them; a frozen vision tower is not sent, so its
+    packs stay), or every layer when that is not known."""
     from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
 
     utils = _dispatch_module()
-    for layer in _packed_layers(model):
+    owners = None if loaded is None else {name.rpartition(".")[0] for name in loaded}
+    for name, layer in model.named_modules():
+        if not hasattr(layer, "cpu_linear") or getattr(layer, "_cpu_skip_gemm_dispatch", False):
+            continue
         if isinstance(layer, VocabParallelEmbedding) and not isinstance(layer, ParallelLMHead):
             continue  # an input embedding is a lookup in its weight; its pack is never used (a tied head has its own)
-        utils.dispatch_cpu_unquantized_gemm(layer, remove_weight=False)
+        if owners is None or name in owners:
+            utils.dispatch_cpu_unquantized_gemm(layer, remove_weight=False)

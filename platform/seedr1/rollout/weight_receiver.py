@@ -11,21 +11,24 @@ from seedr1.rollout import vllm_cpu_weights, weight_sync
 
 
 class WeightReceiver:
-    def _seedr1_load(self, tensors: list, repack: bool = True) -> None:
-        """Load checkpoint-format ``(name, tensor)`` pairs; ``repack=False`` while more buckets of one sync follow."""
+    def _seedr1_load(self, tensors: list, repack: bool = True) -> set | None:
+        """Load checkpoint-format ``(name, tensor)`` pairs; ``repack=False`` while more buckets of one sync follow.
+        Returns the model's names of what loaded in place (None: all, or unknown)."""
         model = self.model_runner.model
         if not vllm_cpu_weights.kept(model):
             # a layer must get all of its tensors in one reload (``weight_sync.layer_of``)
             self.reload_weights(weights_iterator=iter(tensors), is_checkpoint_format=True)
-            return
+            return None
         from vllm.config import set_current_vllm_config
 
+        loaded = None
         try:
             with set_current_vllm_config(self.vllm_config):
-                model.load_weights(weights=iter(tensors))
-        finally:  # after a failure too: the packs then match whatever weights did load
+                loaded = model.load_weights(weights=iter(tensors))
+        finally:  # after a failure too (then every layer): the packs match whatever weights did load
             if repack:
-                vllm_cpu_weights.repack(model)
+                vllm_cpu_weights.repack(model, loaded)
+        return loaded
 
     def seedr1_load_safetensors(self, payload: bytes) -> int:
         from safetensors.torch import load
@@ -50,15 +53,19 @@ class WeightReceiver:
     def seedr1_receive_buckets(self, buckets: list) -> int:
         """Receive each bucket rank 0 broadcasts and load it (one bucket in memory at a time)."""
         device = str(getattr(self, "device", "cpu"))
-        count = 0
+        count, loaded = 0, set()
         try:
             for bucket in buckets:
                 flat = weight_sync.empty_bucket(bucket, device)
                 weight_sync.broadcast(self._seedr1_pg, flat)
                 tensors = weight_sync.unflatten(flat, bucket)
-                self._seedr1_load(tensors, repack=False)
+                names = self._seedr1_load(tensors, repack=False)
+                loaded = None if names is None or loaded is None else loaded | names
                 count += len(tensors)
-        finally:  # once per sync, and after a broadcast or load that failed part-way: packs follow what loaded
+        except BaseException:
+            loaded = None  # part-way: re-pack every layer
+            raise
+        finally:  # once per sync, after the last bucket (or a failure): the packs follow what loaded
             if vllm_cpu_weights.kept(self.model_runner.model):
-                vllm_cpu_weights.repack(self.model_runner.model)
+                vllm_cpu_weights.repack(self.model_runner.model, loaded)
         return count
