@@ -94,6 +94,7 @@ class S3Config:
     region: str = doc("", "Region; empty: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.")
     access_key: str = doc("", "Access key id; empty: AWS_ACCESS_KEY_ID. Prefer the variable to a literal.")
     secret_key: str = doc("", "Secret key; empty: AWS_SECRET_ACCESS_KEY. Prefer the variable to a literal.")
+    session_token: str = doc("", "Token of temporary credentials; empty: AWS_SESSION_TOKEN, with the variables' key.")
     connect_timeout_s: float = doc(5.0, "Connection timeout per attempt in seconds.")
     read_timeout_s: float = doc(30.0, "Read timeout per attempt in seconds.")
     max_attempts: int = doc(4, "Attempts per request on transient errors (standard retry mode, with backoff).")

@@ -36,6 +36,8 @@ def resolve_s3(cfg: S3Config | None = None) -> S3Config:
         region=cfg.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
         access_key=cfg.access_key or env.get("AWS_ACCESS_KEY_ID") or "",
         secret_key=cfg.secret_key or env.get("AWS_SECRET_ACCESS_KEY") or "",
+        # the variable's token belongs to the variables' key, not to a key given in the config
+        session_token=cfg.session_token or ("" if cfg.access_key else env.get("AWS_SESSION_TOKEN", "")),
     )
 
 
@@ -131,7 +133,7 @@ class S3Storage(Storage):
         o = self.options
         self.client = boto3.client(
             "s3", endpoint_url=o.endpoint_url or None, region_name=o.region, aws_access_key_id=o.access_key or None,
-            aws_secret_access_key=o.secret_key or None,
+            aws_secret_access_key=o.secret_key or None, aws_session_token=o.session_token or None,
             config=Config(connect_timeout=o.connect_timeout_s, read_timeout=o.read_timeout_s,
                           retries={"max_attempts": o.max_attempts, "mode": "standard"}),
         )
@@ -272,6 +274,7 @@ def pyarrow_filesystem(options: S3Config | None = None):
 
     o = resolve_s3(options)
     kwargs = dict(region=o.region, access_key=o.access_key or None, secret_key=o.secret_key or None,
+                  session_token=o.session_token or None,
                   connect_timeout=o.connect_timeout_s, request_timeout=o.read_timeout_s,
                   retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=o.max_attempts))
     if o.endpoint_url:

@@ -430,3 +430,17 @@ def test_unreachable_endpoint_fails_fast_with_the_endpoint(root, s3_env):
     with pytest.raises(StorageError, match=rf"s3://{BUCKET}/never/manifest.json failed: cannot reach endpoint"):
         build_dataset(_shard_cfg(f"s3://{BUCKET}/never", cfg), FILES)
     assert time.monotonic() - start < 15
+
+
+def test_temporary_credentials_carry_their_session_token(monkeypatch):
+    """STS credentials from the AWS variables need their token on every request; a key given in the config is
+    another identity, and the variables' token must not be paired with it."""
+    from seedr1.storage import S3Storage, resolve_s3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token-1")
+    assert resolve_s3().session_token == "token-1"
+    assert S3Storage().client._request_signer._credentials.token == "token-1"  # what signs the requests
+    assert resolve_s3(S3Config(access_key="AKIAOTHER", secret_key="s")).session_token == ""
+    assert resolve_s3(S3Config(access_key="ASIAX", secret_key="s", session_token="token-2")).session_token == "token-2"

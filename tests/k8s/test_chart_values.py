@@ -39,6 +39,8 @@ BAD_VALUES = {
     "literal API key in the evaluate config": (["evaluation.config.api_key=k"], "evaluation.config sets api_key"),
     "literal S3 key in the GRPO data config": (["training.grpo.config.data.s3.access_key=a"],
                                                "training.grpo.config sets data.s3.access_key"),
+    "literal S3 session token in the serve config": (["serving.config.s3.session_token=t"],
+                                                     "serving.config sets s3.session_token"),
     "serve autoscaling min above max": (["serving.autoscaling.minReplicas=3", "serving.autoscaling.maxReplicas=2"],
                                         "serving.autoscaling.minReplicas (3) is above"),
     "serve workers outside their bounds": (["serving.workers.minReplicas=3"], "serving.workers: need minReplicas"),

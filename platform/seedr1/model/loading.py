@@ -25,15 +25,23 @@ log = logging.getLogger(__name__)
 
 def _remove_abandoned(folder: Path) -> None:
     """Remove the unfinished folders of makers that died (killed mid-download, say): each maker holds a lock on
-    ``<tmp>.lock`` while it works, and the kernel drops the lock with the process. At 7B one is ~16 GB."""
+    ``<tmp>.lock`` while it works, and the kernel drops the lock with the process. At 7B one is ~16 GB. Assumes a
+    node-local cache folder (flock over NFS is emulated with per-process locks). Only a tidy-up: it never fails."""
     for lock in folder.glob("*.tmp*.lock"):
-        with open(lock, "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # its maker is still at work
+        try:
+            fd = os.open(lock, os.O_RDWR)  # never create one: a lock file exists only while its maker has it
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_ino != os.stat(lock).st_ino:
+                continue  # another cleaner removed it meanwhile
             shutil.rmtree(lock.with_suffix(""), ignore_errors=True)
             lock.unlink(missing_ok=True)
+        except OSError:  # its maker is at work (or the file is not ours to take)
+            continue
+        finally:
+            os.close(fd)
 
 
 def _make_once(out: Path, marker: str, make: Callable[[Path], None]) -> None:
@@ -48,8 +56,9 @@ def _make_once(out: Path, marker: str, make: Callable[[Path], None]) -> None:
     _remove_abandoned(out.parent)
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}.{uuid.uuid4().hex[:8]}")
     lock = tmp.with_name(tmp.name + ".lock")
-    with open(lock, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # blocks only while a cleaner that took it first removes it
+    with open(lock.with_name(lock.name + ".new"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        os.replace(fh.name, lock)  # visible to cleaners only once locked
         try:
             try:
                 make(tmp)

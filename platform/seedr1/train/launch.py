@@ -16,7 +16,7 @@ def _on_a_joined_cluster() -> bool:
         return True
     import ray
 
-    return ray.is_initialized() and ray.get_runtime_context().get_task_id() is not None  # inside a task or actor
+    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE  # a task or actor
 
 
 def worker_env() -> dict:

@@ -79,7 +79,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- if get .cfg "api_key" }}{{ $found = append $found "api_key" }}{{ end -}}
 {{- $top := get .cfg "s3" | default dict -}}
 {{- $data := get (get .cfg "data" | default dict) "s3" | default dict -}}
-{{- range $k := list "access_key" "secret_key" -}}
+{{- range $k := list "access_key" "secret_key" "session_token" -}}
 {{- if and (kindIs "map" $top) (get $top $k) }}{{ $found = append $found (printf "s3.%s" $k) }}{{ end -}}
 {{- if and (kindIs "map" $data) (get $data $k) }}{{ $found = append $found (printf "data.s3.%s" $k) }}{{ end -}}
 {{- end -}}
