@@ -1,6 +1,7 @@
 """The served tiny model, driven with the official `openai` client: video frames + image, a video on S3,
 streaming, n=2; a table of bad requests (each a 4xx in OpenAI's shape, the server still answers after); load."""
 import base64
+import hashlib
 import io
 import json
 import os
@@ -213,6 +214,18 @@ def test_serving_and_evaluation_dashboards_have_data(server, client, prometheus_
     scraped = prometheus_watch()
     scraped.wait_for(wanted)
     assert wanted <= scraped.names, sorted(wanted - scraped.names)
+
+
+def test_api_keys_reach_replicas_as_digests_not_in_the_runtime_env(server):
+    """The server fixture set the keys in this driver after the Ray cluster started, so the replicas' own
+    environment lacks them: the authenticated requests above work from the digests the driver handed over."""
+    from seedr1.config import ServeConfig
+    from seedr1.serve.app import deployment_options, key_digests
+
+    assert KEY in os.environ["SEEDR1_API_KEYS"]
+    env = deployment_options(ServeConfig(model="unused"))["ray_actor_options"]["runtime_env"]["env_vars"]
+    assert "SEEDR1_API_KEYS" not in env and KEY not in json.dumps(env)
+    assert key_digests([KEY]) == {hashlib.sha256(KEY.encode()).hexdigest()} and KEY not in key_digests([KEY]).pop()
 
 
 def test_refuses_to_start_without_keys(monkeypatch):

@@ -9,6 +9,7 @@ seedr1.serve.app:build_app ...`, or a KubeRay RayService with the same import pa
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -54,6 +55,12 @@ def load_api_keys(cfg: ServeConfig) -> set[str]:
     if cfg.api_keys_file:
         keys |= {line.strip() for line in Path(cfg.api_keys_file).read_text().splitlines() if line.strip()}
     return keys
+
+
+def key_digests(keys) -> set[str]:
+    """What replicas compare against: SHA-256 of each key. The driver hands its keys to the replicas this way, not
+    through a runtime_env, which Ray's dashboard shows in plain text."""
+    return {hashlib.sha256(k.encode()).hexdigest() for k in keys}
 
 
 def _sampling(body: dict, cfg: ServeConfig):
@@ -103,12 +110,12 @@ def _refused(e: Exception) -> APIError:
 @serve.deployment
 @serve.ingress(api)
 class ChatServer:
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, driver_key_digests: list[str] = ()):
         from seedr1.model.loading import resolve_checkpoint
         from seedr1.rollout.vllm_engine import VLLMEngine
 
         self.cfg = from_dict(ServeConfig, config)
-        self.keys = load_api_keys(self.cfg)
+        self.keys = set(driver_key_digests) | key_digests(load_api_keys(self.cfg))  # the driver's and this node's
         if self.cfg.auth == "key" and not self.keys:  # checked again here: a replica never serves without keys
             raise RuntimeError(f"auth=key but no API key: set ${self.cfg.api_keys_env} or api_keys_file")
         self.engine = VLLMEngine(resolve_checkpoint(self.cfg.model, self.cfg.s3), self.cfg.vllm)
@@ -119,7 +126,7 @@ class ChatServer:
         if self.cfg.auth == "none":
             return
         header = request.headers.get("authorization", "")
-        if not header.startswith("Bearer ") or header[len("Bearer "):].strip() not in self.keys:
+        if not header.startswith("Bearer ") or key_digests([header[len("Bearer "):].strip()]).pop() not in self.keys:
             raise unauthorized("missing or invalid API key (Authorization: Bearer <key>)")
 
     async def _body(self, request: Request) -> dict:
@@ -251,9 +258,7 @@ def deployment_options(cfg: ServeConfig) -> dict:
     if cfg.max_replicas > cfg.min_replicas:
         autoscaling = {"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
                        "target_ongoing_requests": cfg.target_ongoing_requests}
-    env = worker_env()
-    if cfg.api_keys_env in os.environ:
-        env[cfg.api_keys_env] = os.environ[cfg.api_keys_env]
+    env = worker_env()  # API keys go as digests (``build``), not in here
     return {"num_replicas": None if autoscaling else cfg.min_replicas, "autoscaling_config": autoscaling,
             "max_ongoing_requests": cfg.max_ongoing_requests,
             "ray_actor_options": {"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica,
@@ -268,7 +273,7 @@ def build(cfg: ServeConfig):
     from seedr1.model.loading import resolve_for_workers
 
     cfg.model = resolve_for_workers(cfg.model)  # tiny built here first; local paths absolute
-    return ChatServer.options(**deployment_options(cfg)).bind(to_dict(cfg))
+    return ChatServer.options(**deployment_options(cfg)).bind(to_dict(cfg), sorted(key_digests(load_api_keys(cfg))))
 
 
 def build_app(args: dict):
