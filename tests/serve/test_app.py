@@ -220,12 +220,12 @@ def test_api_keys_reach_replicas_as_digests_not_in_the_runtime_env(server):
     """The server fixture set the keys in this driver after the Ray cluster started, so the replicas' own
     environment lacks them: the authenticated requests above work from the digests the driver handed over."""
     from seedr1.config import ServeConfig
-    from seedr1.serve.app import deployment_options, key_digests
+    from seedr1.serve.app import deployment_options, key_digest
 
     assert KEY in os.environ["SEEDR1_API_KEYS"]
     env = deployment_options(ServeConfig(model="unused"))["ray_actor_options"]["runtime_env"]["env_vars"]
     assert "SEEDR1_API_KEYS" not in env and KEY not in json.dumps(env)
-    assert key_digests([KEY]) == {hashlib.sha256(KEY.encode()).hexdigest()} and KEY not in key_digests([KEY]).pop()
+    assert key_digest(KEY) == hashlib.sha256(KEY.encode()).hexdigest() and KEY not in key_digest(KEY)
 
 
 def test_refuses_to_start_without_keys(monkeypatch):

@@ -59,15 +59,16 @@ def keep_linear_weights():
 
 
 def _packed_layers(model) -> list:
-    # layers vLLM gave a CPU GEMM (``cpu_linear``); those it marked to skip packing compute from the weight itself
-    return [m for m in model.modules()
+    """(name, layer) of the layers vLLM gave a CPU GEMM (``cpu_linear``); those it marked to skip packing compute
+    from the weight itself."""
+    return [(name, m) for name, m in model.named_modules()
             if hasattr(m, "cpu_linear") and not getattr(m, "_cpu_skip_gemm_dispatch", False)]
 
 
 def kept(model) -> bool:
     """Whether ``model`` was built under ``keep_linear_weights``: every packed layer still holds its weight."""
     layers = _packed_layers(model)
-    return bool(layers) and all(getattr(m, "_seedr1_kept", False) for m in layers)
+    return bool(layers) and all(getattr(m, "_seedr1_kept", False) for _, m in layers)
 
 
 def repack(model, loaded: set | None = None) -> None:
@@ -78,9 +79,7 @@ def repack(model, loaded: set | None = None) -> None:
 
     utils = _dispatch_module()
     owners = None if loaded is None else {name.rpartition(".")[0] for name in loaded}
-    for name, layer in model.named_modules():
-        if not hasattr(layer, "cpu_linear") or getattr(layer, "_cpu_skip_gemm_dispatch", False):
-            continue
+    for name, layer in _packed_layers(model):
         if isinstance(layer, VocabParallelEmbedding) and not isinstance(layer, ParallelLMHead):
             continue  # an input embedding is a lookup in its weight; its pack is never used (a tied head has its own)
         if owners is None or name in owners:

@@ -32,9 +32,9 @@ def build_llm(model: str, cfg: VLLMConfig, worker_extension_cls: str | None = No
         kwargs["distributed_executor_backend"] = "uni"
     else:
         kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
-    if not worker_extension_cls:
-        return LLM(**kwargs)
-    kwargs["worker_extension_cls"] = worker_extension_cls
+    if worker_extension_cls:
+        kwargs["worker_extension_cls"] = worker_extension_cls
     # an engine that receives weights: on CPU its Linear layers keep their weights, so a sync loads in place
-    with keep_linear_weights() if cpu and in_place_capable(kwargs["model"]) else contextlib.nullcontext():
+    keep = cpu and worker_extension_cls and in_place_capable(kwargs["model"])
+    with keep_linear_weights() if keep else contextlib.nullcontext():
         return LLM(**kwargs)

@@ -53,19 +53,17 @@ class WeightReceiver:
     def seedr1_receive_buckets(self, buckets: list) -> int:
         """Receive each bucket rank 0 broadcasts and load it (one bucket in memory at a time)."""
         device = str(getattr(self, "device", "cpu"))
-        count, loaded = 0, set()
+        count, names, loaded = 0, set(), None
         try:
             for bucket in buckets:
                 flat = weight_sync.empty_bucket(bucket, device)
                 weight_sync.broadcast(self._seedr1_pg, flat)
                 tensors = weight_sync.unflatten(flat, bucket)
-                names = self._seedr1_load(tensors, repack=False)
-                loaded = None if names is None or loaded is None else loaded | names
+                got = self._seedr1_load(tensors, repack=False)
+                names = None if got is None or names is None else names | got
                 count += len(tensors)
-        except BaseException:
-            loaded = None  # part-way: re-pack every layer
-            raise
-        finally:  # once per sync, after the last bucket (or a failure): the packs follow what loaded
+            loaded = names  # all buckets in: re-pack what loaded; a failure part-way re-packs every layer
+        finally:  # once per sync, after the last bucket or a failure
             if vllm_cpu_weights.kept(self.model_runner.model):
                 vllm_cpu_weights.repack(self.model_runner.model, loaded)
         return count

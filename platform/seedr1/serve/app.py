@@ -57,10 +57,10 @@ def load_api_keys(cfg: ServeConfig) -> set[str]:
     return keys
 
 
-def key_digests(keys) -> set[str]:
-    """What replicas compare against: SHA-256 of each key. The driver hands its keys to the replicas this way, not
+def key_digest(key: str) -> str:
+    """What replicas compare against: a key's SHA-256. The driver hands its keys to the replicas this way, not
     through a runtime_env, which Ray's dashboard shows in plain text."""
-    return {hashlib.sha256(k.encode()).hexdigest() for k in keys}
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def _sampling(body: dict, cfg: ServeConfig):
@@ -115,8 +115,9 @@ class ChatServer:
         from seedr1.rollout.vllm_engine import VLLMEngine
 
         self.cfg = from_dict(ServeConfig, config)
-        self.keys = set(driver_key_digests) | key_digests(load_api_keys(self.cfg))  # the driver's and this node's
-        if self.cfg.auth == "key" and not self.keys:  # checked again here: a replica never serves without keys
+        # digests of the driver's keys and of this node's own
+        self.key_digests = set(driver_key_digests) | {key_digest(k) for k in load_api_keys(self.cfg)}
+        if self.cfg.auth == "key" and not self.key_digests:  # checked again here: a replica never serves without keys
             raise RuntimeError(f"auth=key but no API key: set ${self.cfg.api_keys_env} or api_keys_file")
         self.engine = VLLMEngine(resolve_checkpoint(self.cfg.model, self.cfg.s3), self.cfg.vllm)
         self.lock = threading.Lock()  # one engine call at a time (vLLM's LLM class is not thread-safe)
@@ -126,7 +127,7 @@ class ChatServer:
         if self.cfg.auth == "none":
             return
         header = request.headers.get("authorization", "")
-        if not header.startswith("Bearer ") or key_digests([header[len("Bearer "):].strip()]).pop() not in self.keys:
+        if not header.startswith("Bearer ") or key_digest(header[len("Bearer "):].strip()) not in self.key_digests:
             raise unauthorized("missing or invalid API key (Authorization: Bearer <key>)")
 
     async def _body(self, request: Request) -> dict:
@@ -273,7 +274,8 @@ def build(cfg: ServeConfig):
     from seedr1.model.loading import resolve_for_workers
 
     cfg.model = resolve_for_workers(cfg.model)  # tiny built here first; local paths absolute
-    return ChatServer.options(**deployment_options(cfg)).bind(to_dict(cfg), sorted(key_digests(load_api_keys(cfg))))
+    digests = sorted(key_digest(k) for k in load_api_keys(cfg))
+    return ChatServer.options(**deployment_options(cfg)).bind(to_dict(cfg), digests)
 
 
 def build_app(args: dict):
