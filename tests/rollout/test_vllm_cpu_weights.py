@@ -47,6 +47,36 @@ def test_weights_are_kept_only_under_the_context_and_repack_follows_an_in_place_
     torch.testing.assert_close(layer.cpu_linear(x, layer.weight, None), x @ (-2.0 * w).t(), atol=1e-4, rtol=1e-4)
 
 
+def test_builds_in_two_threads_take_turns_and_leave_vllms_function_in_place():
+    import threading
+
+    from vllm.model_executor.layers import utils
+
+    original = utils.dispatch_cpu_unquantized_gemm
+    first_inside, first_may_leave, second_inside = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with vllm_cpu_weights.keep_linear_weights():
+            first_inside.set()
+            first_may_leave.wait(10)
+
+    def second():
+        first_inside.wait(10)
+        with vllm_cpu_weights.keep_linear_weights():
+            second_inside.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    assert first_inside.wait(10)
+    assert not second_inside.wait(0.3)  # the second build waits while the first holds the patch
+    first_may_leave.set()
+    for t in threads:
+        t.join(10)
+    assert second_inside.is_set()
+    assert utils.dispatch_cpu_unquantized_gemm is original  # unlocked, the second would restore the first's patch
+
+
 def test_a_model_without_packed_layers_is_not_loaded_in_place():
     assert not vllm_cpu_weights.kept(torch.nn.Linear(4, 4))  # e.g. a GPU model: the receiver reloads
 

@@ -60,14 +60,16 @@ def _reject(file: str, line, sample_id, field_name, reason: str) -> dict:
     return row
 
 
-def prepare(meta: dict, media: dict, cfg: DataConfig, epoch: int) -> dict:
-    """One raw record (``meta`` = {file, kind, line, record}) and its media bytes -> a row (ok or reject)."""
+def prepare(meta: dict, media: dict, cfg: DataConfig, epoch: int, sample=None) -> dict:
+    """One raw record (``meta`` = {file, kind, line, record}) and its media bytes -> a row (ok or reject).
+    ``sample``: the record already parsed, when the caller had to parse it to know its media."""
     file, line, raw = meta["file"], meta.get("line"), meta["record"]
     sid = str(raw.get("sample_id")) if isinstance(raw, dict) and raw.get("sample_id") is not None else None
-    try:
-        sample = parse_record(meta["kind"], raw, line or 0)
-    except RecordError as e:
-        return _reject(file, line, sid, e.field, e.reason)
+    if sample is None:
+        try:
+            sample = parse_record(meta["kind"], raw, line or 0)
+        except RecordError as e:
+            return _reject(file, line, sid, e.field, e.reason)
     video = image = fps = None
     try:
         if sample.video:
@@ -144,7 +146,7 @@ def prepare_from_root(meta: dict, root: str, cfg: DataConfig, epoch: int) -> dic
             media[ext] = storage.read_bytes(path) if storage.exists(path) else None
         except StorageError as e:
             return _reject(meta["file"], meta["line"], sample.sample_id, field_name, str(e))
-    return prepare(meta, media, cfg, epoch)
+    return prepare(meta, media, cfg, epoch, sample)
 
 
 def epoch_order(items: list, seed: int, epoch: int, shuffle: bool) -> list:

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from pathlib import Path
 
 # A sync into each is checked: tests/rollout/test_weight_sync.py (Qwen2-VL), tests/rollout/test_qwen25_vl.py (2.5).
 IN_PLACE_ARCHITECTURES = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
+# The patch is process-wide: engines built at once in threads of one process take turns, so each restores the
+# function it found (re-entrant: a build inside a build of the same thread does not deadlock).
+_PATCH_LOCK = threading.RLock()
 
 
 def in_place_capable(model_dir: str) -> bool:
@@ -40,22 +44,24 @@ def _dispatch_module():
 
 @contextlib.contextmanager
 def keep_linear_weights():
-    """While a CPU engine loads its model in this process (not thread-safe), packed layers keep their weights."""
+    """While a CPU engine loads its model in this process, packed layers keep their weights. Builds in other
+    threads of the process wait for this one (the patched function is a module attribute)."""
     utils = _dispatch_module()
     if utils is None:
         yield
         return
-    pack = utils.dispatch_cpu_unquantized_gemm
+    with _PATCH_LOCK:
+        pack = utils.dispatch_cpu_unquantized_gemm
 
-    def pack_and_keep(layer, remove_weight=True, *args, **kwargs):
-        pack(layer, False, *args, **kwargs)
-        layer._seedr1_kept = True
+        def pack_and_keep(layer, remove_weight=True, *args, **kwargs):
+            pack(layer, False, *args, **kwargs)
+            layer._seedr1_kept = True
 
-    utils.dispatch_cpu_unquantized_gemm = pack_and_keep
-    try:
-        yield
-    finally:
-        utils.dispatch_cpu_unquantized_gemm = pack
+        utils.dispatch_cpu_unquantized_gemm = pack_and_keep
+        try:
+            yield
+        finally:
+            utils.dispatch_cpu_unquantized_gemm = pack
 
 
 def _packed_layers(model) -> list:
