@@ -559,18 +559,24 @@ def parse_job_args(cls: type[T], argv: Optional[list[str]] = None, default_confi
     parser.add_argument("--config", default=default_config, help="YAML config file")
     parser.add_argument("--help-config", action="store_true", help="list every config key with its doc and exit")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.lr=1e-6")
-    args, extra = parser.parse_known_args(argv)
-    while extra:  # --endpoint URL, --api-key=KEY: the same as endpoint=URL, api_key=KEY
-        flag = extra.pop(0)
-        if not flag.startswith("--"):
-            args.overrides.append(flag)
+    # --endpoint URL, --api-key=KEY: the same as endpoint=URL, api_key=KEY. Taken out before argparse, which would
+    # otherwise hand a flag's value to the positional overrides when the flag comes first.
+    own = {"--config", "--help-config", "-h", "--help"}
+    rest, flagged = [], []
+    argv = list(sys.argv[1:] if argv is None else argv)
+    while argv:
+        arg = argv.pop(0)
+        key, eq, value = arg.partition("=")
+        if not arg.startswith("--") or arg == "--" or key in own:
+            rest.append(arg)
             continue
-        key, eq, value = flag[2:].partition("=")
         if not eq:
-            if not extra:
-                parser.error(f"{flag} needs a value")
-            value = extra.pop(0)
-        args.overrides.append(f"{key.replace('-', '_')}={value}")
+            if not argv:
+                parser.error(f"{arg} needs a value")
+            value = argv.pop(0)
+        flagged.append(f"{key[2:].replace('-', '_')}={value}")
+    args = parser.parse_args(rest)
+    args.overrides += flagged
     if args.help_config:
         print("\n".join(describe(cls)))
         raise SystemExit(0)

@@ -112,6 +112,20 @@ def test_job_args_print_and_save(tmp_path, capsys):
     assert e.value.code == 2
 
 
+def test_flag_overrides_work_before_after_and_between_dotted_ones(tmp_path):
+    from seedr1.config import EvaluateConfig
+
+    url = "http://localhost:8000/v1"
+    for argv in (["--endpoint", url, "--api-key", "k1", "max_tokens=9"],  # the order the README gives
+                 ["max_tokens=9", "--endpoint", url, "--api-key=k1"],
+                 ["--endpoint=" + url, "max_tokens=9", "--api-key", "k1"]):
+        cfg = parse_job_args(EvaluateConfig, argv)
+        assert (cfg.endpoint, cfg.api_key, cfg.max_tokens) == (url, "k1", 9), argv
+    with pytest.raises(SystemExit) as e:
+        parse_job_args(EvaluateConfig, ["max_tokens=9", "--endpoint"])
+    assert e.value.code == 2
+
+
 def test_an_override_that_is_not_yaml_is_its_text():
     from seedr1.config import GRPOConfig
 
