@@ -21,11 +21,13 @@ FILES = ["annotations/validation_L1.jsonl", "annotations/validation_L2.jsonl", "
 
 class StubChat(BaseHTTPRequestHandler):
     """Answers every question with option A after ``delay`` seconds; remembers what it was asked. ``fail``:
-    (predicate on the question text, HTTP status) to answer those questions with an error in OpenAI's shape."""
+    (predicate on the question text, HTTP status) to answer those questions with an error in OpenAI's shape.
+    ``choices``: how many answers to return (default: the ``n`` asked for)."""
 
     requests: list = []
     delay = 0.0
     fail = None
+    choices = None
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -34,7 +36,7 @@ class StubChat(BaseHTTPRequestHandler):
         status = 200
         reply = {"choices": [{"index": i, "message": {"role": "assistant",
                                                       "content": "<think>it is option A.</think><answer>A.</answer>"}}
-                             for i in range(body.get("n", 1))]}
+                             for i in range(StubChat.choices or body.get("n", 1))]}
         if StubChat.fail and StubChat.fail[0](_question_of({"body": body})):
             status = StubChat.fail[1]
             reply = {"error": {"message": f"stub refuses this prompt ({status})", "type": "invalid_request_error",
@@ -52,7 +54,7 @@ class StubChat(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def stub_server():
-    StubChat.requests, StubChat.delay, StubChat.fail = [], 0.0, None
+    StubChat.requests, StubChat.delay, StubChat.fail, StubChat.choices = [], 0.0, None, None
     server = ThreadingHTTPServer(("127.0.0.1", 0), StubChat)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/v1"
@@ -235,3 +237,155 @@ def test_video_is_sent_at_the_rate_its_frames_stand_for():
         back, rate = decode_clip(data, "sent.mp4", fps=2.0, min_frames=4, max_frames=16, size=None)
         assert len(back) == count and rate == pytest.approx(fps)
         assert np.allclose(back.reshape(count, -1).mean(1), frames.reshape(count, -1).mean(1), atol=4)
+
+
+# ---- resume safety, failed requests, rejected media ------------------------------------------------------------------
+def _cfg(url: str, root: str, out, **kw) -> EvaluateConfig:
+    return EvaluateConfig(out_dir=str(out), endpoint=url, api_key="k", files=FILES, html_report=False,
+                          data=DataConfig(**{"root": root, "frame_size": 56, "image_size": 56, **kw.pop("data", {})}),
+                          **kw)
+
+
+def test_a_rerun_with_other_settings_is_refused(stub_server, data_root, tmp_path):
+    """Answers of one model (or sampling, data, prompt) are never scored under another's name: a rerun in the same
+    out_dir with other settings stops before asking anything, naming what changed and how to start afresh."""
+    from seedr1.config import ConfigError
+    from seedr1.evaluate.run import run_evaluate
+
+    out = tmp_path / "eval"
+    run_evaluate(_cfg(stub_server, data_root, out, served_model="model-a", max_tokens=256))
+    config = (out / "config.yaml").read_text()
+    StubChat.requests = []
+    with pytest.raises(ConfigError) as info:
+        run_evaluate(_cfg(stub_server, data_root, out, served_model="model-b", max_tokens=16))
+    message = str(info.value)
+    assert "served_model: 'model-a' -> 'model-b'" in message and "max_tokens: 256 -> 16" in message
+    assert "another out_dir" in message and f"delete {out / 'predictions.jsonl'}" in message
+    # one greedy draw, then three sampled ones: a settings change too (draw 0 would be greedy, 1 and 2 sampled)
+    with pytest.raises(ConfigError, match=r"samples: 1 -> 3; temperature: 0.0 -> 0.7"):
+        run_evaluate(_cfg(stub_server, data_root, out, served_model="model-a", samples=3, temperature=0.7))
+    with pytest.raises(ConfigError, match=r"data.frame_size: 56 -> 28"):
+        run_evaluate(_cfg(stub_server, data_root, out, served_model="model-a", data={"frame_size": 28}))
+    assert StubChat.requests == [] and (out / "config.yaml").read_text() == config  # still the answers' config
+    # the same settings resume (the row name is not one of them); without the predictions, a fresh start
+    assert run_evaluate(_cfg(stub_server, data_root, out, served_model="model-a", name="A"))["answered_this_run"] == 0
+    (out / "predictions.jsonl").unlink()
+    assert run_evaluate(_cfg(stub_server, data_root, out, served_model="model-b"))["answered_this_run"] == 18
+    # answers from before the settings were recorded resume on trust, and the settings are recorded from then on
+    (out / "predictions.settings.json").unlink()
+    assert run_evaluate(_cfg(stub_server, data_root, out, served_model="model-c"))["answered_this_run"] == 0
+    assert json.loads((out / "predictions.settings.json").read_text())["served_model"] == "model-c"
+
+
+def test_an_endpoint_refusing_most_requests_stops_the_run(stub_server, data_root, tmp_path):
+    """Every request refused (say max_tokens over the server's limit): an error quoting the server, not a score of
+    0; the refusals are kept, and a rerun asks for them again (with other settings too: nothing was answered)."""
+    from seedr1.evaluate.run import run_evaluate
+    from seedr1.evaluate.scoring import score_files
+
+    StubChat.fail = (lambda text: True, 400)
+    cfg = _cfg(stub_server, data_root, tmp_path / "eval", batch_size=4)
+    with pytest.raises(RuntimeError, match=r"^12 of 12 questions failed at the endpoint, more than half: stopped\. "
+                                           r"The first \(syn-L1-00001\): HTTP 400: stub refuses this prompt \(400\)"):
+        run_evaluate(cfg)  # stops after 3 batches of 4: at least 10 asked
+    path = tmp_path / "eval" / "predictions.jsonl"
+    assert all("error" in json.loads(line) for line in path.read_text().splitlines())
+    StubChat.fail, StubChat.requests = None, []
+    summary = run_evaluate(_cfg(stub_server, data_root, tmp_path / "eval", batch_size=4, max_tokens=64))
+    assert len(StubChat.requests) == 18 and summary["errors"] == 0 and summary["answered_this_run"] == 18
+    assert len(path.read_text().splitlines()) == 18  # the refusals were replaced, not added to
+    assert score_files([f"{data_root}/{f}" for f in FILES], str(path))["accuracy"] == summary["accuracy"]
+
+
+def test_a_few_refusals_are_counted_and_asked_again(stub_server, data_root, tmp_path, capsys):
+    from seedr1.evaluate.run import run_evaluate
+
+    samples = [s for f in FILES for s in read_annotations(f"{data_root}/{f}")]
+    StubChat.fail = (_fails_on(samples[0]), 400)
+    refused = {s.sample_id for s in samples if _fails_on(samples[0])(f"{s.question}\nA. {s.options[0]}\n")}
+    cfg = _cfg(stub_server, data_root, tmp_path / "eval")
+    summary = run_evaluate(cfg)
+    assert summary["errors"] == len(refused) >= 1 and summary["n"] == 18
+    assert f"over 18 questions ({len(refused)} failed at the endpoint, " in capsys.readouterr().out
+    StubChat.fail, StubChat.requests = None, []
+    summary = run_evaluate(cfg)
+    assert len(StubChat.requests) == len(refused) and summary["errors"] == 0
+
+
+def test_fewer_choices_than_asked_are_an_error(stub_server, data_root, tmp_path):
+    """A server that ignores n: the missing draws are not silently counted wrong."""
+    from seedr1.evaluate.run import run_evaluate
+
+    StubChat.choices = 1
+    with pytest.raises(RuntimeError, match=r"asked for n=3 answers, the server returned 1"):
+        run_evaluate(_cfg(stub_server, data_root, tmp_path / "eval", samples=3, temperature=0.7))
+
+
+def test_a_sample_id_in_two_annotation_files_stops_before_generation(stub_server, data_root, tmp_path):
+    import shutil
+
+    from seedr1.data.annotations import AnnotationError
+    from seedr1.evaluate.run import run_evaluate
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    l1, l2 = root / FILES[0], root / FILES[1]
+    rows = [json.loads(line) for line in l2.read_text().splitlines()]
+    rows[1]["sample_id"] = json.loads(l1.read_text().splitlines()[2])["sample_id"]
+    l2.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(AnnotationError) as info:
+        run_evaluate(_cfg(stub_server, str(root), tmp_path / "eval"))
+    assert str(info.value) == (f"{l2}:2 (sample_id {rows[1]['sample_id']}): field 'sample_id': also in {l1}:3")
+    assert StubChat.requests == [] and not (tmp_path / "eval" / "predictions.jsonl").exists()
+
+
+@pytest.fixture()
+def broken_root(data_root, tmp_path):
+    """A copy of the data whose first L3 record's current-observation image is not a PNG."""
+    import shutil
+
+    root = tmp_path / "broken"
+    shutil.copytree(data_root, root)
+    record = json.loads((root / FILES[2]).read_text().splitlines()[0])
+    (root / "images" / record["video_source"] / record["current_observation_basename"]).write_bytes(b"not a png")
+    return str(root), record["sample_id"]
+
+
+def _in_process_shards(monkeypatch):
+    """``data.shards`` read by the pipeline's own shard code in this process: Ray Data's transport is not what is
+    tested, and starting Ray costs more than the whole test."""
+    from seedr1.data import pipeline
+    from seedr1.data.shards import read_manifest
+
+    def rows(args):
+        cfg, files = args
+        for shard in read_manifest(cfg.shards)["shards"]:
+            path = f"{cfg.shards}/{shard['name']}"
+            yield from pipeline._shard_rows(Path(path).read_bytes(), path, [Path(f).name for f in files], cfg, 0)
+
+    monkeypatch.setattr(pipeline, "build_dataset", lambda cfg, files: (cfg, files))
+    monkeypatch.setattr(pipeline, "dataset_rows", rows)
+
+
+def test_rejected_media_count_wrong_and_are_listed_from_either_source(stub_server, broken_root, tmp_path,
+                                                                      monkeypatch):
+    from seedr1.data.shards import pack
+    from seedr1.evaluate.run import run_evaluate
+
+    root, broken = broken_root
+    pack(root, str(tmp_path / "shards"), log=lambda *a: None)
+    _in_process_shards(monkeypatch)
+    from_root = run_evaluate(_cfg(stub_server, root, tmp_path / "by-root"))
+    from_shards = run_evaluate(_cfg(stub_server, "", tmp_path / "by-shards", data={"shards": str(tmp_path / "shards")}))
+    for out, summary in (("by-root", from_root), ("by-shards", from_shards)):
+        assert summary["n"] == 18 and summary["by_level"]["L3"]["n"] == 8, out  # the rejected one counts, wrong
+        assert summary["missing"] == [] and [r["sample_id"] for r in summary["rejected"]] == [broken], out
+        reject = summary["rejected"][0]
+        assert reject["file"] == "validation_L3.jsonl" and reject["field"] == "current_observation_basename", out
+        assert reject["reason"], out
+        rows = [json.loads(line) for line in (tmp_path / out / "rejects.jsonl").read_text().splitlines()]
+        assert rows == summary["rejected"], out
+    assert from_shards["correct"] == from_root["correct"] and from_shards["accuracy"] == from_root["accuracy"]
+    # a rerun writes the rejects again, not twice
+    run_evaluate(_cfg(stub_server, root, tmp_path / "by-root"))
+    assert len((tmp_path / "by-root" / "rejects.jsonl").read_text().splitlines()) == 1

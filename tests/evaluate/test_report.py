@@ -54,6 +54,8 @@ def _summary(items: list[dict]) -> dict:
         "model": "tiny-qwen2-vl", **_tally([it["correct"] for it in items]),
         "by_level": {lv: of("task_level", lv) for lv in ("L1", "L2", "L3")},
         "by_domain": {d: of("domain", d) for d in ("Daily life", "Hobbies", "Recreation", "Work")},
+        "l3_by_domain": {d: _tally([it["correct"] for it in items if it["task_level"] == "L3" and it["domain"] == d])
+                         for d in ("Daily life", "Recreation")},  # the L3 items' domains
         "missing": [], "reasoning": {"format_rate": 1.0, "mean_reasoning_chars": 42.5, "consistency_rate": 0.6},
     }
 
@@ -115,10 +117,10 @@ def test_report_in_headless_chromium(browser, tmp_path):
     assert page.title() == "Eval of tiny"
     assert page.text_content("#count") == "Showing 6 of 6"
     assert _visible_ids(page) == [r[0] for r in ROWS]
-    # summary table: L1, L2, Daily life, Hobbies, Recreation, Work, L3 overall, Overall
+    # summary table: L1, L2, L3's Daily life, Hobbies, Recreation, Work (L3 questions only), L3 overall, Overall
     cells = [t.split("\n")[0] for t in page.eval_on_selector_all("#summary tr:last-child td",
                                                                "tds => tds.map(td => td.innerText)")]
-    assert cells == ["100.0", "33.3", "66.7", "0.0", "100.0", "0.0", "50.0", "50.0"]
+    assert cells == ["100.0", "33.3", "0.0", "\u2013", "100.0", "\u2013", "50.0", "50.0"]
     assert "3/6" in page.inner_text("#summary") and "tiny-qwen2-vl" in page.inner_text("body")
     assert page.inner_text("#reasoning").split()[-3:] == ["1.000", "42.5", "0.600"]
 
@@ -152,3 +154,38 @@ def test_report_in_headless_chromium(browser, tmp_path):
     assert errors == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
     page.close()
+
+
+def _summary_cells(summary: dict) -> list[str]:
+    import re
+
+    table = re.search(r"<table id=summary>(.*?)</table>", render_html_report(summary, [])).group(1)
+    return re.findall(r"<td>(.*?)</td>", table)
+
+
+def test_l3_domain_columns_are_l3_questions_only():
+    """The L3 columns are the paper's: L3 questions by domain (l3_by_domain), not every level's (by_domain)."""
+    def tally(correct, n):
+        return {"accuracy": correct / n, "n": n, "correct": correct}
+
+    summary = {"accuracy": 0.5, "n": 10, "correct": 5, "by_level": {"L1": tally(3, 4), "L2": tally(1, 2),
+                                                                    "L3": tally(1, 4)},
+               "by_domain": {d: tally(2, 4) for d in ("Daily life", "Hobbies", "Recreation", "Work")},
+               "l3_by_domain": {"Daily life": tally(1, 1), "Work": tally(0, 3)}}
+    cells = _summary_cells(summary)
+    assert cells[2:6] == ["100.0<br><small>1/1</small>", "&ndash;", "&ndash;", "0.0<br><small>0/3</small>"]
+
+
+def test_several_draws_show_mean_counts():
+    """With k draws the counts under each accuracy are means too: 50.0 over 2/4, not draw 0's 0/4."""
+    from seedr1.data.schema import Sample
+    from seedr1.evaluate.scoring import score_draws
+
+    samples = [Sample(sample_id=f"s{i}", kind="validation", question="q", answer="a", options=list("abcd"),
+                      gold_letter="A", task_level="L1", domain="Work") for i in range(4)]
+    rows = [{"sample_id": s.sample_id, "k": k, "response": f"<answer>{'BA'[k]}</answer>"} for s in samples
+            for k in (0, 1)]
+    summary = score_draws(samples, rows, 2)
+    assert _summary_cells(summary)[0] == "50.0<br><small>2/4</small>"
+    html_text = render_html_report(summary, [])
+    assert "2 of 4 correct" in html_text and "Means over 2 draws" in html_text

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from seedr1.data.schema import Sample
-from seedr1.evaluate.scoring import ScoringError, read_predictions, score, score_files
+from seedr1.evaluate.scoring import ScoringError, read_predictions, score, score_draws, score_files
 
 OPTIONS = ["boil water", "cut the onion", "wash the cup", "open the door"]
 
@@ -178,3 +179,41 @@ def test_read_predictions_skips_blank_lines(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('\n{"sample_id": "a", "response": "x"}\n  \n[1]\n')
     assert read_predictions(str(path)) == ([{"sample_id": "a", "response": "x"}, [1]], [2, 4])
+
+
+def test_several_draws_give_figures_that_agree():
+    """With k draws every figure is over all of them: correct is the mean count (correct / n == accuracy), missing
+    lists a question missing in any draw, and the reasoning analysis covers every draw's answers."""
+    samples = [sample("a", "A"), sample("b", "A"), sample("c", "A", "L2", "Work"), sample("d", "A", "L2", "Work")]
+    draw0 = [dict(pred(s.sample_id, "<answer>B</answer>"), k=0) for s in samples]  # all wrong, no format
+    right = "<think>The answer is A.</think><answer>A</answer>"  # format, 16 chars, consistent
+    draw1 = [dict(pred(s.sample_id, right), k=1) for s in samples[:3]]  # d missing
+    summary = score_draws(samples, draw0 + draw1, 2)
+    assert (summary["accuracy"], summary["correct"], summary["n"]) == (3 / 8, 1.5, 4)
+    l1 = summary["by_level"]["L1"]
+    assert (l1["accuracy"], l1["correct"], l1["n"]) == (0.5, 1.0, 2)
+    assert summary["by_level"]["L2"]["correct"] == 0.5 and summary["by_domain"]["Work"]["correct"] == 0.5
+    assert summary["missing"] == ["d"]
+    assert summary["reasoning"] == {"format_rate": 3 / 7, "mean_reasoning_chars": 3 * 16 / 7, "consistency_rate": 1.0,
+                                    "consistency_n": 3}
+    assert summary["reasoning_by_level"]["L2"]["format_rate"] == 1 / 3
+    for entry in [summary, *summary["by_level"].values(), *summary["by_domain"].values()]:
+        assert entry["correct"] / entry["n"] == pytest.approx(entry["accuracy"])
+
+
+def test_a_rejected_sample_counts_wrong_apart_from_missing():
+    stand_in = Sample(sample_id="r", kind="rejected", question="", answer="")  # shards alone: its id only
+    summary = score([sample("a", "A"), sample("b", "A"), stand_in], [pred("a", "<answer>A</answer>")],
+                    rejected=["b", "r"])
+    assert (summary["n"], summary["correct"], summary["missing"]) == (3, 1, [])
+
+
+def test_a_sample_id_in_two_annotation_files_names_both(files):
+    from seedr1.data.annotations import AnnotationError
+
+    (l1, l2), predictions = files
+    Path(l2).write_text(Path(l2).read_text() + json.dumps(_validation_record("b", "B", "L2", "Work")) + "\n")
+    predictions.write_text("")
+    with pytest.raises(AnnotationError) as info:
+        score_files([l1, l2], str(predictions))
+    assert str(info.value) == f"{l2}:2 (sample_id b): field 'sample_id': also in {l1}:2"

@@ -2,8 +2,9 @@
 
 Media travel inline as data URLs: the current-observation image as PNG (`image_url`), the task-progress clip as an
 mp4 encoded from the sampled frames (`video_url`), in the prompt's order. Bounded concurrency, retries with backoff.
-A request the server refuses for its content (400, 413, 422: e.g. a prompt over the model's length) fails only its
-sample; anything else (auth, 5xx or no connection after the retries) fails the run.
+A request the server refuses for its content (400, 413, 422: e.g. a prompt over the model's length), or answers with
+fewer choices than the ``n`` asked for, fails only its sample; anything else (auth, 5xx or no connection after the
+retries) fails the run.
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def chat_messages(record) -> list[dict]:
 
 
 class Rejected(RuntimeError):
-    """The server refused one sample's request for its content (HTTP 400, 413, 422): retrying will not help."""
+    """The server refused one sample's request for its content (HTTP 400, 413, 422), or answered it with fewer
+    choices than asked: this sample's answers are errors (counted wrong, asked again by a rerun)."""
 
     STATUSES = (400, 413, 422)
 
@@ -104,6 +106,8 @@ class EndpointTarget:
         if seed is not None:
             body["seed"] = seed
         choices = self._post(body)["choices"]
+        if len(choices) != n:  # a server ignoring ``n``: the missing draws would silently count wrong
+            raise Rejected(f"asked for n={n} answers, the server returned {len(choices)}")
         return [c["message"]["content"] or "" for c in sorted(choices, key=lambda c: c.get("index", 0))]
 
     def generate(self, records: list, n: int, temperature: float, top_p: float, max_tokens: int,

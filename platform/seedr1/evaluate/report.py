@@ -101,11 +101,19 @@ def _frame_indices(total: int, cap: int = MAX_FRAMES) -> list[int]:
 
 
 def _cell(stats: Optional[dict]) -> str:
-    """A table cell: accuracy in percent with correct/n below; a dash when there are no numbers."""
+    """A table cell: accuracy in percent with correct/n below (correct: a mean over draws may be fractional); a dash
+    when there are no numbers."""
     if not isinstance(stats, dict) or stats.get("accuracy") is None:
         return "<td>&ndash;</td>"
-    extra = f"<br><small>{_e(stats.get('correct', '?'))}/{_e(stats.get('n', '?'))}</small>" if "n" in stats else ""
+    extra = f"<br><small>{_count(stats.get('correct'))}/{_e(stats.get('n', '?'))}</small>" if "n" in stats else ""
     return f"<td>{100 * float(stats['accuracy']):.1f}{extra}</td>"
+
+
+def _count(value) -> str:
+    """A count; a mean count over draws (a float) to one decimal unless it is whole."""
+    if isinstance(value, float):
+        return f"{value:.0f}" if value.is_integer() else f"{value:.1f}"
+    return _e("?" if value is None else value)
 
 
 def _fmt(value, spec: str) -> str:
@@ -119,9 +127,9 @@ def _fmt(value, spec: str) -> str:
 def _summary_html(summary: dict) -> str:
     """The paper-style accuracy table, overall counts and the reasoning figures."""
     by_level = summary.get("by_level") or {}
-    by_domain = summary.get("by_domain") or {}
+    l3_by_domain = summary.get("l3_by_domain") or {}  # the L3 columns: L3 questions only, as in the paper
     extra_levels = [lv for lv in by_level if lv not in PAPER_LEVELS]
-    domains = list(PAPER_DOMAINS) + sorted(d for d in by_domain if d not in PAPER_DOMAINS)
+    domains = list(PAPER_DOMAINS) + sorted(d for d in l3_by_domain if d not in PAPER_DOMAINS)
     overall = {k: summary[k] for k in ("accuracy", "n", "correct") if k in summary}
     head1 = ("<tr><th rowspan=2>L1</th><th rowspan=2>L2</th>"
              f"<th colspan={len(domains) + 1}>L3</th>"
@@ -129,16 +137,19 @@ def _summary_html(summary: dict) -> str:
              + "<th rowspan=2>Overall</th></tr>")
     head2 = "<tr>" + "".join(f"<th>{_e(d)}</th>" for d in domains) + "<th>L3 overall</th></tr>"
     row = ("<tr>" + _cell(by_level.get("L1")) + _cell(by_level.get("L2"))
-           + "".join(_cell(by_domain.get(d)) for d in domains) + _cell(by_level.get("L3"))
+           + "".join(_cell(l3_by_domain.get(d)) for d in domains) + _cell(by_level.get("L3"))
            + "".join(_cell(by_level.get(lv)) for lv in extra_levels) + _cell(overall) + "</tr>")
     reasoning = summary.get("reasoning") or {}
     missing = summary.get("missing") or []
+    draws = summary.get("samples") if isinstance(summary.get("samples"), int) and summary["samples"] > 1 else None
     return (
         f"<p>Model: <b>{_e(summary.get('model', 'unknown'))}</b> &middot; "
-        f"{_e(summary.get('correct', '?'))} of {_e(summary.get('n', '?'))} correct &middot; "
-        f"missing predictions: {len(missing)}</p>"
+        f"{_count(summary.get('correct'))} of {_e(summary.get('n', '?'))} correct &middot; "
+        f"missing predictions: {len(missing)} &middot; errors: {_e(summary.get('errors', 0))} &middot; "
+        f"rejected media: {len(summary.get('rejected') or [])}</p>"
         f"<table id=summary>{head1}{head2}{row}</table>"
-        "<p class=caption>Accuracy in percent (correct/n). Domain columns are the summary's by-domain figures.</p>"
+        "<p class=caption>Accuracy in percent (correct/n). The L3 domain columns are L3 questions only."
+        + (f" Means over {draws} draws per question (correct too)." if draws else "") + "</p>"
         "<table id=reasoning><tr><th>Format rate</th><th>Mean reasoning chars</th><th>Think/answer consistency</th>"
         f"</tr><tr><td>{_fmt(reasoning.get('format_rate'), '.3f')}</td>"
         f"<td>{_fmt(reasoning.get('mean_reasoning_chars'), '.1f')}</td>"

@@ -1,9 +1,14 @@
 """The evaluation job: answers from a checkpoint (a pool of vLLM actors) or an OpenAI-compatible endpoint, appended
-to predictions.jsonl as they finish (a rerun skips what is done), then scored with the official rule
-(`evaluate.scoring`), with the reasoning analysis, a paper-style table, a chart and a browsable HTML report."""
+to predictions.jsonl as they finish, then scored with the official rule (`evaluate.scoring`), with the reasoning
+analysis, a paper-style table, a chart and a browsable HTML report.
+
+A rerun in the same out_dir skips what is answered and asks again for what failed (rows with an ``error``); it is
+refused when the settings that decide the answers (`answer_settings`, kept in predictions.settings.json) changed.
+Records whose media could not be read count wrong, are listed as ``rejected`` and written to rejects.jsonl."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Iterator
@@ -13,43 +18,128 @@ import numpy as np
 from seedr1.algo.rewards import is_correct
 from seedr1.config import ConfigError, EvaluateConfig, RolloutConfig, save_config
 from seedr1.data.schema import Sample
-from seedr1.evaluate.scoring import score_draws
+from seedr1.evaluate.scoring import read_samples, score_draws
 from seedr1.metrics import ray_metrics
 from seedr1.storage import absolute, join
 
 
+SETTINGS_FILE = "predictions.settings.json"
+# Stop when more than half the questions answered so far failed at the endpoint, once this many were asked (or at
+# the end): a server refusing everything (a max_tokens over its limit, say) is a broken run, not a score of 0.
+MIN_QUESTIONS_FOR_ERROR_RATE = 10
+
+
 def read_done(path: Path) -> dict[tuple[str, int], dict]:
-    """Predictions already written, by (sample_id, k); a line cut short by a kill is dropped (and redone)."""
+    """Predictions already written, by (sample_id, k); the last line cut short by a kill is dropped (and redone).
+    Anything else unreadable is a ``ConfigError`` naming path:line."""
     done = {}
     if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[(str(row["sample_id"]), int(row.get("k", 0)))] = row
+            except json.JSONDecodeError as e:
+                if lineno == len(lines) and not text.endswith("\n"):
+                    continue
+                raise ConfigError(f"{path}:{lineno}: malformed JSON: {e.msg} at column {e.colno}") from None
+            sid = row.get("sample_id") if isinstance(row, dict) else None
+            k = row.get("k", 0) if isinstance(row, dict) else 0
+            if sid is None or isinstance(k, bool) or not isinstance(k, int):
+                raise ConfigError(f"{path}:{lineno}: not a prediction row (needs 'sample_id' and an integer 'k'): "
+                                  f"{line[:200]}")
+            done[(str(sid), k)] = row
     return done
 
 
 def open_for_append(path: Path):
-    """``path`` opened to append rows, cut back to its last complete line first: a row cut short by a kill would
-    otherwise run into the first new row and make both unreadable."""
+    """``path`` opened to append rows. A last line cut short by a kill is cut off first (it would run into the first
+    new row and make both unreadable); a complete last row missing only its newline gets it, since ``read_done``
+    counted it as done."""
     if path.exists():
         with open(path, "rb+") as f:
             data = f.read()
             if data and not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
+                tail = data[data.rfind(b"\n") + 1:]
+                try:
+                    json.loads(tail)
+                    f.write(b"\n")
+                except ValueError:
+                    f.truncate(data.rfind(b"\n") + 1)
     return open(path, "a", encoding="utf-8")
 
 
-def _records(cfg: EvaluateConfig) -> Iterator:
+def answer_settings(cfg: EvaluateConfig, model: str) -> dict:
+    """What decides the answers: the model (or endpoint and served model), the sampling, the data and the prompt.
+    Answers made with other settings must not be mixed into one score."""
+    d = cfg.data
+    target = {"endpoint": cfg.endpoint, "served_model": cfg.served_model} if cfg.endpoint else {
+        "model": model, "vllm.max_model_len": cfg.vllm.max_model_len, "vllm.dtype": cfg.vllm.dtype,
+        "vllm.seed": cfg.vllm.seed}
+    settings = {**target, "samples": cfg.samples, "temperature": cfg.temperature, "top_p": cfg.top_p,
+                "max_tokens": cfg.max_tokens, "seed": cfg.seed, "files": cfg.files,
+                **{f"data.{k}": getattr(d, k) for k in ("root", "shards", "fps", "min_frames", "max_frames",
+                                                         "frame_size", "image_size", "question_template",
+                                                         "instruction", "option_order", "seed")}}
+    return json.loads(json.dumps(settings))  # as they read back from the file
+
+
+def check_settings(out: Path, settings: dict, resuming: bool) -> None:
+    """Refuse to add answers to a predictions.jsonl made with other settings; record them when a run starts."""
+    path, predictions = out / SETTINGS_FILE, out / "predictions.jsonl"
+    if resuming and path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        differ = [k for k in {**old, **settings} if old.get(k) != settings.get(k)]
+        if differ:
+            def short(v) -> str:
+                return repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
+
+            changes = "; ".join(f"{k}: {short(old.get(k))} -> {short(settings.get(k))}" for k in differ)
+            raise ConfigError(f"{predictions} holds answers made with other settings ({changes}); a rerun only adds "
+                              f"to answers made with the same ones. To start afresh, pick another out_dir or delete "
+                              f"{predictions}")
+        return
+    if resuming:  # written before the settings were recorded: nothing to compare with
+        print(f"[evaluate] {predictions}: no {SETTINGS_FILE}, resuming on trust; the current settings are recorded",
+              flush=True)
+    path.write_text(json.dumps(settings, indent=1), encoding="utf-8")
+
+
+def drop_error_rows(path: Path, done: dict) -> dict:
+    """``done`` without the rows of requests that failed, which the file loses too (written anew, then moved into
+    place): they are asked again, and the file keeps one row per (sample_id, k) for `seedr1 score`."""
+    if not any("error" in row for row in done.values()):
+        return done
+    kept = {key: row for key, row in done.items() if "error" not in row}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in kept.values()), encoding="utf-8")
+    os.replace(tmp, path)
+    return kept
+
+
+def _records(cfg: EvaluateConfig, rejects_path: Path, rejects: list, levels: dict) -> Iterator:
+    """The prompt records; the rejected ones (media that could not be read) are written to ``rejects_path`` and
+    appended to ``rejects`` (the pipeline's reject fields), whichever the source. ``levels``: file name -> the task
+    levels of its decoded records."""
     import ray
 
-    from seedr1.data.pipeline import RecordStream, build_dataset, dataset_rows, iter_local
+    from seedr1.data.pipeline import REJECT_KEYS, RecordStream, build_dataset, dataset_rows, iter_local
+
+    def noting(rows):
+        for row in rows:
+            if not row["ok"]:
+                rejects.append({k: row[k] for k in REJECT_KEYS})
+            else:
+                levels.setdefault(row["file"], set()).add(row["task_level"])
+            yield row
 
     if cfg.data.shards or ray.is_initialized():
-        return iter(RecordStream(dataset_rows(build_dataset(cfg.data, cfg.files)), cfg.data))
-    return iter(RecordStream(iter_local(cfg.data, cfg.files), cfg.data))
+        rows = dataset_rows(build_dataset(cfg.data, cfg.files))
+    else:
+        rows = iter_local(cfg.data, cfg.files)
+    return iter(RecordStream(noting(rows), cfg.data, rejects_path=str(rejects_path)))
 
 
 def _thumbnails(record) -> dict:
@@ -96,8 +186,16 @@ def _sample_of(record) -> Sample:
                   domain=record.domain)
 
 
+def _check_errors(errored: dict, asked: int, final: bool) -> None:
+    """Stop when more than half the questions failed at the endpoint (see MIN_QUESTIONS_FOR_ERROR_RATE)."""
+    if errored and 2 * len(errored) > asked and (final or asked >= MIN_QUESTIONS_FOR_ERROR_RATE):
+        sid, message = next(iter(errored.items()))
+        raise RuntimeError(f"{len(errored)} of {asked} questions failed at the endpoint, more than half: stopped. "
+                           f"The first ({sid}): {message}. The answers that came back are kept in predictions.jsonl; "
+                           "fix the cause and rerun to ask again for the failed ones")
+
+
 def run_evaluate(cfg: EvaluateConfig) -> dict:
-    from seedr1.data.annotations import read_annotations
     from seedr1.evaluate.http_target import Rejected
     from seedr1.evaluate.reasoning import answer_letter, is_consistent
     from seedr1.evaluate.table import bar_chart, markdown_table
@@ -115,12 +213,20 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         model = resolve_for_workers(model)  # the vLLM actors do not run in this working directory
     cfg.data.root, cfg.data.shards = absolute(cfg.data.root), absolute(cfg.data.shards)  # nor do Ray Data's tasks
     name = cfg.name or (cfg.served_model if cfg.endpoint else Path(model.rstrip("/")).name)
-    save_config(cfg, out)
-    # Scored against the annotation files (every sample counts, rejected media too); shards alone: the records.
-    samples = [s for f in cfg.files for s in read_annotations(join(cfg.data.root, f))] if cfg.data.root else []
-    seen: list[Sample] = []
     pred_path = out / "predictions.jsonl"
     done = read_done(pred_path)
+    # Before config.yaml is overwritten. Failed requests alone are no answers to mix: new settings may start afresh.
+    check_settings(out, answer_settings(cfg, model), resuming=any("error" not in row for row in done.values()))
+    save_config(cfg, out)
+    # Scored against the annotation files (every sample counts, rejected media too); shards alone: the records.
+    samples = read_samples([join(cfg.data.root, f) for f in cfg.files]) if cfg.data.root else []
+    seen: list[Sample] = []
+    done = drop_error_rows(pred_path, done)
+    errored: dict[str, str] = {}  # sample_id -> error, this run's failed requests in order
+    rejects: list[dict] = []
+    levels: dict[str, set] = {}
+    rejects_path = out / "rejects.jsonl"
+    rejects_path.write_text("")  # each run reads every record again, so writes every reject again
     t0, answered = time.perf_counter(), 0
     target, run = None, out.name
     ray_metrics.evaluation_totals(run, len(samples))
@@ -145,7 +251,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                 error = None
                 if isinstance(answers, Rejected):  # this sample only: an empty answer, counted wrong, error kept
                     error, answers = str(answers), [""] * cfg.samples
-                    print(f"[evaluate] {r.sample_id}: refused by the endpoint, counted wrong: {error}", flush=True)
+                    errored.setdefault(r.sample_id, error)
+                    print(f"[evaluate] {r.sample_id}: failed at the endpoint, counted wrong (a rerun asks again): "
+                          f"{error}", flush=True)
                 elif isinstance(answers, Exception):  # the run fails, after writing the answers that came back
                     failure = failure or answers
                     continue
@@ -160,14 +268,16 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                 answered += 1
             if failure is not None:
                 raise failure
+            asked = len({sid for sid, _ in done})
+            _check_errors(errored, asked, final=False)
             rate = answered / (time.perf_counter() - t0)
-            left = max(len(samples) - len({sid for sid, _ in done}), 0)
-            print(f"[evaluate] {len({sid for sid, _ in done})}/{len(samples) or '?'} answered, {rate:.2f} q/s, "
+            left = max(len(samples) - asked, 0)
+            print(f"[evaluate] {asked}/{len(samples) or '?'} answered ({len(errored)} failed), {rate:.2f} q/s, "
                   f"ETA {left / max(rate, 1e-9):.0f} s", flush=True)
 
         try:
             batch = []
-            for record in _records(cfg):
+            for record in _records(cfg, rejects_path, rejects, levels):
                 by_id[record.sample_id] = record.options
                 seen.append(_sample_of(record))
                 if cfg.html_report:
@@ -177,16 +287,27 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                     flush(batch)
                     batch = []
             flush(batch)
+            _check_errors(errored, len({sid for sid, _ in done}), final=True)
         finally:
             if isinstance(target, _EnginePool):
                 target.close()
     seconds = time.perf_counter() - t0
     samples = samples or seen
+    # Rejected records count wrong, in n. With shards alone the samples are the decoded records, so the rejected
+    # ones get stand-ins: at the level of their file when its records share one (SEED-Bench-R1's files are one level
+    # each), domain unknown. A record lost with its shard has no sample_id: it is named after the shard.
+    rejected_ids = [r["sample_id"] or f"{r['file']}#{i}" for i, r in enumerate(rejects)]
+    samples, known = list(samples), {s.sample_id for s in samples}
+    for sid, r in zip(rejected_ids, rejects):
+        if sid not in known:
+            level = next(iter(levels[r["file"]])) if len(levels.get(r["file"], ())) == 1 else None
+            samples.append(Sample(sample_id=sid, kind="rejected", question="", answer="", task_level=level))
     predictions = list(read_done(pred_path).values())
-    summary = score_draws(samples, predictions, cfg.samples)
+    summary = score_draws(samples, predictions, cfg.samples, rejected=rejected_ids)
     summary.update(model=name, checkpoint=None if cfg.endpoint else model, endpoint=cfg.endpoint or None,
                    files=cfg.files, samples=cfg.samples, temperature=cfg.temperature, seconds=round(seconds, 2),
-                   answered_this_run=answered)
+                   answered_this_run=answered, errors=len({p["sample_id"] for p in predictions if "error" in p}),
+                   rejected=rejects)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     ray_metrics.evaluation_totals(run, summary["n"], {"all": summary["accuracy"],
                                                       **{lv: v["accuracy"] for lv, v in summary["by_level"].items()}})
@@ -208,5 +329,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                           "consistent": is_consistent(p["response"], options),
                           **thumbs.get(s.sample_id, {"frames": None, "image": None})})
         write_html_report(out / "report.html", summary, items, title=f"{name} on SEED-Bench-R1")
-    print(f"[evaluate] {name}: accuracy {summary['accuracy']:.3f} over {summary['n']} questions -> {out}", flush=True)
+    print(f"[evaluate] {name}: accuracy {summary['accuracy']:.3f} over {summary['n']} questions ({summary['errors']} "
+          f"failed at the endpoint, {len(rejects)} rejected media, {len(summary['missing'])} unanswered) -> {out}",
+          flush=True)
     return summary
