@@ -46,10 +46,10 @@ def group(ray_cluster):
 
 def test_actor_killed_between_calls_gets_weights_back(group):
     g, events = group
-    assert g.generate(["p0", "p1", "p2"], seed=0)[0] == ["p0@start", "p1@start", "p2@start"]
+    assert g.generate(["p0", "p1", "p2"], seed=None)[0] == ["p0@start", "p1@start", "p2@start"]
     g.sync(b"v1")
     os.kill(ray.get(g.actors[1].pid.remote()), signal.SIGKILL)  # restarted by Ray with the start weights
-    out, _ = g.generate(["p0", "p1", "p2"], seed=0)
+    out, _ = g.generate(["p0", "p1", "p2"], seed=None)
     assert out == ["p0@v1", "p1@v1", "p2@v1"]  # the stale actor was noticed and reloaded
     assert g.restarts == 1 and events[0][0] == "rollout_actor_restarted" and events[0][1]["actor"] == 1
 
@@ -58,7 +58,7 @@ def test_actor_killed_mid_generation_regenerates_its_prompts(group):
     g, events = group
     g.sync(b"v1")
     pid = ray.get(g.actors[0].pid.remote())  # asked first: the actor runs one call at a time
-    pending = g.launch([f"p{i}" for i in range(8)], seed=0)  # ~0.2 s per actor
+    pending = g.launch([f"p{i}" for i in range(8)], seed=None)  # ~0.2 s per actor
     time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     out, _ = g.collect(pending)

@@ -47,3 +47,21 @@ def test_completion_texts_drop_a_trailing_partial_character(tiny_model_dir):
     ids = tok.encode("A é", add_special_tokens=False)
     assert tok.decode(ids[:-1]).endswith("\ufffd")  # the last byte of "é" is its own token here
     assert completion_texts(tok, [ids[:-1], ids, ids + [tok.eos_token_id]]) == ["A ", "A é", "A é"]
+
+
+def test_a_seeded_prompt_draws_the_same_samples_alone_or_behind_another(tiny_model_dir):
+    rng = np.random.default_rng(1)
+
+    def record(sid):
+        return PromptRecord(sample_id=sid, kind="validation", gold_letter="A",
+                            messages=user_message("What next?\nA. a\nB. b\nC. c\nD. d\n", False, True),
+                            video=None, image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8))
+
+    first, second = record("s0"), record("s1")
+    engine = HFEngine(tiny_model_dir)
+    sampling = Sampling(n=2, max_tokens=6, temperature=1.0, seed=3)
+    alone = engine.generate([second], sampling)[0]
+    behind = engine.generate([first, second], sampling)[1]  # a resumed or re-batched evaluation
+    assert [c.token_ids for c in alone] == [c.token_ids for c in behind]
+    other = engine.generate([second], Sampling(n=2, max_tokens=6, temperature=1.0, seed=4))[0]
+    assert [c.token_ids for c in other] != [c.token_ids for c in alone]  # the seed does reach the sampler

@@ -128,6 +128,10 @@ BAD = [
     ("max_tokens over the limit", dict(body={**_msg(QUESTION), "max_tokens": 10_000}), 400),
     ("deeply nested JSON", dict(body=None, raw=b"[" * 100_000 + b"]" * 100_000), 400),
     ("NaN temperature", dict(body=None, raw=json.dumps({**_msg(QUESTION), "temperature": float("nan")}).encode()), 400),
+    ("stream as a string", dict(body={**_msg(QUESTION), "stream": "false"}), 400),
+    ("stream_options not an object", dict(body={**_msg(QUESTION), "stream": True, "stream_options": "yes"}), 400),
+    ("lone surrogate in text", dict(body=None, raw=json.dumps(_msg({"type": "text", "text": "a\ud800"})).encode()),
+     400),
 ]
 
 
@@ -138,6 +142,24 @@ def test_bad_requests_are_4xx_and_the_server_lives_on(server, name, request_kwar
     assert set(body["error"]) == {"message", "type", "param", "code"} and body["error"]["message"]
     ok, answer = _post(server, _msg(QUESTION))
     assert ok == 200 and answer["choices"][0]["message"]["content"] is not None
+
+
+def test_values_openai_accepts_and_vllm_refuses(server):
+    """n > 1 greedy (n copies of the one greedy answer), top_p=0 (greedy), a developer message, an assistant turn
+    with null content, and a lowercase auth scheme are all answered."""
+    code, out = _post(server, {**_msg(QUESTION), "n": 2, "temperature": 0})
+    assert code == 200, out
+    assert [c["index"] for c in out["choices"]] == [0, 1]
+    assert len({c["message"]["content"] for c in out["choices"]}) == 1
+    code, top_p0 = _post(server, {**_msg(QUESTION), "top_p": 0})
+    assert code == 200 and top_p0["choices"][0]["message"]["content"] == out["choices"][0]["message"]["content"]
+    turns = {"model": "seedr1", "max_tokens": 4, "messages": [
+        {"role": "developer", "content": "Be brief."}, {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None}, {"role": "user", "content": [QUESTION]}]}
+    assert _post(server, turns)[0] == 200
+    req = urllib.request.Request(server + "/models", headers={"Authorization": f"bearer {KEY}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200
 
 
 def test_health_and_models(server):
@@ -243,7 +265,14 @@ def _sampling_of(**params):
     from seedr1.config import ServeConfig, ServeLimits
     from seedr1.serve.app import _sampling
 
-    return _sampling({"messages": [], **params}, ServeConfig(model="unused", limits=ServeLimits(max_tokens=64)))
+    return _sampling({"messages": [], **params}, ServeConfig(model="unused", limits=ServeLimits(max_tokens=64)))[0]
+
+
+def _vllm_accepts(sampling) -> None:
+    from vllm import SamplingParams
+
+    SamplingParams(n=sampling.n, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
+                   top_p=sampling.top_p, stop=sampling.stop)
 
 
 @pytest.mark.parametrize("raw,param", [
@@ -252,6 +281,7 @@ def _sampling_of(**params):
     ('{"seed": 18446744073709551616}', "seed"), ('{"seed": -9223372036854775809}', "seed"),
     ('{"max_completion_tokens": 65}', "max_completion_tokens"),
     ('{"max_completion_tokens": 8, "max_tokens": 9}', "max_completion_tokens"),
+    ('{"stop": [""]}', "stop"), ('{"stop": ["end", ""]}', "stop"), ('{"stop": ""}', "stop"),
 ])
 def test_bad_sampling_parameters_are_400_naming_the_parameter(raw, param):
     from seedr1.serve.errors import APIError
@@ -259,6 +289,22 @@ def test_bad_sampling_parameters_are_400_naming_the_parameter(raw, param):
     with pytest.raises(APIError) as e:
         _sampling_of(**json.loads(raw))  # json.loads reads NaN, Infinity and 1e400 (inf)
     assert e.value.status == 400 and e.value.param == param
+
+
+def test_openai_sampling_values_vllm_refuses_are_mapped():
+    """n > 1 with greedy decoding: one completion, copied n times (vLLM refuses n > 1 there); top_p=0 is greedy
+    (vLLM wants top_p in (0, 1]). What _sampling returns, vLLM takes."""
+    from seedr1.config import ServeConfig, ServeLimits
+    from seedr1.serve.app import _sampling
+
+    cfg = ServeConfig(model="unused", limits=ServeLimits(max_tokens=64))
+    for params, n, temperature, copies in [
+        (dict(n=3, temperature=0), 1, 0.0, 3), (dict(n=2, top_p=0), 1, 0.0, 2), (dict(top_p=0), 1, 0.0, 1),
+        (dict(n=2, temperature=0.7), 2, 0.7, 1), (dict(temperature=0), 1, 0.0, 1),
+    ]:
+        sampling, k = _sampling(params, cfg)
+        assert (sampling.n, sampling.temperature, k) == (n, temperature, copies), params
+        _vllm_accepts(sampling)
 
 
 def test_max_completion_tokens_is_read_and_seed_has_vllms_bounds():
@@ -288,12 +334,74 @@ def test_unparseable_bodies_are_400(raw):
     class Req:
         headers = {"content-length": str(len(raw))}
 
-        async def body(self):
-            return raw
+        async def stream(self):
+            yield raw
 
     with pytest.raises(APIError) as e:  # deep nesting: RecursionError; 5000 digits: over Python's int limit
         asyncio.run(_server_method("_body", cfg=ServeConfig(model="unused"))(Req()))
     assert e.value.status == 400
+
+
+def test_a_chunked_body_over_the_limit_is_refused_as_it_streams_in():
+    """No Content-Length (chunked upload): the 413 comes once the limit is passed, not after buffering it all."""
+    import asyncio
+
+    from seedr1.config import ServeConfig, ServeLimits
+    from seedr1.serve.errors import APIError
+
+    class Req:
+        headers = {}
+        read = 0
+
+        async def stream(self):
+            while True:  # an endless upload
+                Req.read += 1 << 16
+                yield b" " * (1 << 16)
+
+    cfg = ServeConfig(model="unused", limits=ServeLimits(max_body_bytes=1 << 20))
+    with pytest.raises(APIError) as e:
+        asyncio.run(asyncio.wait_for(_server_method("_body", cfg=cfg)(Req()), timeout=30))
+    assert e.value.status == 413 and Req.read <= (1 << 20) + (1 << 16)
+
+
+def test_auth_scheme_is_case_insensitive():
+    from seedr1.config import ServeConfig
+    from seedr1.serve.app import key_digest
+    from seedr1.serve.errors import APIError
+
+    check = _server_method("_check_auth", cfg=ServeConfig(model="unused"), key_digests={key_digest("k1")})
+    for header in ("Bearer k1", "bearer k1", "BEARER  k1 "):
+        check(type("Req", (), {"headers": {"authorization": header}})())
+    for header in ("Basic k1", "bearer", "bearerk1", "Bearer k2", ""):
+        with pytest.raises(APIError) as e:
+            check(type("Req", (), {"headers": {"authorization": header}})())
+        assert e.value.status == 401, header
+
+
+@pytest.mark.parametrize("params,param", [
+    (dict(stream="false"), "stream"), (dict(stream=1), "stream"),
+    (dict(stream=True, stream_options="yes"), "stream_options"),
+    (dict(stream=True, stream_options=[]), "stream_options"),
+    (dict(stream_options={"include_usage": True}), "stream_options"),  # OpenAI: only with stream
+    (dict(stream=True, stream_options={"include_usage": "yes"}), "stream_options.include_usage"),
+])
+def test_bad_stream_parameters_are_400_before_generating(params, param):
+    from seedr1.serve.app import _stream_options
+    from seedr1.serve.errors import APIError
+
+    with pytest.raises(APIError) as e:
+        _stream_options(params)
+    assert e.value.status == 400 and e.value.param == param
+
+
+def test_stream_parameters():
+    from seedr1.serve.app import _stream_options
+
+    for body in ({}, {"stream": None}, {"stream": False}):
+        assert _stream_options(body) == (False, False)
+    assert _stream_options({"stream": True}) == _stream_options({"stream": True, "stream_options": None}) \
+        == (True, False)
+    assert _stream_options({"stream": True, "stream_options": {"include_usage": True}}) == (True, True)
 
 
 TOO_LONG = [  # what vLLM raises for the whole call: its renderer (token count), its input processor
@@ -322,7 +430,7 @@ def test_a_too_long_prompt_fails_alone_in_its_batch(error):
             return [[Completion(text=f"{p}-{k}", token_ids=[1], logprobs=[0.0]) for k in range(sampling.n)]
                     for p in prompts]
 
-    run_batch = _server_method("_run_batch", engine=Engine(), lock=threading.Lock())
+    run_batch = _server_method("_run_batch", engine=Engine(), lock=threading.Lock(), dead=False)
     greedy, two = Sampling(n=1, temperature=0.0), Sampling(n=2)
     out = run_batch([("a", greedy), ("long", greedy), ("b", greedy), ("c", two)])
     assert [c.text for c in out[0]] == ["a-0"] and [c.text for c in out[2]] == ["b-0"]
@@ -330,6 +438,89 @@ def test_a_too_long_prompt_fails_alone_in_its_batch(error):
     assert out[1].status == 400 and out[1].code == "context_length_exceeded" and out[1].param == "messages"
     assert error["message"] in out[1].message
     assert Engine.calls == [["a", "long", "b"], ["a"], ["long"], ["b"], ["c"]]
+
+
+def test_any_engine_error_fails_only_its_own_request():
+    """Not only vLLM's refusals: any error of a batched call (e.g. the tokenizer's TypeError) is retried one request
+    at a time, and only the failing request gets it (a 500); the ones beside it are answered."""
+    import threading
+
+    from seedr1.rollout.engine import Completion, Sampling
+
+    class Engine:
+        calls = []
+
+        def generate(self, prompts, sampling):
+            Engine.calls.append(list(prompts))
+            if "bad" in prompts:
+                raise TypeError("TextEncodeInput must be Union[...]")
+            return [[Completion(text=p, token_ids=[1])] for p in prompts]
+
+    server = dict(engine=Engine(), lock=threading.Lock(), dead=False)
+    greedy = Sampling(n=1, temperature=0.0)
+    out = _server_method("_run_batch", **server)([("a", greedy), ("bad", greedy), ("b", greedy)])
+    assert [c.text for c in out[0]] == ["a"] and [c.text for c in out[2]] == ["b"]
+    assert isinstance(out[1], TypeError) and not server["dead"]
+    assert Engine.calls == [["a", "bad", "b"], ["a"], ["bad"], ["b"]]
+    assert isinstance(_server_method("_run_batch", **server)([("bad", greedy)])[0], TypeError)  # alone: not retried
+    assert Engine.calls[-1] == ["bad"] and len(Engine.calls) == 5
+
+
+def test_a_seeded_request_keeps_its_own_seed_in_a_batch():
+    """Two identical requests with seed 7 batched together both sample from seed 7 (the engine would otherwise
+    derive seeds from their place in the batch); unseeded requests leave the seeds to the engine."""
+    import threading
+
+    from seedr1.rollout.engine import Completion, Sampling
+
+    class Engine:
+        seen = []
+
+        def generate(self, prompts, sampling):
+            Engine.seen.append(sampling)
+            return [[Completion(text=p, token_ids=[1])] for p in prompts]
+
+    run = _server_method("_run_batch", engine=Engine(), lock=threading.Lock(), dead=False)
+    seeded = Sampling(n=2, temperature=1.0, seed=7)
+    run([("q", seeded), ("q", seeded), ("r", Sampling(n=2, temperature=1.0))])
+    assert [s.seeds for s in Engine.seen] == [[7, 7], None]
+
+
+def test_a_dead_engine_fails_the_health_check():
+    """After vLLM's EngineDeadError (or with its engine-dead flag up), check_health raises, so Ray Serve replaces
+    the replica, and /health says so; the batch is not retried request by request on a dead engine."""
+    import threading
+    import types
+
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    from seedr1.rollout.engine import Sampling
+    from seedr1.serve.app import ChatServer
+
+    class Engine:
+        calls = 0
+
+        def generate(self, prompts, sampling):
+            Engine.calls += 1
+            raise EngineDeadError()
+
+    server = types.SimpleNamespace(engine=Engine(), lock=threading.Lock(), dead=False)
+    for name in ("check_health", "health", "_run_batch"):
+        setattr(server, name, getattr(ChatServer.func_or_class, name).__get__(server))
+    server.check_health()
+    assert server.health() == {"status": "ok"}
+    out = server._run_batch([("a", Sampling()), ("b", Sampling())])
+    assert all(isinstance(o, EngineDeadError) for o in out) and Engine.calls == 1
+    with pytest.raises(RuntimeError, match="dead"):
+        server.check_health()
+    assert server.health().status_code == 503
+    resources = types.SimpleNamespace(engine_dead=True)  # vLLM's own flag, e.g. its engine core process died
+    flagged = types.SimpleNamespace(llm=types.SimpleNamespace(llm_engine=types.SimpleNamespace(
+        engine_core=types.SimpleNamespace(resources=resources))))
+    with pytest.raises(RuntimeError):
+        _server_method("check_health", engine=flagged, dead=False)()
+    resources.engine_dead = False
+    _server_method("check_health", engine=flagged, dead=False)()
 
 
 def test_fastapis_own_errors_are_in_openais_shape():

@@ -129,6 +129,13 @@ BAD = [
     ("unknown content type", user({"type": "audio_url", "audio_url": {"url": "x"}}), LIMITS, 400, f"{P0}.type",
      "audio_url"),
     ("text not a string", user({"type": "text", "text": 5}), LIMITS, 400, f"{P0}.text", "string"),
+    # valid JSON ("\ud800"), not UTF-8: the tokenizer would raise TypeError (a 500 for the whole engine batch)
+    ("lone surrogate in a text part", user({"type": "text", "text": "a\ud800"}), LIMITS, 400, f"{P0}.text",
+     "surrogate"),
+    ("lone surrogate in string content", [{"role": "system", "content": "\udfff"}] + user(TEXT), LIMITS, 400,
+     "messages[0].content", "surrogate"),
+    ("null content in a user turn", [{"role": "user", "content": None}], LIMITS, 400, "messages[0].content",
+     "content"),
     ("media in a system turn", [{"role": "system", "content": [img(data_url(png()))]}] + user(TEXT), LIMITS, 400,
      f"{P0}.type", "only allowed in user"),
     ("media in an assistant turn", user(TEXT) + [{"role": "assistant", "content": [
@@ -298,6 +305,59 @@ def test_hung_decoder_is_killed(monkeypatch):
     assert parse_chat(good, LIMITS).video.shape == (4, 32, 32, 3)
 
 
+def sleepy_video_job(data: bytes, limits) -> tuple:
+    """Stands in for media._video_job in the decoder process (imported there by name): sleeps float(data) s."""
+    time.sleep(float(data))
+    return ("ok", (np.zeros((2, 4, 4, 3), np.uint8), 1.0))
+
+
+@pytest.fixture()
+def sleepy_decoders(monkeypatch):
+    """Fresh decoder slots running sleepy_video_job, the decoder started; their processes are stopped afterwards."""
+    import seedr1.serve.media as media
+
+    monkeypatch.setattr(media, "_video_job", sleepy_video_job)
+    monkeypatch.setattr(media, "_FREE", None)
+    media.decode_video_checked(b"0", LIMITS)  # the decoder's start is not timed as a decode
+    yield media
+    while media._FREE is not None and not media._FREE.empty():
+        pool = media._FREE.get_nowait()
+        if pool is not None:
+            media._stop_decoder(pool)
+
+
+def _decode_together(media, delays: list[float], stagger_s: float = 0.0) -> list:
+    """decode_video_checked of each delay at once (a thread each): frames' shape or the APIError."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(k):
+        time.sleep(k * stagger_s)
+        try:
+            return media.decode_video_checked(str(delays[k]).encode(), LIMITS, param=f"v{k}")[0].shape
+        except APIError as e:
+            return e
+
+    with ThreadPoolExecutor(len(delays)) as pool:
+        return list(pool.map(one, range(len(delays))))
+
+
+def test_queued_videos_are_not_timed_while_they_wait(sleepy_decoders, monkeypatch):
+    """One decoder; three videos of 1 s each sent together, the decode limit 1.8 s: each decode is timed alone, so
+    the second and third (waiting 1 s and 2 s for the decoder) still decode, and nobody's decoder is killed."""
+    monkeypatch.setattr(sleepy_decoders, "VIDEO_DECODE_TIMEOUT_S", 1.8)
+    assert _decode_together(sleepy_decoders, [1.0, 1.0, 1.0]) == [(2, 4, 4, 3)] * 3
+
+
+def test_no_free_decoder_is_a_503_and_the_running_decode_is_left_alone(sleepy_decoders, monkeypatch):
+    """A request that cannot get a decoder within VIDEO_WAIT_TIMEOUT_S is told the server is busy (503, not a 400
+    blaming its video), and the decode it waited behind finishes."""
+    monkeypatch.setattr(sleepy_decoders, "VIDEO_WAIT_TIMEOUT_S", 0.3)
+    first, second = _decode_together(sleepy_decoders, [1.5, 0.0], stagger_s=0.2)
+    assert first == (2, 4, 4, 3)
+    assert isinstance(second, APIError) and second.status == 503 and second.param == "v1"
+    assert second.body()["error"]["type"] == "server_error" and second.code == "server_busy"
+
+
 def test_in_process_decoding_matches():
     from seedr1.serve.media import decode_video_checked
 
@@ -319,6 +379,18 @@ def test_multi_turn_kept_in_order():
         {"role": "assistant", "content": [{"type": "text", "text": "A"}]},
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "And now?"}]}]
     assert record.video.shape == (2, 32, 32, 3) and record.image.shape == (48, 48, 3)
+
+
+def test_developer_is_system_and_null_assistant_content_is_empty_text():
+    """As OpenAI takes them: `developer` is its newer name for `system`; an assistant turn may have null content."""
+    record = parse_chat([{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "hi"},
+                         {"role": "assistant", "content": None}, {"role": "user", "content": "again"}], LIMITS)
+    assert [m["role"] for m in record.messages] == ["system", "user", "assistant", "user"]
+    assert record.messages[0]["content"] == [{"type": "text", "text": "Be brief."}]
+    assert record.messages[2]["content"] == [{"type": "text", "text": ""}]
+    with pytest.raises(APIError) as info:  # still text only
+        parse_chat([{"role": "developer", "content": [img(data_url(png()))]}] + user(TEXT), LIMITS)
+    assert info.value.param == "messages[0].content[0].type" and "developer" in info.value.message
 
 
 def test_text_only():

@@ -35,12 +35,13 @@ class RolloutWorker:
 
             self.engine = HFEngine(model)
 
-    def generate(self, prompts, seed: int, weights_version: int = 0):
+    def generate(self, prompts, seed: int | list[int], weights_version: int = 0):
+        """``seed``: the call's seed, or one per prompt (``Sampling.seeds``)."""
         if weights_version != self.weights_version:
             raise StaleWeightsError(f"actor holds weights version {self.weights_version}, caller expects "
                                     f"{weights_version} (restarted?)")
         s = Sampling(n=self.cfg.num_samples, max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature,
-                     top_p=self.cfg.top_p, seed=seed)
+                     top_p=self.cfg.top_p, **({"seeds": seed} if isinstance(seed, list) else {"seed": seed}))
         t0 = time.perf_counter()
         out = self.engine.generate(prompts, s)
         return out, time.perf_counter() - t0

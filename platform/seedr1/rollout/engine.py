@@ -1,7 +1,9 @@
 """The rollout-engine seam: one interface, one implementation per backend (vLLM CPU/GPU build, transformers)."""
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -16,8 +18,9 @@ class Sampling:
     max_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 1.0
-    seed: Optional[int] = None
+    seed: Optional[int] = None  # the call's seed; each prompt's own derives from it and the prompt's sample_id
     stop: Optional[list[str]] = None  # stop strings (not included in the text)
+    seeds: Optional[list[int]] = None  # each prompt's own seed, given (a served request's), instead of ``seed``
 
 
 @dataclass
@@ -37,11 +40,24 @@ def completion_texts(tokenizer, token_ids: Sequence[Sequence[int]]) -> list[str]
                                                                 skip_special_tokens=True)]
 
 
-def prompt_seeds(seed: int, count: int, n: int) -> list[int]:
-    """One seed per prompt of a call. vLLM draws a prompt's j-th sample from seed + j, so a single seed for every
-    prompt would give sample j of each prompt the same random numbers; the 1000003 spacing keeps the seeds of the
-    rollout actors (seed + k) and of consecutive steps apart while count x n stays below it."""
-    return [(seed * 1000003 + i * n) % 2 ** 63 for i in range(count)]
+def prompt_seeds(sampling: Sampling, prompts: Sequence[PromptRecord]) -> Optional[list[int]]:
+    """One seed per prompt of a call (None when the call has none): ``sampling.seeds`` as given, or derived from
+    ``sampling.seed``, the prompt's sample_id and how often that id came earlier in the call, not from the prompt's
+    position, so a question draws the same samples whatever batch, actor or resumed run it lands in. vLLM draws a
+    prompt's j-th sample from its seed + j; hashed 63-bit seeds keep those streams apart."""
+    if sampling.seeds is not None:
+        if len(sampling.seeds) != len(prompts):
+            raise ValueError(f"{len(sampling.seeds)} seeds for {len(prompts)} prompts")
+        return list(sampling.seeds)
+    if sampling.seed is None:
+        return None
+    seen: Counter = Counter()
+    seeds = []
+    for record in prompts:
+        key = f"{sampling.seed}:{record.sample_id}:{seen[record.sample_id]}"
+        seen[record.sample_id] += 1
+        seeds.append(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") >> 1)
+    return seeds
 
 
 class RolloutEngine(ABC):

@@ -18,6 +18,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from seedr1.rollout.actor import StaleWeightsError
+from seedr1.rollout.engine import Sampling, prompt_seeds
 
 
 class RolloutGroup:
@@ -57,16 +58,18 @@ class RolloutGroup:
     def _chunks(self, n: int) -> list[list[int]]:
         return [idx for idx in (list(range(k, n, len(self.actors))) for k in range(len(self.actors))) if idx]
 
-    def launch(self, records: list, seed: int) -> dict:
-        """Start generating (non-blocking); ``collect`` returns the completions."""
+    def launch(self, records: list, seed: Optional[int]) -> dict:
+        """Start generating (non-blocking); ``collect`` returns the completions. Each prompt's seed is fixed here,
+        over the whole call, so it does not depend on the actor or chunk the prompt lands in."""
         chunks = self._chunks(len(records))
-        futures = [self.actors[k].generate.remote([records[i] for i in idx], seed + k, self.version)
+        seeds = prompt_seeds(Sampling(seed=seed), records)
+        futures = [self.actors[k].generate.remote([records[i] for i in idx], _take(seeds, idx), self.version)
                    for k, idx in enumerate(chunks)]
-        return {"records": records, "seed": seed, "chunks": chunks, "futures": futures}
+        return {"records": records, "seeds": seeds, "chunks": chunks, "futures": futures}
 
     def collect(self, pending: dict) -> tuple[list, float]:
         """Completions per prompt (in order) and the slowest actor's generation seconds."""
-        records, seed, out, gen_s = pending["records"], pending["seed"], [None] * len(pending["records"]), 0.0
+        records, seeds, out, gen_s = pending["records"], pending["seeds"], [None] * len(pending["records"]), 0.0
         for k, (idx, future) in enumerate(zip(pending["chunks"], pending["futures"])):
             for attempt in range(self.max_recoveries + 1):
                 try:
@@ -76,13 +79,13 @@ class RolloutGroup:
                     if attempt == self.max_recoveries:
                         raise RuntimeError(f"rollout actor {k} died {attempt + 1} times in one step; giving up") from e
                     self._recover(k, e)
-                    future = self.actors[k].generate.remote([records[i] for i in idx], seed + k, self.version)
+                    future = self.actors[k].generate.remote([records[i] for i in idx], _take(seeds, idx), self.version)
             gen_s = max(gen_s, secs)
             for i, c in zip(idx, completions):
                 out[i] = c
         return out, gen_s
 
-    def generate(self, records: list, seed: int) -> tuple[list, float]:
+    def generate(self, records: list, seed: Optional[int]) -> tuple[list, float]:
         return self.collect(self.launch(records, seed))
 
     def sync(self, weights) -> float:
@@ -140,3 +143,7 @@ class RolloutGroup:
         self.restarts += 1
         self.on_event("rollout_actor_restarted", actor=k, error=type(error).__name__,
                       seconds=round(time.perf_counter() - t0, 2))
+
+
+def _take(seeds: Optional[list[int]], idx: list[int]) -> Optional[list[int]]:
+    return None if seeds is None else [seeds[i] for i in idx]

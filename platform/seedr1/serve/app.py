@@ -9,6 +9,7 @@ seedr1.serve.app:build_app ...`, or a KubeRay RayService with the same import pa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -63,7 +64,12 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+GREEDY_BELOW = 1e-5  # vLLM's _SAMPLING_EPS: a temperature under it is greedy decoding
+
+
 def _sampling(body: dict, cfg: ServeConfig):
+    """The request's Sampling for the engine and how many copies of each completion make its choices (n > 1 with
+    greedy decoding: every choice is the same, and vLLM refuses n > 1 there, so it generates one)."""
     from seedr1.rollout.engine import Sampling
 
     def number(name, kind, default, low, high):
@@ -83,6 +89,8 @@ def _sampling(body: dict, cfg: ServeConfig):
         stop = [stop]
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4):
         raise bad_request("'stop' must be a string or a list of at most 4 strings", param="stop")
+    if stop and not all(stop):  # vLLM refuses it too, with no param
+        raise bad_request("'stop' strings must not be empty", param="stop")
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**64):
         raise bad_request("'seed' must be an integer in [-2**63, 2**64)", param="seed")  # vLLM's own bounds
@@ -92,10 +100,46 @@ def _sampling(body: dict, cfg: ServeConfig):
              if body.get(k) is not None}
     if len(set(given.values())) > 1:
         raise bad_request("'max_completion_tokens' and 'max_tokens' differ; give one", param="max_completion_tokens")
-    return Sampling(n=number("n", int, 1, 1, cfg.limits.max_n),
-                    max_tokens=next(iter(given.values()), min(256, limit)),
-                    temperature=number("temperature", float, 1.0, 0.0, 2.0),
-                    top_p=number("top_p", float, 1.0, 0.0, 1.0), seed=seed, stop=stop)
+    n, temperature = number("n", int, 1, 1, cfg.limits.max_n), number("temperature", float, 1.0, 0.0, 2.0)
+    top_p = number("top_p", float, 1.0, 0.0, 1.0)
+    if top_p == 0.0:  # OpenAI accepts it (only the likeliest token); vLLM wants top_p in (0, 1]
+        temperature, top_p = 0.0, 1.0
+    copies = 1
+    if temperature < GREEDY_BELOW and n > 1:
+        n, copies = 1, n
+    return Sampling(n=n, max_tokens=next(iter(given.values()), min(256, limit)), temperature=temperature,
+                    top_p=top_p, seed=seed, stop=stop), copies
+
+
+def _stream_options(body: dict) -> tuple[bool, bool]:
+    """(stream, include_usage), checked before anything is generated: a bad value is a 400, not a broken stream."""
+    stream, options = body.get("stream"), body.get("stream_options")
+    if stream is not None and not isinstance(stream, bool):  # "false" would be truthy
+        raise bad_request("'stream' must be a boolean", param="stream")
+    if options is None:
+        return bool(stream), False
+    if not isinstance(options, dict):
+        raise bad_request("'stream_options' must be an object", param="stream_options")
+    if not stream:
+        raise bad_request("'stream_options' is only allowed when 'stream' is true", param="stream_options")
+    usage = options.get("include_usage")
+    if usage is not None and not isinstance(usage, bool):
+        raise bad_request("'stream_options.include_usage' must be a boolean", param="stream_options.include_usage")
+    return True, bool(usage)
+
+
+def _failure(e: Exception) -> Exception:
+    """What one request gets for an engine error: vLLM's refusal as a 400 (``_refused``), anything else as is (a
+    500 for that request alone)."""
+    from vllm.exceptions import VLLMValidationError
+
+    return _refused(e) if isinstance(e, VLLMValidationError) else e
+
+
+def _engine_dead(engine) -> bool:
+    """Whether vLLM reports its engine core dead (the flag its own client sets; False when it has none)."""
+    core = getattr(getattr(getattr(engine, "llm", None), "llm_engine", None), "engine_core", None)
+    return bool(getattr(getattr(core, "resources", None), "engine_dead", False))
 
 
 def _refused(e: Exception) -> APIError:
@@ -121,22 +165,28 @@ class ChatServer:
             raise RuntimeError(f"auth=key but no API key: set ${self.cfg.api_keys_env} or api_keys_file")
         self.engine = VLLMEngine(resolve_checkpoint(self.cfg.model, self.cfg.s3), self.cfg.vllm)
         self.lock = threading.Lock()  # one engine call at a time (vLLM's LLM class is not thread-safe)
+        self.dead = False  # set when the engine failed for good (check_health then has Serve replace the replica)
 
     # --- plumbing ---------------------------------------------------------------------------------------------
     def _check_auth(self, request: Request) -> None:
         if self.cfg.auth == "none":
             return
-        header = request.headers.get("authorization", "")
-        if not header.startswith("Bearer ") or key_digest(header[len("Bearer "):].strip()) not in self.key_digests:
+        # the scheme is case-insensitive (RFC 7235): "bearer <key>" is as good as "Bearer <key>"
+        scheme, _, key = request.headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or key_digest(key.strip()) not in self.key_digests:
             raise unauthorized("missing or invalid API key (Authorization: Bearer <key>)")
 
     async def _body(self, request: Request) -> dict:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.cfg.limits.max_body_bytes:
             raise too_large(f"request body over {self.cfg.limits.max_body_bytes} bytes")
-        raw = await request.body()
-        if len(raw) > self.cfg.limits.max_body_bytes:
-            raise too_large(f"request body over {self.cfg.limits.max_body_bytes} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():  # not request.body(): a chunked upload has no Content-Length to check
+            size += len(chunk)
+            if size > self.cfg.limits.max_body_bytes:
+                raise too_large(f"request body over {self.cfg.limits.max_body_bytes} bytes")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, int digits limit; deep nesting
@@ -151,33 +201,47 @@ class ChatServer:
         return await asyncio.to_thread(self._run_batch, items)
 
     def _run_batch(self, items: list[tuple]) -> list:
-        """Completions per item, or the APIError of an item the engine refused (e.g. a prompt over max_model_len):
-        a refused group is retried one request at a time, so only the refused requests fail."""
-        from vllm.exceptions import VLLMValidationError
+        """Completions per item, or the exception of an item the engine failed on (an APIError where it refused
+        it, e.g. a prompt over max_model_len): a failed group is retried one request at a time, so a failure costs
+        only the requests it is about."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        def generate(idx: list[int]) -> list:
+            sampling = items[idx[0]][1]
+            if sampling.seed is not None:  # each request's own seed, whatever else is in the batch
+                sampling = dataclasses.replace(sampling, seeds=[sampling.seed] * len(idx))
+            try:
+                with self.lock:
+                    return self.engine.generate([items[i][0] for i in idx], sampling)
+            except Exception as e:  # noqa: BLE001 - handed to the request(s) it belongs to
+                if isinstance(e, EngineDeadError):
+                    self.dead = True
+                return [_failure(e)] * len(idx)
 
         results: list = [None] * len(items)
         groups: dict[str, list[int]] = {}
         for i, (_, sampling) in enumerate(items):
             groups.setdefault(repr(sampling), []).append(i)
         for idx in groups.values():
-            try:
-                with self.lock:
-                    outs = self.engine.generate([items[i][0] for i in idx], items[idx[0]][1])
-            except VLLMValidationError:  # vLLM aborts what it had added of the group; find the refused ones
-                outs = []
-                for i in idx:
-                    try:
-                        with self.lock:
-                            outs.append(self.engine.generate([items[i][0]], items[i][1])[0])
-                    except VLLMValidationError as e:
-                        outs.append(_refused(e))
+            outs = generate(idx)
+            if len(idx) > 1 and isinstance(outs[0], Exception) and not self.dead:
+                outs = [generate([i])[0] for i in idx]  # vLLM aborts what it had added of the group
             for i, out in zip(idx, outs):
                 results[i] = out
         return results
 
+    def check_health(self) -> None:
+        """Ray Serve's replica health check (cheap, periodic): raising has the replica replaced."""
+        if self.dead or _engine_dead(self.engine):
+            raise RuntimeError("the vLLM engine is dead")
+
     # --- routes -----------------------------------------------------------------------------------------------
     @api.get("/health")
-    def health(self) -> dict:
+    def health(self):
+        try:
+            self.check_health()
+        except RuntimeError as e:  # until Serve replaces this replica
+            return JSONResponse(APIError(503, str(e), "server_error").body(), status_code=503)
         return {"status": "ok"}
 
     @api.get("/v1/models")
@@ -203,18 +267,20 @@ class ChatServer:
                                "invalid_request_error", "model", "model_not_found")
             if not isinstance(body.get("messages"), list) or not body["messages"]:
                 raise bad_request("'messages' must be a non-empty list", param="messages")
-            sampling = _sampling(body, self.cfg)
+            sampling, copies = _sampling(body, self.cfg)
+            stream, include_usage = _stream_options(body)
             record = await asyncio.to_thread(parse_chat, body["messages"], self.cfg.limits, self.cfg.s3)
             completions = await self._generate((record, sampling))
-            if isinstance(completions, APIError):
+            if isinstance(completions, Exception):  # this request's alone (an APIError: refused; else a 500)
                 raise completions
+            completions = completions * copies  # n greedy choices: copies of the one completion
             usage = {"prompt_tokens": completions[0].prompt_tokens if completions else 0,
                      "completion_tokens": sum(len(c.token_ids) for c in completions)}
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-            if body.get("stream"):
-                return StreamingResponse(self._sse(rid, created, model, completions, usage,
-                                                   body.get("stream_options") or {}), media_type="text/event-stream")
+            if stream:
+                return StreamingResponse(self._sse(rid, created, model, completions, usage, include_usage),
+                                         media_type="text/event-stream")
             return {"id": rid, "object": "chat.completion", "created": created, "model": model,
                     "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
                                  "finish_reason": c.finish_reason or "stop", "logprobs": None}
@@ -236,7 +302,7 @@ class ChatServer:
                                  "completion_tokens": usage and usage["completion_tokens"]}))
 
     @staticmethod
-    def _sse(rid, created, model, completions, usage, stream_options):
+    def _sse(rid, created, model, completions, usage, include_usage: bool):
         """OpenAI chunk format: a role chunk, the content, a finish chunk per choice, (usage,) then [DONE]."""
         def event(choices, **extra):
             return "data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "created": created,
@@ -246,7 +312,7 @@ class ChatServer:
             yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
             yield event([{"index": i, "delta": {"content": c.text}, "finish_reason": None}])
             yield event([{"index": i, "delta": {}, "finish_reason": c.finish_reason or "stop"}])
-        if stream_options.get("include_usage"):
+        if include_usage:
             yield event([], usage=usage)
         yield "data: [DONE]\n\n"
 

@@ -41,3 +41,8 @@ def unauthorized(message: str = "missing or invalid API key", param: Optional[st
 def too_large(message: str, param: Optional[str] = None, code: Optional[str] = None) -> APIError:
     """413 invalid_request_error (a body or a fetched media object over its byte limit)."""
     return APIError(413, message, "invalid_request_error", param, code)
+
+
+def server_busy(message: str, param: Optional[str] = None, code: Optional[str] = "server_busy") -> APIError:
+    """503 server_error: the server cannot take the request now (not the request's fault; retry later)."""
+    return APIError(503, message, "server_error", param, code)

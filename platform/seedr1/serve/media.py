@@ -1,6 +1,7 @@
 """Request content -> engine input: OpenAI-style chat ``messages`` with images and video become a ``PromptRecord``.
 
-Accepted content parts (media only in user messages; system and assistant messages carry text only):
+Accepted content parts (media only in user messages; system, developer (taken for system) and assistant messages
+carry text only; an assistant message's ``content`` may be null, taken for empty text):
 
 * ``{"type": "text", "text": str}`` (a message's ``content`` may also be a plain string);
 * ``{"type": "image_url", "image_url": {"url": URL}}`` (or ``"image_url": URL``): an image, resized to
@@ -51,9 +52,9 @@ import numpy as np
 from seedr1.config import S3Config, ServeLimits
 from seedr1.data.media import MediaError, decode_clip
 from seedr1.data.pipeline import PromptRecord
-from seedr1.serve.errors import APIError, bad_request, too_large
+from seedr1.serve.errors import APIError, bad_request, server_busy, too_large
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "developer", "user", "assistant")  # developer: OpenAI's newer name for system
 PART_TYPES = ("text", "image_url", "video", "video_url")
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")  # no exotic parsers (EPS would run Ghostscript)
 SCHEMES = ("data", "s3", "http", "https")
@@ -62,8 +63,9 @@ ENGINE_MAX_IMAGES = ENGINE_MAX_VIDEOS = 1  # a PromptRecord carries one image an
 # Videos are decoded in a separate process: decord segfaults on some corrupt files (e.g. an mp4 whose sample
 # table points past the end), which would take the whole replica, engine included, down with it.
 ISOLATE_VIDEO_DECODING = True
-VIDEO_WORKERS = 1  # decoder processes per serving process (spawned on first use)
+VIDEO_WORKERS = 1  # decoder processes per serving process (spawned on first use), each decoding one video at a time
 VIDEO_DECODE_TIMEOUT_S = 120.0  # a decode running longer is killed (its request gets a 400)
+VIDEO_WAIT_TIMEOUT_S = 60.0  # a request waiting longer for a free decoder (or for one to start) gets a 503
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -90,6 +92,15 @@ def _url_of(part: dict, key: str, where: str) -> tuple[str, str]:
     raise bad_request(f"'{key}' must be an object with a 'url' (or a URL string)", param=f"{where}.{key}")
 
 
+def _text(text: str, param: str) -> str:
+    """Text the tokenizer can take: a lone surrogate (JSON "\\ud800") is valid JSON but not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request("text is not valid Unicode (lone surrogate)", param=param) from None
+    return text
+
+
 def _check_messages(messages, limits: ServeLimits) -> tuple[list[dict], list[_Job]]:
     """Validate structure, roles and counts (no I/O); the output messages and the media to load."""
     if not isinstance(messages, list) or not messages:
@@ -107,8 +118,11 @@ def _check_messages(messages, limits: ServeLimits) -> tuple[list[dict], list[_Jo
         if role not in ROLES:
             raise bad_request(f"'role' must be one of {', '.join(ROLES)}, got {role!r}", param=f"{where}.role")
         content = message.get("content")
+        if content is None and role == "assistant":  # OpenAI allows it (an assistant turn of tool calls only)
+            content = ""
+        as_role = "system" if role == "developer" else role  # the chat template knows system
         if isinstance(content, str):
-            out.append({"role": role, "content": [{"type": "text", "text": content}]})
+            out.append({"role": as_role, "content": [{"type": "text", "text": _text(content, f"{where}.content")}]})
             continue
         if not isinstance(content, list) or not content:
             raise bad_request("'content' must be a string or a non-empty list of content parts",
@@ -125,7 +139,7 @@ def _check_messages(messages, limits: ServeLimits) -> tuple[list[dict], list[_Jo
             if kind == "text":
                 if not isinstance(part.get("text"), str):
                     raise bad_request("'text' must be a string", param=f"{pw}.text")
-                parts.append({"type": "text", "text": part["text"]})
+                parts.append({"type": "text", "text": _text(part["text"], f"{pw}.text")})
                 continue
             if role != "user":
                 raise bad_request(f"{kind} parts are only allowed in user messages, not {role}", param=f"{pw}.type")
@@ -156,7 +170,7 @@ def _check_messages(messages, limits: ServeLimits) -> tuple[list[dict], list[_Jo
                         raise bad_request("each frame must be a non-empty image URL string", param=f"{pw}.video[{k}]")
                 jobs.append(_Job("frames", f"{pw}.video", urls=list(frames)))
             parts.append({"type": "video"})
-        out.append({"role": role, "content": parts})
+        out.append({"role": as_role, "content": parts})
     return out, jobs
 
 
@@ -293,30 +307,48 @@ def _video_job(data: bytes, limits: ServeLimits) -> tuple:
         return ("error", e.status, e.message, e.code)
 
 
-_POOL = None
-_POOL_LOCK = threading.Lock()
+def _ready() -> bool:
+    """Run once in a fresh decoder process, so that its start-up (spawn, imports) is not timed as a decode."""
+    return True
 
 
-def _decoder_pool():
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            # spawn, never fork: the serving process holds CUDA and threads
-            _POOL = ProcessPoolExecutor(VIDEO_WORKERS, mp_context=multiprocessing.get_context("spawn"))
-        return _POOL
+# Decoders not in use, each a one-process pool (None: not started yet). A request takes one for itself, so its
+# decode starts at once and the decode deadline times the decode alone, not a queue; and killing a hung decoder
+# never takes down another request's decode.
+_FREE = None
+_FREE_LOCK = threading.Lock()
 
 
-def _drop_pool(pool, kill: bool) -> None:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is pool:
-            _POOL = None
-    if kill:  # a hung decode: Python 3.11 has no public way to stop a running task
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            proc.kill()
+def _free_decoders():
+    global _FREE
+    with _FREE_LOCK:
+        if _FREE is None:
+            import queue
+
+            _FREE = queue.Queue()
+            for _ in range(VIDEO_WORKERS):
+                _FREE.put(None)
+        return _FREE
+
+
+def _start_decoder():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, never fork: the serving process holds CUDA and threads
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pool.submit(_ready).result(timeout=VIDEO_WAIT_TIMEOUT_S)
+    except BaseException:
+        _stop_decoder(pool)
+        raise
+    return pool
+
+
+def _stop_decoder(pool) -> None:
+    # a hung decode: Python 3.11 has no public way to stop a running task; the pool is this request's alone
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.kill()
     pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -328,27 +360,40 @@ def decode_video_checked(data: bytes, limits: ServeLimits, param: Optional[str] 
         raise bad_request("empty video", param=param, code="invalid_video")
     if not (ISOLATE_VIDEO_DECODING if isolate is None else isolate):
         return _decode_video_here(data, limits, param)
+    import queue
     from concurrent.futures import TimeoutError as FutureTimeout
     from concurrent.futures.process import BrokenProcessPool
 
-    pool = _decoder_pool()
+    free = _free_decoders()
     try:
-        try:
-            future = pool.submit(_video_job, data, limits)
-        except RuntimeError:  # shut down by another request's crash or timeout just now: take a fresh one
-            pool = _decoder_pool()
-            future = pool.submit(_video_job, data, limits)
-        result = future.result(timeout=VIDEO_DECODE_TIMEOUT_S)
+        pool = free.get(timeout=VIDEO_WAIT_TIMEOUT_S)
+    except queue.Empty:
+        raise server_busy(f"no video decoder free within {VIDEO_WAIT_TIMEOUT_S:g} s; retry later",
+                          param=param) from None
+    try:
+        if pool is None:
+            try:
+                pool = _start_decoder()
+            except Exception as e:  # noqa: BLE001 - the server's fault (e.g. out of processes), not the video's
+                raise server_busy(f"cannot start a video decoder ({type(e).__name__}); retry later",
+                                  param=param) from None
+        result = pool.submit(_video_job, data, limits).result(timeout=VIDEO_DECODE_TIMEOUT_S)
     except BrokenProcessPool:  # the decoder died on this video (decord segfaults on some corrupt files)
-        _drop_pool(pool, kill=False)
+        _stop_decoder(pool)
+        pool = None
         raise bad_request("cannot decode video (the decoder crashed on it)", param=param,
                           code="invalid_video") from None
     except FutureTimeout:
-        _drop_pool(pool, kill=True)
+        _stop_decoder(pool)
+        pool = None
         raise bad_request(f"video took over {VIDEO_DECODE_TIMEOUT_S:g} s to decode", param=param,
                           code="invalid_video") from None
+    except APIError:
+        raise
     except Exception as e:  # noqa: BLE001 - an error raised in the worker that is not an APIError
         raise bad_request(f"cannot decode video ({type(e).__name__})", param=param, code="invalid_video") from None
+    finally:
+        free.put(pool)  # back for the next request (None: a fresh decoder is started on demand)
     if result[0] == "ok":
         return result[1]
     _, status, message, code = result
