@@ -394,6 +394,27 @@ def test_bad_stream_parameters_are_400_before_generating(params, param):
     assert e.value.status == 400 and e.value.param == param
 
 
+@pytest.mark.parametrize("params, param", [
+    ({"logprobs": True}, "logprobs"), ({"top_logprobs": 3}, "top_logprobs"), ({"tools": [{"type": "function"}]}, "tools"),
+    ({"response_format": {"type": "json_object"}}, "response_format"), ({"frequency_penalty": 0.5}, "frequency_penalty"),
+    ({"logit_bias": {"42": 100}}, "logit_bias"), ({"modalities": ["text", "audio"]}, "modalities")])
+def test_parameters_the_server_does_not_implement_are_400_not_ignored(params, param):
+    from seedr1.serve.app import _check_unsupported
+    from seedr1.serve.errors import APIError
+
+    with pytest.raises(APIError) as e:
+        _check_unsupported(params)
+    assert (e.value.status, e.value.param, e.value.code) == (400, param, "unsupported_parameter")
+
+
+def test_the_off_values_of_unimplemented_parameters_are_accepted():
+    from seedr1.serve.app import _check_unsupported
+
+    _check_unsupported({"logprobs": False, "tools": [], "tool_choice": "none", "response_format": {"type": "text"},
+                        "frequency_penalty": 0, "presence_penalty": 0.0, "modalities": ["text"], "logit_bias": {},
+                        "top_logprobs": None, "temperature": 0.5})
+
+
 def test_stream_parameters():
     from seedr1.serve.app import _stream_options
 

@@ -128,6 +128,21 @@ def _stream_options(body: dict) -> tuple[bool, bool]:
     return True, bool(usage)
 
 
+# OpenAI parameters this server does not implement. Refused, not ignored: a client asking for log-probs, tools or a
+# JSON schema would otherwise get an answer without them and no word why. The value each may keep: its "off" value.
+UNSUPPORTED = {"tools": [], "tool_choice": "none", "functions": [], "function_call": "none", "logprobs": False,
+               "top_logprobs": 0, "logit_bias": {}, "frequency_penalty": 0, "presence_penalty": 0,
+               "response_format": {"type": "text"}, "modalities": ["text"], "audio": None, "prediction": None}
+
+
+def _check_unsupported(body: dict) -> None:
+    for name, off in UNSUPPORTED.items():
+        value = body.get(name)
+        if value is not None and value != off:
+            raise bad_request(f"'{name}' is not supported by this server (only {off!r})", param=name,
+                              code="unsupported_parameter")
+
+
 def _failure(e: Exception) -> Exception:
     """What one request gets for an engine error: vLLM's refusal as a 400 (``_refused``), anything else as is (a
     500 for that request alone)."""
@@ -267,6 +282,7 @@ class ChatServer:
                                "invalid_request_error", "model", "model_not_found")
             if not isinstance(body.get("messages"), list) or not body["messages"]:
                 raise bad_request("'messages' must be a non-empty list", param="messages")
+            _check_unsupported(body)
             sampling, copies = _sampling(body, self.cfg)
             stream, include_usage = _stream_options(body)
             record = await asyncio.to_thread(parse_chat, body["messages"], self.cfg.limits, self.cfg.s3)
