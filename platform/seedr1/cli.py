@@ -11,6 +11,19 @@ from seedr1.storage import StorageError
 _COMMANDS: dict[str, dict[str | None, tuple[str, Callable, Callable]]] = {}
 
 
+def _count(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``low`` (a size of 0 or a negative count is a usage error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
 def command(group: str, name: str | None, help: str, add_args: Callable, run: Callable) -> None:
     """Register ``seedr1 GROUP NAME``: ``add_args(parser)`` declares its arguments, ``run(args)`` returns the exit code.
 
@@ -79,8 +92,8 @@ def _synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="dataset root to write (official SEED-Bench-R1 layout)")
     p.add_argument("--seed", type=int, default=d.seed)
     for split in ("train", "l1", "l2", "l3"):
-        p.add_argument(f"--{split}", type=int, default=getattr(d, split), help=f"records in {split}")
-    p.add_argument("--frame-size", type=int, default=d.frame_size, help="frame and image side in pixels")
+        p.add_argument(f"--{split}", type=_count(0), default=getattr(d, split), help=f"records in {split}")
+    p.add_argument("--frame-size", type=_count(1), default=d.frame_size, help="frame and image side in pixels")
 
 
 def _synth_run(args) -> int:
@@ -96,14 +109,26 @@ def _synth_run(args) -> int:
 def _validate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", help="dataset root (folder or s3://bucket/prefix)")
     p.add_argument("--rejects", help="write rejected records here as JSONL")
-    p.add_argument("--workers", type=int, default=2, help="decode threads")
+    p.add_argument("--workers", type=_count(1), default=2, help="decode threads")
 
 
 def _validate_run(args) -> int:
     from seedr1.data.validate import validate_root, write_rejects
+    from seedr1.storage import get_storage, join
 
+    storage = get_storage(args.root)
+    if storage.exists(join(args.root, "manifest.json")):
+        print(f"seedr1: error: {args.root} is a packed data set (manifest.json); validate the root it was packed from "
+              "(the data pipeline rejects bad records in shards as it reads them)", file=sys.stderr)
+        return 2
     report = validate_root(args.root, workers=args.workers)
     print(report.table())
+    if not report.files:
+        where = join(args.root, "annotations")
+        print(f"FAILED: no annotation files under {where}" + ("" if storage.exists(args.root) or
+                                                             args.root.startswith("s3://") else
+                                                             f" ({args.root} does not exist)"))
+        return 1
     for r in report.rejects[:20]:
         print(f"  {r['file']}:{r['line']} sample_id={r['sample_id']} field={r['field']}: {r['reason']}")
     if len(report.rejects) > 20:
@@ -118,7 +143,7 @@ def _validate_run(args) -> int:
 def _pack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", help="dataset root in the official layout (folder or s3://)")
     p.add_argument("--to", required=True, dest="dest", help="destination folder or s3://bucket/prefix")
-    p.add_argument("--shard-size", type=int, default=64 << 20, help="target shard size in bytes")
+    p.add_argument("--shard-size", type=_count(1), default=64 << 20, help="target shard size in bytes")
 
 
 def _pack_run(args) -> int:
@@ -232,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (StorageError, ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
+    except (StorageError, ValueError, OSError) as e:  # user errors (a missing file, a folder given as a file, ...)
         print(f"seedr1: error: {e}", file=sys.stderr)
         return 2
 

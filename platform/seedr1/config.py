@@ -575,7 +575,7 @@ def parse_job_args(cls: type[T], argv: Optional[list[str]] = None, default_confi
                 parser.error(f"{arg} needs a value")
             value = argv.pop(0)
         flagged.append(f"{key[2:].replace('-', '_')}={value}")
-    args = parser.parse_args(rest)
+    args = parser.parse_intermixed_args(rest)  # overrides on both sides of --config
     args.overrides += flagged
     if args.help_config:
         print("\n".join(describe(cls)))

@@ -216,6 +216,13 @@ def test_cot_errors_name_the_field():
     assert field_error(lambda r: parse_cot(r, 0), bad_part).field == "prompt[0].content"
 
 
+def test_empty_cot_prompt_or_response_is_a_reject_naming_the_field():
+    record = {"prompt": [{"role": "user", "content": "What next?"}], "response": "<answer>A</answer>"}
+    assert parse_cot(record, 0).response == "<answer>A</answer>"
+    assert field_error(lambda r: parse_cot(r, 0), {**record, "response": " \n"}).field == "response"
+    assert field_error(lambda r: parse_cot(r, 0), {**record, "prompt": []}).field == "prompt"
+
+
 def cot_record(*content) -> dict:
     return {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": list(content)}],
             "response": "<answer>A.</answer>"}

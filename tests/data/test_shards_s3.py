@@ -297,6 +297,22 @@ def test_pack_stops_at_an_unreadable_media_file_naming_the_record(root, tmp_path
         pack(str(bad_root), str(tmp_path / "shards"), shard_size=SHARD_SIZE, log=QUIET)
 
 
+def test_pack_from_a_mistyped_root_packs_nothing_and_keeps_the_manifest(root, tmp_path, capsys):
+    from seedr1.cli import main
+
+    dest = tmp_path / "shards"
+    pack(str(root), str(dest), shard_size=1 << 30, log=lambda *a: None)
+    manifest = (dest / MANIFEST).read_text()
+    assert main(["data", "pack", str(tmp_path / "typo"), "--to", str(dest)]) == 2
+    assert f"no annotation records under {tmp_path / 'typo'}/annotations" in capsys.readouterr().err
+    assert (dest / MANIFEST).read_text() == manifest  # the good pack is still described
+    for size in ("0", "-5"):
+        with pytest.raises(SystemExit) as e:
+            main(["data", "pack", str(root), "--to", str(tmp_path / "other"), "--shard-size", size])
+        assert e.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
+
+
 def test_shard_truncated_inside_a_header_is_not_silent():
     """A cut that falls inside a tar header (tarfile ends there quietly) still reports the shard as broken."""
     buf = io.BytesIO()

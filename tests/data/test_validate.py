@@ -119,8 +119,23 @@ def cot_image_without_path(root: Path) -> dict:
                 field=f"prompt[0].content[{index}].image", reason="has no path")
 
 
+def not_utf8(root: Path) -> dict:
+    """One line with a byte that is not UTF-8 used to stop the whole run (validate, pack, training) unnamed."""
+    path = root / "annotations" / "validation_L2.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    lines[1] = lines[1].replace(b'"', b'"\xff', 1)
+    path.write_bytes(b"\n".join(lines))
+    return dict(file="validation_L2.jsonl", line=2, sample_id=None, field=None, reason="not UTF-8 text (byte 0xff)")
+
+
+def empty_cot_response(root: Path) -> dict:
+    r = _edit(root, "training_with_cot_6k.jsonl", 3, lambda rec: rec.update(response=""))
+    return dict(file="training_with_cot_6k.jsonl", line=3, sample_id=r["sample_id"], field="response",
+                reason="empty response")
+
+
 DEFECTS = [truncated_video, missing_image, malformed_json, missing_golden, wrong_golden, duplicate_id,
-           unreadable_image, cot_image_without_path]
+           unreadable_image, cot_image_without_path, not_utf8, empty_cot_response]
 
 
 def _copy(clean_root: Path, tmp_path: Path) -> Path:
@@ -220,7 +235,15 @@ def test_cli_subprocess_exit_codes(clean_root, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     none = subprocess.run(cmd + [str(empty)], capture_output=True, text=True, timeout=120)
-    assert none.returncode != 0
+    assert none.returncode == 1 and f"FAILED: no annotation files under {empty}/annotations" in none.stdout
+    typo = subprocess.run(cmd + [str(tmp_path / "typo")], capture_output=True, text=True, timeout=120)
+    assert typo.returncode == 1 and f"({tmp_path / 'typo'} does not exist)" in typo.stdout
+    (root / "manifest.json").write_text("{}")  # a packed data set is not a root
+    packed = subprocess.run(cmd + [str(root)], capture_output=True, text=True, timeout=120)
+    assert packed.returncode == 2 and "is a packed data set" in packed.stderr
+    folder = subprocess.run(cmd + [str(clean_root), "--rejects", str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert folder.returncode == 2 and "Is a directory" in folder.stderr and "Traceback" not in folder.stderr
 
 
 def test_other_annotation_files_are_validated_too(clean_root, tmp_path, capsys):

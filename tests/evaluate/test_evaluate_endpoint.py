@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from seedr1.config import DataConfig, EvaluateConfig
+from seedr1.config import ConfigError, DataConfig, EvaluateConfig
 from seedr1.data.annotations import read_annotations
 
 REPO = Path(__file__).resolve().parents[2]
@@ -275,6 +275,9 @@ def test_a_rerun_with_other_settings_is_refused(stub_server, data_root, tmp_path
     (out / "predictions.settings.json").unlink()
     assert run_evaluate(_cfg(stub_server, data_root, out, served_model="model-c"))["answered_this_run"] == 0
     assert json.loads((out / "predictions.settings.json").read_text())["served_model"] == "model-c"
+    (out / "predictions.settings.json").write_text('{"served_model": "mod')  # cut short (written atomically now)
+    with pytest.raises(ConfigError, match=r"predictions\.settings\.json is unreadable .*another out_dir"):
+        run_evaluate(_cfg(stub_server, data_root, out, served_model="model-c"))
 
 
 def test_an_endpoint_refusing_most_requests_stops_the_run(stub_server, data_root, tmp_path):
@@ -285,7 +288,8 @@ def test_an_endpoint_refusing_most_requests_stops_the_run(stub_server, data_root
 
     StubChat.fail = (lambda text: True, 400)
     cfg = _cfg(stub_server, data_root, tmp_path / "eval", batch_size=4)
-    with pytest.raises(RuntimeError, match=r"^12 of 12 questions failed at the endpoint, more than half: stopped\. "
+    with pytest.raises(RuntimeError, match=r"^12 of the 12 questions this run asked failed at the endpoint: "
+                                           r"stopped\. "
                                            r"The first \(syn-L1-00001\): HTTP 400: stub refuses this prompt \(400\)"):
         run_evaluate(cfg)  # stops after 3 batches of 4: at least 10 asked
     path = tmp_path / "eval" / "predictions.jsonl"
@@ -310,6 +314,22 @@ def test_a_few_refusals_are_counted_and_asked_again(stub_server, data_root, tmp_
     StubChat.fail, StubChat.requests = None, []
     summary = run_evaluate(cfg)
     assert len(StubChat.requests) == len(refused) and summary["errors"] == 0
+
+
+def test_more_than_half_refused_stops_at_the_end_not_before(stub_server, data_root, tmp_path):
+    """Refusals bunched in the first files (records come file by file) do not stop the run part-way; more than half
+    of the run's questions refused, it stops at the end, with every answer kept."""
+    from seedr1.evaluate.run import run_evaluate
+
+    samples = [s for f in FILES for s in read_annotations(f"{data_root}/{f}")]
+    picks = [_fails_on(s) for s in samples if s.task_level in ("L1", "L2")]
+    StubChat.fail = (lambda text: any(p(text) for p in picks), 400)
+    refused = sum(StubChat.fail[0](f"{s.question}\nA. {s.options[0]}\n") for s in samples)
+    assert 9 < refused < 18  # more than half, not all
+    with pytest.raises(RuntimeError, match=rf"^{refused} of the 18 questions this run asked failed"):
+        run_evaluate(_cfg(stub_server, data_root, tmp_path / "eval", batch_size=4))
+    assert len(StubChat.requests) == 18  # the first batches, all refused, did not stop it
+    assert len((tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()) == 18
 
 
 def test_fewer_choices_than_asked_are_an_error(stub_server, data_root, tmp_path):
@@ -352,13 +372,16 @@ def broken_root(data_root, tmp_path):
 
 
 def _in_process_shards(monkeypatch):
-    """``data.shards`` read by the pipeline's own shard code in this process: Ray Data's transport is not what is
-    tested, and starting Ray costs more than the whole test."""
+    """``data.shards`` (and ``data.root``) read by the pipeline's own code in this process: Ray Data's transport is
+    not what is tested, and starting Ray costs more than the whole test."""
     from seedr1.data import pipeline
     from seedr1.data.shards import read_manifest
 
     def rows(args):
         cfg, files = args
+        if not cfg.shards:  # a root, read through Ray Data when a test before this one started Ray
+            yield from pipeline.iter_local(cfg, files)
+            return
         for shard in read_manifest(cfg.shards)["shards"]:
             path = f"{cfg.shards}/{shard['name']}"
             yield from pipeline._shard_rows(Path(path).read_bytes(), path, [Path(f).name for f in files], cfg, 0)
@@ -389,3 +412,31 @@ def test_rejected_media_count_wrong_and_are_listed_from_either_source(stub_serve
     # a rerun writes the rejects again, not twice
     run_evaluate(_cfg(stub_server, root, tmp_path / "by-root"))
     assert len((tmp_path / "by-root" / "rejects.jsonl").read_text().splitlines()) == 1
+
+
+def test_an_answer_stands_when_its_media_fail_only_on_a_rerun(stub_server, data_root, tmp_path, monkeypatch):
+    """A record answered by an earlier run whose media cannot be read now (a storage hiccup, a file replaced): the
+    answer is not lost, from the root or from shards, and the record is not listed as rejected."""
+    import shutil
+
+    from seedr1.data.shards import pack
+    from seedr1.evaluate.run import run_evaluate
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    pack(str(root), str(tmp_path / "shards"), log=lambda *a: None)
+    _in_process_shards(monkeypatch)
+    by_shards = _cfg(stub_server, "", tmp_path / "by-shards", data={"shards": str(tmp_path / "shards")})
+    first = {"root": run_evaluate(_cfg(stub_server, str(root), tmp_path / "by-root")),
+             "shards": run_evaluate(by_shards)}
+    record = json.loads((root / FILES[2]).read_text().splitlines()[0])
+    (root / "images" / record["video_source"] / record["current_observation_basename"]).write_bytes(b"not a png")
+    pack(str(root), str(tmp_path / "shards"), log=lambda *a: None)  # the shard holding it is written again
+    again = {"root": run_evaluate(_cfg(stub_server, str(root), tmp_path / "by-root")),
+             "shards": run_evaluate(by_shards)}
+    for source in ("root", "shards"):
+        assert again[source]["answered_this_run"] == 0 and again[source]["rejected"] == [], source
+        assert (again[source]["n"], again[source]["correct"]) == (first[source]["n"], first[source]["correct"]), source
+        assert again[source]["by_level"]["L3"] == first[source]["by_level"]["L3"], source
+    assert len((tmp_path / "by-root" / "rejects.jsonl").read_text().splitlines()) == 1  # this run's reject, logged
+

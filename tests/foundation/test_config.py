@@ -1,9 +1,12 @@
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Optional
 
 import pytest
 
 from seedr1.config import (ConfigError, SmokeConfig, describe, doc, load_config, parse_job_args, save_config)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass
@@ -113,14 +116,18 @@ def test_job_args_print_and_save(tmp_path, capsys):
 
 
 def test_flag_overrides_work_before_after_and_between_dotted_ones(tmp_path):
+    """--endpoint URL first (the README's order) used to hand the URL to the positional overrides."""
     from seedr1.config import EvaluateConfig
 
     url = "http://localhost:8000/v1"
     for argv in (["--endpoint", url, "--api-key", "k1", "max_tokens=9"],  # the order the README gives
                  ["max_tokens=9", "--endpoint", url, "--api-key=k1"],
-                 ["--endpoint=" + url, "max_tokens=9", "--api-key", "k1"]):
+                 ["--endpoint=" + url, "max_tokens=9", "--api-key", "k1"],
+                 ["top_p=0.5", "--endpoint", url, "--config", str(CONFIGS / "evaluate" / "tiny.yaml"),
+                  "max_tokens=9", "--api-key", "k1"]):  # overrides on both sides of --config
         cfg = parse_job_args(EvaluateConfig, argv)
         assert (cfg.endpoint, cfg.api_key, cfg.max_tokens) == (url, "k1", 9), argv
+        assert cfg.top_p == (0.5 if "top_p=0.5" in argv else 1.0)
     with pytest.raises(SystemExit) as e:
         parse_job_args(EvaluateConfig, ["max_tokens=9", "--endpoint"])
     assert e.value.code == 2

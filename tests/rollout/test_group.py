@@ -6,12 +6,20 @@ import time
 import pytest
 import ray
 
+from seedr1.data.pipeline import PromptRecord
 from seedr1.rollout.actor import StaleWeightsError
+from seedr1.rollout.engine import Sampling, prompt_seeds
 from seedr1.rollout.group import RolloutGroup
 
 
+def records(count: int) -> list[PromptRecord]:
+    return [PromptRecord(sample_id=f"p{i}", kind="validation", messages=[], video=None, image=None, gold_letter="A")
+            for i in range(count)]
+
+
 class EchoWorker:
-    """Stands in for RolloutWorker (same method contract) without an engine: completions name the weights."""
+    """Stands in for RolloutWorker (same method contract) without an engine: completions name the weights and the
+    prompt's seed."""
 
     def __init__(self):
         self.weights_version, self.weights = 0, b"start"
@@ -20,7 +28,7 @@ class EchoWorker:
         if weights_version != self.weights_version:
             raise StaleWeightsError(f"{self.weights_version} != {weights_version}")
         time.sleep(0.05 * len(prompts))
-        return [f"{p}@{self.weights.decode()}" for p in prompts], 0.05 * len(prompts)
+        return [f"{p.sample_id}@{self.weights.decode()}#{s}" for p, s in zip(prompts, seed)], 0.05 * len(prompts)
 
     def update_weights(self, payload, version=None):
         self.weights, self.weights_version = payload, version
@@ -46,11 +54,12 @@ def group(ray_cluster):
 
 def test_actor_killed_between_calls_gets_weights_back(group):
     g, events = group
-    assert g.generate(["p0", "p1", "p2"], seed=None)[0] == ["p0@start", "p1@start", "p2@start"]
+    seeds = prompt_seeds(Sampling(seed=0), records(3))
+    assert g.generate(records(3), seed=0)[0] == [f"p{i}@start#{seeds[i]}" for i in range(3)]
     g.sync(b"v1")
     os.kill(ray.get(g.actors[1].pid.remote()), signal.SIGKILL)  # restarted by Ray with the start weights
-    out, _ = g.generate(["p0", "p1", "p2"], seed=None)
-    assert out == ["p0@v1", "p1@v1", "p2@v1"]  # the stale actor was noticed and reloaded
+    out, _ = g.generate(records(3), seed=0)
+    assert out == [f"p{i}@v1#{seeds[i]}" for i in range(3)]  # the stale actor was noticed and reloaded
     assert g.restarts == 1 and events[0][0] == "rollout_actor_restarted" and events[0][1]["actor"] == 1
 
 
@@ -58,11 +67,12 @@ def test_actor_killed_mid_generation_regenerates_its_prompts(group):
     g, events = group
     g.sync(b"v1")
     pid = ray.get(g.actors[0].pid.remote())  # asked first: the actor runs one call at a time
-    pending = g.launch([f"p{i}" for i in range(8)], seed=None)  # ~0.2 s per actor
+    pending = g.launch(records(8), seed=0)  # ~0.2 s per actor
     time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     out, _ = g.collect(pending)
-    assert out == [f"p{i}@v1" for i in range(8)]
+    seeds = prompt_seeds(Sampling(seed=0), records(8))
+    assert out == [f"p{i}@v1#{seeds[i]}" for i in range(8)]  # regenerated with the seeds first given
     assert g.restarts == 1 and events[0][1]["error"] in ("ActorDiedError", "RayActorError", "ActorUnavailableError")
 
 

@@ -477,13 +477,13 @@ def test_any_engine_error_fails_only_its_own_request():
                 raise TypeError("TextEncodeInput must be Union[...]")
             return [[Completion(text=p, token_ids=[1])] for p in prompts]
 
-    server = dict(engine=Engine(), lock=threading.Lock(), dead=False)
+    run = _server_method("_run_batch", engine=Engine(), lock=threading.Lock(), dead=False)
     greedy = Sampling(n=1, temperature=0.0)
-    out = _server_method("_run_batch", **server)([("a", greedy), ("bad", greedy), ("b", greedy)])
+    out = run([("a", greedy), ("bad", greedy), ("b", greedy)])
     assert [c.text for c in out[0]] == ["a"] and [c.text for c in out[2]] == ["b"]
-    assert isinstance(out[1], TypeError) and not server["dead"]
+    assert isinstance(out[1], TypeError) and not run.args[0].dead  # not an engine death
     assert Engine.calls == [["a", "bad", "b"], ["a"], ["bad"], ["b"]]
-    assert isinstance(_server_method("_run_batch", **server)([("bad", greedy)])[0], TypeError)  # alone: not retried
+    assert isinstance(run([("bad", greedy)])[0], TypeError)  # alone: not retried
     assert Engine.calls[-1] == ["bad"] and len(Engine.calls) == 5
 
 

@@ -358,6 +358,25 @@ def test_no_free_decoder_is_a_503_and_the_running_decode_is_left_alone(sleepy_de
     assert second.body()["error"]["type"] == "server_error" and second.code == "server_busy"
 
 
+def test_a_decoder_that_died_while_idle_is_replaced_not_blamed_on_the_next_video():
+    import time
+
+    from seedr1.serve import media
+
+    data = mp4()
+    expected, _ = media.decode_video_checked(data, LIMITS)  # starts a decoder, then leaves it idle in the queue
+    pool = media._free_decoders().queue[0]
+    for proc in list(pool._processes.values()):  # say the OOM killer took it
+        proc.kill()
+        proc.join()
+    deadline = time.time() + 10
+    while not pool._broken and time.time() < deadline:  # the pool notices its worker is gone
+        time.sleep(0.05)
+    assert pool._broken
+    frames, _ = media.decode_video_checked(data, LIMITS)  # a fresh decoder, not a 400 "crashed on it"
+    assert np.array_equal(frames, expected)
+
+
 def test_in_process_decoding_matches():
     from seedr1.serve.media import decode_video_checked
 

@@ -39,6 +39,20 @@ def test_each_prompt_keeps_its_media_once(grouped_batch):
     assert grouped_batch["video_owner"].tolist() == [0, 0, 0]  # the video slots of a's three completions
 
 
+def test_one_sample_in_two_epochs_keeps_each_epochs_prompt(model_and_processor):
+    """Across an epoch boundary one batch can hold a sample twice, its options in another order: each copy gets its
+    own prompt (keyed by sample_id alone, the second took the first's, under its own gold letter)."""
+    rng = np.random.default_rng(1)
+    first = _record("s", rng, video=False)
+    second = PromptRecord(**{**first.__dict__, "gold_letter": "C",
+                             "messages": user_message("What next?\nA. c\nB. d\nC. a\nD. b\n", False, True)})
+    batch = build_batch(model_and_processor[1], [first, second], [[11], [11]])
+    ids = batch["input_ids"]
+    assert not torch.equal(ids[0], ids[1])
+    alone = build_batch(model_and_processor[1], [second], [[11]])["input_ids"][0]
+    assert torch.equal(ids[1][:len(alone)], alone)
+
+
 def test_shared_encoding_matches_per_completion_forward(model_and_processor, grouped_batch):
     model, _ = model_and_processor
     logp, mask = completion_logprobs(model, grouped_batch)

@@ -59,16 +59,29 @@ def kind_of(path: str) -> str:
     raise ValueError(f"cannot tell the record kind of {path}; pass kind= explicitly")
 
 
-def raw_lines(path: str, text: str, kind: str) -> Iterator[tuple[int, object]]:
-    """(line or list position, parsed record or the JSONDecodeError) for JSONL, or a JSON list (LongVideoBench)."""
-    if kind == "longvideobench" and text.lstrip().startswith("["):
+def raw_lines(path: str, data: bytes | str, kind: str) -> Iterator[tuple[int, object]]:
+    """(line or list position, parsed record or the JSONDecodeError) for JSONL, or a JSON list (LongVideoBench).
+    A JSONL line that is not UTF-8 is that line's error, not the whole file's. Lines end at "\n" only: a raw U+2028
+    inside a JSON string (which ``str.splitlines`` would split at) stays in its record."""
+    if kind == "longvideobench" and (data.lstrip().startswith(b"[") if isinstance(data, bytes)
+                                     else data.lstrip().startswith("[")):
         try:
-            items = json.loads(text)
+            items = json.loads(data)
+        except UnicodeDecodeError as e:
+            raise AnnotationError(BadRecord(path, data[:e.start].count(b"\n") + 1, None, None,
+                                            f"not UTF-8 text (byte {data[e.start]:#04x})")) from None
         except json.JSONDecodeError as e:
             raise AnnotationError(BadRecord(path, e.lineno, None, None, f"invalid JSON: {e.msg}")) from None
         yield from enumerate(items, start=1)
         return
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(data.split(b"\n" if isinstance(data, bytes) else "\n"), start=1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as e:  # reported like bad JSON: file, line, column
+                yield lineno, json.JSONDecodeError(f"not UTF-8 text (byte {line[e.start]:#04x})", " " * e.start,
+                                                   e.start)
+                continue
         if not line.strip():
             continue
         try:
@@ -81,9 +94,9 @@ def read_annotations(path: str, kind: Optional[str] = None,
                      on_error: Optional[Callable[[BadRecord], None]] = None) -> list[Sample]:
     """All samples of one annotation file (local or s3://). Bad records raise, or go to ``on_error``."""
     kind = kind or kind_of(path)
-    text = get_storage(path).read_bytes(path).decode("utf-8")
+    data = get_storage(path).read_bytes(path)
     samples, seen = [], set()
-    for index, (lineno, raw) in enumerate(raw_lines(path, text, kind)):
+    for index, (lineno, raw) in enumerate(raw_lines(path, data, kind)):
         sid = str(raw.get("sample_id", raw.get("id"))) if isinstance(raw, dict) and \
             raw.get("sample_id", raw.get("id")) is not None else None
         try:

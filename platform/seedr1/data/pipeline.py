@@ -124,8 +124,8 @@ def raw_records(root: str, files: Iterable[str], cfg: DataConfig) -> Iterator[di
     storage = get_storage(root, cfg.s3)
     for rel in files:
         path = join(root, rel)
-        text, kind = storage.read_bytes(path).decode("utf-8"), kind_of(rel)
-        for lineno, record in raw_lines(path, text, kind):  # JSONL, or a JSON list (LongVideoBench)
+        data, kind = storage.read_bytes(path), kind_of(rel)
+        for lineno, record in raw_lines(path, data, kind):  # JSONL, or a JSON list (LongVideoBench)
             if isinstance(record, json.JSONDecodeError):
                 record = {"__error__": f"malformed JSON: {record.msg} at column {record.colno}"}
             yield {"file": Path(rel).name, "kind": kind, "line": lineno, "record": record}

@@ -164,6 +164,10 @@ def _cot_media(prompt: list) -> dict[str, tuple[str, str]]:
 
 def parse_cot(record: dict, index: int) -> Sample:
     check_fields(record, COT_FIELDS)
+    if not record["prompt"]:
+        raise RecordError("empty prompt (no chat messages)", "prompt")
+    if not record["response"].strip():  # nothing to train on: a reject here, not a failed SFT job later
+        raise RecordError("empty response", "response")
     media = _cot_media(record["prompt"])
     (video, video_field), (image, image_field) = media.get("video", (None, "")), media.get("image", (None, ""))
     return Sample(sample_id=str(record.get("sample_id", f"cot-{index}")), kind="cot", question="", answer="",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from seedr1.config import S3Config
-from seedr1.data.annotations import annotation_names, kind_of
+from seedr1.data.annotations import annotation_names, kind_of, raw_lines
 from seedr1.data.schema import media_of
 from seedr1.storage import S3Storage, StorageError, get_storage, join
 
@@ -51,12 +51,10 @@ def _records(root: str, s3: Optional[S3Config] = None) -> Iterator[tuple[str, in
         path = join(root, "annotations", name)
         if not storage.exists(path):
             continue
-        for lineno, line in enumerate(storage.read_bytes(path).decode("utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    yield name, lineno, json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield name, lineno, {"__error__": f"malformed JSON: {e.msg} at column {e.colno}"}
+        for lineno, record in raw_lines(path, storage.read_bytes(path), kind_of(name)):
+            if isinstance(record, json.JSONDecodeError):
+                record = {"__error__": f"malformed JSON: {record.msg} at column {record.colno}"}
+            yield name, lineno, record
 
 
 def pack(root: str, dest: str, shard_size: int = 64 << 20, s3: Optional[S3Config] = None,
@@ -103,6 +101,9 @@ def pack(root: str, dest: str, shard_size: int = 64 << 20, s3: Optional[S3Config
             flush()
     if tar is not None:
         flush()
+    if not total_records:  # a mistyped root: say so, and leave a manifest already at dest alone
+        raise FileNotFoundError(f"no annotation records under {join(root, 'annotations')} (looked for "
+                                f"{', '.join(annotation_names(root, s3))}): nothing packed, {dest} left as it was")
     manifest = {"format": "seedr1-shards/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "source": root, "records": total_records, "bytes": sum(s["bytes"] for s in shards), "shards": shards}
     manifest_uri = join(dest, MANIFEST)

@@ -46,7 +46,7 @@ def _mentions(text: str, options: Sequence[str]) -> list[tuple[int, int, str]]:
     """Every option mention in `text` as (start, end, letter), minus those lying inside a longer mention."""
     letters = option_letters(options)
     found = []
-    for pattern in _letter_patterns(letters):
+    for pattern in _letter_patterns(letters) if letters else ():  # no options known: nothing can be mentioned
         found += [(m.start(1), m.end(1), m.group(1)) for m in pattern.finditer(text)]
     lowered = text.lower()
     for letter, option in zip(letters, options):

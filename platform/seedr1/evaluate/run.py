@@ -24,8 +24,10 @@ from seedr1.storage import absolute, join
 
 
 SETTINGS_FILE = "predictions.settings.json"
-# Stop when more than half the questions answered so far failed at the endpoint, once this many were asked (or at
-# the end): a server refusing everything (a max_tokens over its limit, say) is a broken run, not a score of 0.
+# A server refusing everything (a max_tokens over its limit, say) makes a broken run, not a score of 0: the run stops
+# as soon as this many of its questions were asked and every one failed, and at the end when more than half did.
+# Only this run's requests count (a resume asks again for the failed ones), and refusals bunched in one part of the
+# data (records come file by file) do not stop a run early.
 MIN_QUESTIONS_FOR_ERROR_RATE = 10
 
 
@@ -90,7 +92,11 @@ def check_settings(out: Path, settings: dict, resuming: bool) -> None:
     """Refuse to add answers to a predictions.jsonl made with other settings; record them when a run starts."""
     path, predictions = out / SETTINGS_FILE, out / "predictions.jsonl"
     if resuming and path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ConfigError(f"{path} is unreadable ({e}); it records the settings of the answers in {predictions}: "
+                              "restore it, or start afresh in another out_dir") from None
         differ = [k for k in {**old, **settings} if old.get(k) != settings.get(k)]
         if differ:
             def short(v) -> str:
@@ -104,7 +110,9 @@ def check_settings(out: Path, settings: dict, resuming: bool) -> None:
     if resuming:  # written before the settings were recorded: nothing to compare with
         print(f"[evaluate] {predictions}: no {SETTINGS_FILE}, resuming on trust; the current settings are recorded",
               flush=True)
-    path.write_text(json.dumps(settings, indent=1), encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")  # written whole, then moved into place: a kill leaves no half file
+    tmp.write_text(json.dumps(settings, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def drop_error_rows(path: Path, done: dict) -> dict:
@@ -187,10 +195,11 @@ def _sample_of(record) -> Sample:
 
 
 def _check_errors(errored: dict, asked: int, final: bool) -> None:
-    """Stop when more than half the questions failed at the endpoint (see MIN_QUESTIONS_FOR_ERROR_RATE)."""
-    if errored and 2 * len(errored) > asked and (final or asked >= MIN_QUESTIONS_FOR_ERROR_RATE):
+    """Stop when this run's requests failed at the endpoint: all of them so far, or more than half at the end (see
+    MIN_QUESTIONS_FOR_ERROR_RATE). ``asked``: questions this run asked."""
+    if errored and (2 * len(errored) > asked if final else len(errored) == asked >= MIN_QUESTIONS_FOR_ERROR_RATE):
         sid, message = next(iter(errored.items()))
-        raise RuntimeError(f"{len(errored)} of {asked} questions failed at the endpoint, more than half: stopped. "
+        raise RuntimeError(f"{len(errored)} of the {asked} questions this run asked failed at the endpoint: stopped. "
                            f"The first ({sid}): {message}. The answers that came back are kept in predictions.jsonl; "
                            "fix the cause and rerun to ask again for the failed ones")
 
@@ -260,7 +269,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                 ray_metrics.evaluation_answers(run, [(r.task_level, is_correct(t, r.gold_letter)) for t in answers])
                 for i, text in enumerate(answers):
                     row = {"sample_id": r.sample_id, "k": i, "response": text, "task_level": r.task_level,
-                           "domain": r.domain, **({"error": error} if error else {})}
+                           "domain": r.domain, "gold_letter": r.gold_letter, **({"error": error} if error else {})}
                     if (r.sample_id, i) not in done:
                         sink.write(json.dumps(row) + "\n")
                         done[(r.sample_id, i)] = row
@@ -269,7 +278,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             if failure is not None:
                 raise failure
             asked = len({sid for sid, _ in done})
-            _check_errors(errored, asked, final=False)
+            _check_errors(errored, answered, final=False)
             rate = answered / (time.perf_counter() - t0)
             left = max(len(samples) - asked, 0)
             print(f"[evaluate] {asked}/{len(samples) or '?'} answered ({len(errored)} failed), {rate:.2f} q/s, "
@@ -287,27 +296,34 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                     flush(batch)
                     batch = []
             flush(batch)
-            _check_errors(errored, len({sid for sid, _ in done}), final=True)
+            _check_errors(errored, answered, final=True)
         finally:
             if isinstance(target, _EnginePool):
                 target.close()
     seconds = time.perf_counter() - t0
     samples = samples or seen
-    # Rejected records count wrong, in n. With shards alone the samples are the decoded records, so the rejected
-    # ones get stand-ins: at the level of their file when its records share one (SEED-Bench-R1's files are one level
-    # each), domain unknown. A record lost with its shard has no sample_id: it is named after the shard.
-    rejected_ids = [r["sample_id"] or f"{r['file']}#{i}" for i, r in enumerate(rejects)]
-    samples, known = list(samples), {s.sample_id for s in samples}
-    for sid, r in zip(rejected_ids, rejects):
+    # Rejected records count wrong, in n, unless an earlier run answered them (their media failed only now: the
+    # answer stands). With shards alone the samples are the decoded records, so the rejected ones get stand-ins: at
+    # the level of their file when its records share one (SEED-Bench-R1's files are one level each), domain unknown,
+    # the gold letter an earlier answer's row carries. A record lost with its shard has no sample_id: it is named
+    # after the shard.
+    predictions = list(read_done(pred_path).values())
+    gold = {str(p["sample_id"]): p.get("gold_letter") for p in predictions if "error" not in p}
+    samples, known, rejected_ids = list(samples), {s.sample_id for s in samples}, []
+    for i, r in enumerate(rejects):
+        sid = r["sample_id"] or f"{r['file']}#{i}"
+        if sid not in gold:
+            rejected_ids.append(sid)
         if sid not in known:
             level = next(iter(levels[r["file"]])) if len(levels.get(r["file"], ())) == 1 else None
-            samples.append(Sample(sample_id=sid, kind="rejected", question="", answer="", task_level=level))
-    predictions = list(read_done(pred_path).values())
+            samples.append(Sample(sample_id=sid, kind="rejected", question="", answer="", task_level=level,
+                                  gold_letter=gold.get(sid)))
+            known.add(sid)
     summary = score_draws(samples, predictions, cfg.samples, rejected=rejected_ids)
     summary.update(model=name, checkpoint=None if cfg.endpoint else model, endpoint=cfg.endpoint or None,
                    files=cfg.files, samples=cfg.samples, temperature=cfg.temperature, seconds=round(seconds, 2),
                    answered_this_run=answered, errors=len({p["sample_id"] for p in predictions if "error" in p}),
-                   rejected=rejects)
+                   rejected=[r for i, r in enumerate(rejects) if (r["sample_id"] or f"{r['file']}#{i}") not in gold])
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     ray_metrics.evaluation_totals(run, summary["n"], {"all": summary["accuracy"],
                                                       **{lv: v["accuracy"] for lv, v in summary["by_level"].items()}})

@@ -40,8 +40,8 @@ def _level_order(level: str) -> tuple:
 
 def _line_of(path: str, sample_id: str):
     """The line (list position for a JSON list) of ``sample_id`` in an annotation file, for an error message."""
-    text = get_storage(path).read_bytes(path).decode("utf-8")
-    return next((lineno for lineno, raw in raw_lines(path, text, kind_of(path))
+    data = get_storage(path).read_bytes(path)
+    return next((lineno for lineno, raw in raw_lines(path, data, kind_of(path))
                  if isinstance(raw, dict) and str(raw.get("sample_id", raw.get("id"))) == sample_id), "?")
 
 
@@ -66,8 +66,9 @@ def _responses_by_id(samples: list[Sample], predictions: list[dict], rejected=fr
     for sample in samples:
         if sample.sample_id in known:
             raise ScoringError(f"sample_id {sample.sample_id!r} appears twice in the annotations")
-        # a rejected record read from shards alone is known by its id only: it counts wrong, no gold needed
-        if not sample.gold_letter and sample.sample_id not in rejected:
+        # a rejected record read from shards alone is known by its id (and an earlier answer's gold letter) only:
+        # without a gold letter it counts wrong
+        if not sample.gold_letter and sample.sample_id not in rejected and sample.kind != "rejected":
             raise ScoringError(f"sample_id {sample.sample_id!r} ({sample.kind}) has no gold letter; only validation "
                                "and LongVideoBench annotations can be scored")
         known.add(sample.sample_id)

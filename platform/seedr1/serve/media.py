@@ -370,14 +370,23 @@ def decode_video_checked(data: bytes, limits: ServeLimits, param: Optional[str] 
     except queue.Empty:
         raise server_busy(f"no video decoder free within {VIDEO_WAIT_TIMEOUT_S:g} s; retry later",
                           param=param) from None
+    def started():
+        try:
+            return _start_decoder()
+        except Exception as e:  # noqa: BLE001 - the server's fault (e.g. out of processes), not the video's
+            raise server_busy(f"cannot start a video decoder ({type(e).__name__}); retry later", param=param) from None
+
     try:
         if pool is None:
-            try:
-                pool = _start_decoder()
-            except Exception as e:  # noqa: BLE001 - the server's fault (e.g. out of processes), not the video's
-                raise server_busy(f"cannot start a video decoder ({type(e).__name__}); retry later",
-                                  param=param) from None
-        result = pool.submit(_video_job, data, limits).result(timeout=VIDEO_DECODE_TIMEOUT_S)
+            pool = started()
+        try:
+            future = pool.submit(_video_job, data, limits)
+        except BrokenProcessPool:  # the decoder died while idle (say the OOM killer): not this video's doing
+            _stop_decoder(pool)
+            pool = None
+            pool = started()
+            future = pool.submit(_video_job, data, limits)
+        result = future.result(timeout=VIDEO_DECODE_TIMEOUT_S)
     except BrokenProcessPool:  # the decoder died on this video (decord segfaults on some corrupt files)
         _stop_decoder(pool)
         pool = None

@@ -7,6 +7,7 @@ sizes only: the trainer computes them once per micro-batch for the reference and
 from __future__ import annotations
 
 import itertools
+import json
 
 import torch
 
@@ -27,14 +28,15 @@ def build_batch(processor, records: list, completions: list[list[int]], cache: d
     """Right-padded ``input_ids`` = expanded prompt + completion; ``mm_token_type_ids`` is 0 on completion and
     padding (transformers 5.19 needs it whenever media are passed). Media tensors hold each distinct prompt's media
     once, in first-seen order; ``image_owner`` / ``video_owner`` map every media slot, in sample order, to its row.
-    ``cache`` (keyed by sample_id) keeps processed prompts across calls; within a call the G completions of a
-    prompt always share one."""
+    ``cache`` keeps processed prompts across calls; within a call the G completions of a prompt always share one.
+    A prompt is its sample_id and its messages: the same sample in two epochs (both in one batch across an epoch
+    boundary) has its options in another order, so another prompt and gold letter."""
     pad = processor.tokenizer.pad_token_id
     seqs, types, prompt_lens, media = [], [], [], {k: [] for k in _MEDIA_KEYS}
-    owners, first_slot = {"image": [], "video": []}, {}  # first_slot: sample_id -> its first media slot per modality
+    owners, first_slot = {"image": [], "video": []}, {}  # first_slot: prompt -> its first media slot per modality
     cache = {} if cache is None else cache
     for record, completion in zip(records, completions):
-        key = record.sample_id
+        key = (record.sample_id, json.dumps(record.messages, sort_keys=True))
         if key not in cache:
             cache[key] = record_inputs(processor, record)
         p = cache[key]
