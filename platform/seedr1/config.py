@@ -138,7 +138,7 @@ class RolloutConfig:
     num_samples: int = doc(8, "Completions per prompt (the GRPO group size G; advantages are relative to it).",
                            low=2)
     temperature: float = doc(1.0, "Sampling temperature; the update's log-probs (ratio, KL, entropy) are of "
-                             "softmax(logits / T), as in TRL (0: greedy, trained as T=1). overlap needs T=1 (or 0).", low=0.0)
+                             "softmax(logits / T), as in TRL (0: greedy, for evaluation; GRPO refuses it). overlap needs T=1.", low=0.0)
     top_p: float = doc(1.0, "Nucleus sampling threshold (the update's log-probs do not truncate, as in TRL).",
                        low=0.01, high=1.0)
     max_tokens: int = doc(256, "Longest completion in tokens.", low=1)

@@ -25,8 +25,8 @@ def _batch(step: int) -> list[TrainSample]:
     return [TrainSample(_record(step), [10 + step, 20, 30], 1.0), TrainSample(_record(step), [11, 21 + step], -1.0)]
 
 
-def _trainer(model_dir) -> PolicyTrainer:
-    cfg = TrainerConfig(num_workers=1, zero_stage=2, lr=1e-2, warmup_steps=3, micro_batch_size=2)
+def _trainer(model_dir, lr: float = 1e-2) -> PolicyTrainer:
+    cfg = TrainerConfig(num_workers=1, zero_stage=2, lr=lr, warmup_steps=3, micro_batch_size=2)
     return PolicyTrainer(model_dir, cfg, AlgoConfig(beta=0.0), grad_accum=1)
 
 
@@ -60,6 +60,42 @@ def test_resumed_trainer_continues_exactly(one_rank_group, tiny_model_dir, tmp_p
     hf = AutoModelForImageTextToText.from_pretrained(Path(uri) / "hf")
     assert (Path(uri) / "hf" / "tokenizer_config.json").exists()
     assert set(hf.state_dict()) >= {n for n in expected if "lm_head" not in n}
+
+
+def test_a_resume_with_another_lr_trains_at_the_new_one(one_rank_group, tiny_model_dir, tmp_path):
+    """LambdaLR's saved state holds the old peak; the resumed schedule is this run's trainer.lr, at the saved step."""
+    a = _trainer(tiny_model_dir)
+    a.train_step(_batch(0))
+    uri = ckpt.save_checkpoint(a, str(tmp_path), 1, None)
+    b = _trainer(tiny_model_dir, lr=5e-2)
+    ckpt.load_checkpoint(b, uri)
+    assert b.engine.get_lr()[0] == pytest.approx(5e-2 * 2 / 3)  # 2nd step of the 3-step warm-up, new peak
+    b.train_step(_batch(1))
+    assert b.engine.get_lr()[0] == pytest.approx(5e-2)
+
+
+def test_resuming_with_another_worker_count_is_refused_before_anything_starts(tmp_path):
+    """ZeRO shards the optimizer state per worker: DeepSpeed would refuse deep inside every worker's load."""
+    from seedr1.config import ConfigError, GRPOConfig
+    from seedr1.train.launch import prepare_run
+
+    d = tmp_path / "run" / "checkpoints" / "step_00000004"
+    d.mkdir(parents=True)
+    (d / "trainer_state.json").write_text(json.dumps({"step": 4, "data_position": None, "world_size": 2}))
+    (d / "COMPLETE").write_text("")
+
+    def cfg(**trainer):
+        c = GRPOConfig(run_dir=str(tmp_path / "run"), model=str(tmp_path / "model"))
+        c.data.root = str(tmp_path / "data")
+        for k, v in trainer.items():
+            setattr(c.trainer, k, v)
+        return c
+
+    with pytest.raises(ConfigError, match=r"step_00000004 was written by 2 trainer workers and this run has "
+                                          r"trainer.num_workers=1: ZeRO stage 2 .*Set trainer.num_workers=2"):
+        prepare_run(cfg(num_workers=1), "grpo")
+    prepare_run(cfg(num_workers=2), "grpo")  # the same count
+    prepare_run(cfg(num_workers=1, zero_stage=0), "grpo")  # nothing sharded
 
 
 def test_cut_off_checkpoints_are_never_resumed_and_old_ones_pruned(one_rank_group, tiny_model_dir, tmp_path):

@@ -8,6 +8,8 @@ import logging
 import re
 from typing import Callable
 
+from seedr1.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
@@ -26,6 +28,17 @@ def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
         REWARDS[name] = fn
         return fn
     return deco
+
+
+def check_rewards(weights: dict) -> None:
+    """Before a run starts: every reward name resolves and at least one weight is not 0 (else every advantage is 0)."""
+    for name in weights:
+        try:
+            get_reward(name)
+        except ValueError as e:
+            raise ConfigError(f"algo.rewards: {e}") from None
+    if not any(weights.values()):
+        raise ConfigError(f"algo.rewards = {weights}: no reward with a nonzero weight, so every advantage is 0")
 
 
 def get_reward(name: str) -> RewardFn:

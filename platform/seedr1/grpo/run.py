@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from seedr1.algo.rewards import check_rewards
 from seedr1.config import ConfigError, GRPOConfig, to_dict
 from seedr1.train.launch import ensure_ray, prepare_run, run_trainer_group, worker_env
 
@@ -18,10 +19,18 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     if cfg.data.min_frames > cfg.data.max_frames:
         raise ConfigError(f"data.min_frames = {cfg.data.min_frames} is above data.max_frames = {cfg.data.max_frames}")
     if cfg.overlap and train_temperature(cfg) != 1.0:
-        raise ConfigError(f"overlap=true needs rollout.temperature=1 (or 0, greedy; got {cfg.rollout.temperature}): "
+        raise ConfigError(f"overlap=true needs rollout.temperature=1 (got {cfg.rollout.temperature}): "
                           "the engines report T=1 log-probs, and the off-policy ratio needs the sampling distribution's")
     if cfg.rollout.weight_sync == "collective" and cfg.rollout.engine != "vllm":
         raise ConfigError(f"rollout.weight_sync=collective needs rollout.engine=vllm (got {cfg.rollout.engine!r})")
+    if cfg.rollout.temperature == 0:
+        raise ConfigError("rollout.temperature=0 (greedy) makes a prompt's G completions identical: every advantage "
+                          "is 0 and nothing is learned; sample (1.0, as the paper)")
+    if cfg.rollout.engine == "vllm" and cfg.rollout.max_tokens >= cfg.rollout.vllm.max_model_len:
+        raise ConfigError(f"rollout.max_tokens = {cfg.rollout.max_tokens} leaves no room for the prompt in "
+                          f"rollout.vllm.max_model_len = {cfg.rollout.vllm.max_model_len} (vLLM would cut completions "
+                          "short without a word); raise max_model_len")
+    check_rewards(cfg.algo.rewards)
     cfg = prepare_run(cfg, "grpo")
     env = worker_env()
     ensure_ray(cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + world * cfg.trainer.cpus_per_worker, env)

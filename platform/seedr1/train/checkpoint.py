@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from seedr1.config import ConfigError, S3Config
-from seedr1.storage import get_storage, is_s3, join
+from seedr1.storage import StorageError, get_storage, is_s3, join
 
 STEP_DIR = "step_{:08d}"
 MARKER = "COMPLETE"
@@ -134,6 +134,14 @@ def load_checkpoint(trainer, uri: str, s3: Optional[S3Config] = None) -> dict:
                                                   load_lr_scheduler_states=True)
     if load_path is None:
         raise RuntimeError(f"DeepSpeed could not load {uri}/deepspeed/{DS_TAG}")
+    # The schedule's peak is this run's trainer.lr: LambdaLR's saved state would keep the old run's (a resume with
+    # another lr would silently train at the old one).
+    sched = trainer.engine.lr_scheduler
+    if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+        sched.base_lrs = [trainer.cfg.lr] * len(sched.base_lrs)
+        for group, fn in zip(sched.optimizer.param_groups, sched.lr_lambdas):
+            group["initial_lr"], group["lr"] = trainer.cfg.lr, trainer.cfg.lr * fn(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
     rng = local / "rng" / f"rank_{rank}.pt"
     if rng.exists():  # absent when the world size grew: that rank starts from its seed
         _set_rng_state(torch.load(rng, weights_only=False))
@@ -186,6 +194,24 @@ def resume_point(resume: str, root: str, s3: Optional[S3Config] = None,
     elif uri is None and resume != "never":
         uri = resume
     return uri
+
+
+def check_world_size(cfg) -> None:
+    """Before anything starts: the checkpoint a first start resumes from was written by as many trainer workers as
+    this run has. ZeRO stages 1-3 keep the optimizer state sharded per worker; DeepSpeed refuses another count only
+    deep inside the load, in every worker, after the engines and models are up (and again on every retry)."""
+    if cfg.resume == "never" or cfg.trainer.zero_stage == 0:
+        return
+    uri = latest_complete(checkpoint_root(cfg), cfg.data.s3) if cfg.resume == "auto" else cfg.resume
+    try:
+        written = _state(uri, cfg.data.s3).get("world_size") if uri else None
+    except (StorageError, ValueError):  # no readable state: the load itself will say what is wrong
+        written = None
+    if written is not None and written != cfg.trainer.num_workers:
+        raise ConfigError(f"{uri} was written by {written} trainer workers and this run has trainer.num_workers="
+                          f"{cfg.trainer.num_workers}: ZeRO stage {cfg.trainer.zero_stage} shards the optimizer state "
+                          f"per worker, so it resumes only with the same count. Set trainer.num_workers={written}, or "
+                          "resume=never to start afresh (the checkpoints are set aside, not deleted)")
 
 
 def _state(uri: str, s3: Optional[S3Config] = None) -> dict:

@@ -61,7 +61,7 @@ def prepare_run(cfg, job: str):
     cfg.checkpoint.dir = absolute(cfg.checkpoint.dir)
     if cfg.resume not in ("auto", "never"):
         cfg.resume = absolute(cfg.resume)
-    from seedr1.train.checkpoint import checkpoint_root, set_aside_after, set_aside_for_fresh_start
+    from seedr1.train.checkpoint import check_world_size, checkpoint_root, set_aside_after, set_aside_for_fresh_start
 
     if cfg.resume == "never":  # start over: an earlier run's checkpoints must not mix with ours
         moved = set_aside_for_fresh_start(checkpoint_root(cfg), cfg.data.s3)
@@ -72,6 +72,7 @@ def prepare_run(cfg, job: str):
         if moved:
             print(f"[{job}] resume={cfg.resume}: later checkpoints of the earlier run were moved to {moved}",
                   flush=True)
+    check_world_size(cfg)
     save_config(cfg, run_dir)
     return cfg
 
