@@ -23,10 +23,13 @@ K8S_VERSION = "1.33.0"  # the Kubernetes version the chart is validated for (hel
 RELEASE, NAMESPACE = "t", "seedr1"
 
 # Named value sets rendered once per session: the defaults, every example file, and variants that switch on what
-# the others leave off (checkpoint evaluation without serving).
+# the others leave off (checkpoint evaluation without serving; the 8-GPU example after its run, as its comment says
+# to upgrade it).
 VALUE_SETS: dict[str, tuple[list[Path], list[str]]] = {
     "default": ([], []),
     **{p.stem: ([p], []) for p in sorted(EXAMPLES.glob("*.yaml"))},
+    "values-grpo-8gpu-served": ([EXAMPLES / "values-grpo-8gpu.yaml"],
+                                ["serving.enabled=true", "evaluation.scheduled.enabled=true"]),
     "checkpoint-eval": ([], ["serving.enabled=false", "evaluation.target=checkpoint",
                              "evaluation.model=s3://bucket/runs/grpo/step_00000004/hf", "evaluation.onDemand.enabled=true",
                              "training.sft.enabled=true", "grafana.dashboards.enabled=true"]),
@@ -173,3 +176,32 @@ def release() -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def value_sets() -> dict:
     return VALUE_SETS
+
+
+def _serve_app(docs: list[dict]) -> dict | None:
+    """The one application of the release's RayService (its parsed serveConfigV2), or None without serving."""
+    svc = next((d for d in docs if d["kind"] == "RayService"), None)
+    if svc is None:
+        return None
+    (app,) = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"]
+    return app
+
+
+def _served_config(docs: list[dict]):
+    """The ServeConfig the RayService's app runs with: seedr1.serve.app.build_app on its args (the app not built)."""
+    from unittest import mock
+
+    import seedr1.serve.app as serve_app
+
+    with mock.patch.object(serve_app, "build", lambda cfg: cfg):
+        return serve_app.build_app(_serve_app(docs)["args"])
+
+
+@pytest.fixture(scope="session")
+def serve_app():
+    return _serve_app
+
+
+@pytest.fixture(scope="session")
+def served_config():
+    return _served_config

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-VALUE_SET_NAMES = ["default", "values-cpu-toy", "values-grpo-8gpu", "checkpoint-eval"]
+VALUE_SET_NAMES = ["default", "values-cpu-toy", "values-grpo-8gpu", "values-grpo-8gpu-served", "checkpoint-eval"]
 CORE_KINDS = {"ServiceAccount", "ConfigMap", "Service", "Job", "CronJob"}
 RAY_KINDS = {"RayJob", "RayService", "RayCluster"}
 
@@ -59,6 +59,21 @@ def test_components_per_value_set(renders):
             ("Job", "evaluation"), ("CronJob", "evaluation"), ("ConfigMap", "dashboards")} <= kinds("values-cpu-toy")
     ck = kinds("checkpoint-eval")
     assert ("RayService", "serving") not in ck and ("Job", "evaluation") in ck
+    assert {("RayJob", "training-grpo"), ("RayService", "serving"), ("CronJob", "evaluation")} <= \
+        kinds("values-grpo-8gpu-served")
+
+
+def test_paper_example_serves_nothing_before_its_run_wrote_the_checkpoint(renders, value_sets):
+    """The 8-GPU example serves step_00001000 of its own run: not at install (the checkpoint does not exist yet, the
+    RayService would never get ready), nor the nightly evaluation of that endpoint; its comment says how to upgrade."""
+    kinds = {d["kind"] for d in renders["values-grpo-8gpu"]}
+    assert "RayJob" in kinds and not kinds & {"RayService", "Service", "CronJob", "Job"}, kinds
+    ((example,), _) = value_sets["values-grpo-8gpu"]
+    values = yaml.safe_load(example.read_text())
+    assert values["serving"]["enabled"] is False and values["evaluation"]["scheduled"]["enabled"] is False
+    text = example.read_text()
+    assert "helm upgrade" in text and "--set serving.enabled=true" in text
+    assert "--set evaluation.scheduled.enabled=true" in text
 
 
 @pytest.mark.parametrize("name", VALUE_SET_NAMES)
@@ -124,8 +139,7 @@ def test_kubernetes_validate_strict_is_strict(renders, k8s_version):
         kubernetes_validate.validate(cron, k8s_version, strict=True)
 
 
-CONFIG_CLASSES = {"grpo.yaml": "GRPOConfig", "sft.yaml": "SFTConfig", "serve.yaml": "ServeConfig",
-                  "evaluate.yaml": "EvaluateConfig"}
+CONFIG_CLASSES = {"grpo.yaml": "GRPOConfig", "sft.yaml": "SFTConfig", "evaluate.yaml": "EvaluateConfig"}
 
 
 def _config_map(docs):
@@ -133,8 +147,9 @@ def _config_map(docs):
 
 
 @pytest.mark.parametrize("name", VALUE_SET_NAMES)
-def test_rendered_job_configs_load_with_seedr1(renders, tmp_path, name):
-    """Every config the chart renders parses with seedr1.config (unknown keys and wrong types would fail)."""
+def test_rendered_job_configs_load_with_seedr1(renders, tmp_path, served_config, name):
+    """Every config the chart renders parses with seedr1.config (unknown keys and wrong types would fail); the serve
+    config is the RayService app's args, as build_app reads them."""
     import seedr1.config as config
 
     data = _config_map(renders[name])["data"]
@@ -151,8 +166,13 @@ def test_rendered_job_configs_load_with_seedr1(renders, tmp_path, name):
             assert loaded[kind].checkpoint.dir.startswith("s3://")
             # the run folder's name is the metrics' run label: each release's own (the tests' release is "t")
             assert loaded[kind].run_dir.startswith("/tmp/") and Path(loaded[kind].run_dir).name.startswith("t-")
-    if "serve.yaml" in loaded:
-        serve = loaded["serve.yaml"]
+    assert "serve.yaml" not in data  # inline in serveConfigV2 (a mounted copy could be stale)
+    if any(d["kind"] == "RayService" for d in renders[name]):
+        serve = served_config(renders[name])
+        # build_app hands the args over as overrides: they must come out as the chart rendered them
+        args = yaml.safe_load(next(d for d in renders[name] if d["kind"] == "RayService")["spec"]["serveConfigV2"]
+                              )["applications"][0]["args"]
+        assert config.to_dict(serve) == config.to_dict(config.from_dict(config.ServeConfig, args))
         assert serve.host == "0.0.0.0" and serve.port == 8000 and serve.auth == "key"
         assert serve.api_keys_file == "/etc/seedr1/api-keys/keys" and serve.model
         assert 1 <= serve.min_replicas <= serve.max_replicas
@@ -211,7 +231,7 @@ def test_entrypoints_name_existing_jobs_and_configs(renders, repo_root, name):
             (app,) = serve["applications"]
             module, func = app["import_path"].split(":")
             assert (module, func) == ("seedr1.serve.app", "build_app")
-            assert app["args"] == {"config": "/etc/seedr1/config/serve.yaml"} and "serve.yaml" in data
+            assert "config" not in app["args"] and app["args"]["model"]  # ServeConfig keys, inline
             assert serve["http_options"] == {"host": "0.0.0.0", "port": 8000}
             source = repo_root / "platform" / (module.replace(".", "/") + ".py")
             assert func in {n.name for n in ast.parse(source.read_text()).body if isinstance(n, ast.FunctionDef)}
@@ -276,3 +296,24 @@ def test_cpu_toy_trains_like_configs_grpo_tiny(renders, repo_root, tmp_path):
     for cfg in (ours, tiny):
         cfg.pop("run_dir"), cfg["checkpoint"].pop("dir"), cfg["data"].pop("root"), cfg["data"].pop("shards")
     assert ours == tiny
+
+
+def test_a_new_serve_config_changes_serve_config_v2(helm_runner, served_config):
+    """KubeRay redeploys the Serve app only when serveConfigV2 (or the cluster spec) changes: a helm upgrade with
+    another model or serve setting changes it, and the app builds from it (not from a mounted file the kubelet may
+    not have refreshed yet)."""
+    from ray.serve.schema import ServeDeploySchema
+
+    def render(*sets):
+        docs = helm_runner.docs(sets=list(sets))
+        (svc,) = [d for d in docs if d["kind"] == "RayService"]
+        return docs, svc["spec"]["serveConfigV2"]
+
+    step2, step4 = "s3://bucket/runs/grpo/step_00000002/hf", "s3://bucket/runs/grpo/step_00000004/hf"
+    _, base = render(f"serving.model={step2}")
+    new_docs, new = render(f"serving.model={step4}")
+    _, tuned = render(f"serving.model={step2}", "serving.config.vllm.max_model_len=2048")
+    assert len({base, new, tuned}) == 3
+    assert served_config(new_docs).model == step4
+    for text in (base, new, tuned):
+        ServeDeploySchema.model_validate(yaml.safe_load(text))  # Ray Serve's schema of a serve config

@@ -44,6 +44,11 @@ BAD_VALUES = {
     "serve autoscaling min above max": (["serving.autoscaling.minReplicas=3", "serving.autoscaling.maxReplicas=2"],
                                         "serving.autoscaling.minReplicas (3) is above"),
     "serve workers outside their bounds": (["serving.workers.minReplicas=3"], "serving.workers: need minReplicas"),
+    "negative endpoint wait": (["evaluation.endpointWaitSeconds=-1"], "evaluation.endpointWaitSeconds"),
+    # KubeRay refuses rayStartParams.labels ("use the top-level Labels field"); the chart sets the groups' labels
+    **{f"Ray labels in {group}.rayStartParams": ([f"{group}.rayStartParams.labels=a"], f"{group}.rayStartParams.labels")
+       for group in ("training.grpo.head", "training.grpo.rollout", "training.grpo.trainer", "training.sft.head",
+                     "training.sft.trainer", "serving.head", "serving.workers")},
 }
 
 
@@ -141,3 +146,23 @@ def test_optional_pieces_render_valid_objects(helm_runner, k8s_version, pod_spec
             assert spec["imagePullSecrets"] == [{"name": "regcred"}], where
             kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec},
                                          k8s_version, strict=True)
+
+
+def test_every_ray_start_params_refuses_labels(chart_dir):
+    """Every rayStartParams the schema knows refuses `labels` (KubeRay rejects it), not only the groups named above."""
+    schema = json.loads((chart_dir / "values.schema.json").read_text())
+    found = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "rayStartParams":
+                    found.append(path)
+                    assert v.get("properties", {}).get("labels") is False, path
+                walk(v, f"{path}.{k}")
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, path)
+
+    walk(schema, "")
+    assert len(found) == 7, found

@@ -138,13 +138,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- toYaml $cfg -}}
 {{- end -}}
 
+{{/* The Serve application's route prefix without its trailing slash ("" for "/"): the API is under <prefix>/v1. */}}
+{{- define "seedr1.routePrefix" -}}
+{{- trimSuffix "/" (default "/" (get (default dict .Values.serving.config) "route_prefix")) -}}
+{{- end -}}
+
 {{- define "seedr1.evaluateEndpoint" -}}
 {{- if .Values.evaluation.endpoint -}}
 {{- .Values.evaluation.endpoint -}}
 {{- else if not .Values.serving.enabled -}}
 {{- fail "evaluation.target=endpoint needs evaluation.endpoint or serving.enabled=true (this release's endpoint)" -}}
 {{- else -}}
-{{- printf "http://%s-serve.%s.svc:%v/v1" (include "seedr1.fullname" .) .Release.Namespace .Values.serving.service.port -}}
+{{- printf "http://%s-serve.%s.svc:%v%s/v1" (include "seedr1.fullname" .) .Release.Namespace .Values.serving.service.port (include "seedr1.routePrefix" .) -}}
 {{- end -}}
 {{- end -}}
 
@@ -327,7 +332,9 @@ spec:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   shutdownAfterJobFinishes: {{ $run.shutdownAfterJobFinishes }}
+  {{- if $run.shutdownAfterJobFinishes }}{{/* KubeRay refuses a TTL on a cluster it does not shut down */}}
   ttlSecondsAfterFinished: {{ $run.ttlSecondsAfterFinished }}
+  {{- end }}
   activeDeadlineSeconds: {{ $run.activeDeadlineSeconds }}
   backoffLimit: {{ $run.backoffLimit }}
   submissionMode: K8sJobMode
@@ -384,6 +391,25 @@ spec:
   {{- . | nindent 2 }}
   {{- end }}
   restartPolicy: Never
+  {{- if and (eq $e.target "endpoint") (gt (int $e.endpointWaitSeconds) 0) }}
+  {{- /* The endpoint has no ready Serve proxy until the model is loaded: wait for it (stdlib Python, no curl). */}}
+  initContainers:
+    - name: wait-for-endpoint
+      image: {{ include "seedr1.image" . }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      securityContext:
+        {{- toYaml .Values.securityContext | nindent 8 }}
+      resources:
+        requests: {cpu: 10m, memory: 64Mi}
+        limits: {cpu: 200m, memory: 256Mi}
+      {{- with .Values.extraEnv }}
+      env:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      command: ["python", "{{ include "seedr1.configDir" . }}/wait_for_endpoint.py", {{ include "seedr1.evaluateEndpoint" . | quote }}, "{{ $e.endpointWaitSeconds }}"]
+      volumeMounts:
+        - {name: config, mountPath: {{ include "seedr1.configDir" . }}, readOnly: true}
+  {{- end }}
   containers:
     - name: evaluate
       image: {{ include "seedr1.image" . }}
