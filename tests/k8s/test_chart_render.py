@@ -169,10 +169,11 @@ def test_rendered_job_configs_load_with_seedr1(renders, tmp_path, served_config,
     assert "serve.yaml" not in data  # inline in serveConfigV2 (a mounted copy could be stale)
     if any(d["kind"] == "RayService" for d in renders[name]):
         serve = served_config(renders[name])
-        # build_app hands the args over as overrides: they must come out as the chart rendered them
+        # build_app takes the settings as they are: they must come out as the chart rendered them
         args = yaml.safe_load(next(d for d in renders[name] if d["kind"] == "RayService")["spec"]["serveConfigV2"]
                               )["applications"][0]["args"]
-        assert config.to_dict(serve) == config.to_dict(config.from_dict(config.ServeConfig, args))
+        assert list(args) == ["settings"]
+        assert config.to_dict(serve) == config.to_dict(config.from_dict(config.ServeConfig, args["settings"]))
         assert serve.host == "0.0.0.0" and serve.port == 8000 and serve.auth == "key"
         assert serve.api_keys_file == "/etc/seedr1/api-keys/keys" and serve.model
         assert 1 <= serve.min_replicas <= serve.max_replicas
@@ -231,7 +232,7 @@ def test_entrypoints_name_existing_jobs_and_configs(renders, repo_root, name):
             (app,) = serve["applications"]
             module, func = app["import_path"].split(":")
             assert (module, func) == ("seedr1.serve.app", "build_app")
-            assert "config" not in app["args"] and app["args"]["model"]  # ServeConfig keys, inline
+            assert list(app["args"]) == ["settings"] and app["args"]["settings"]["model"]  # the config, inline
             assert serve["http_options"] == {"host": "0.0.0.0", "port": 8000}
             source = repo_root / "platform" / (module.replace(".", "/") + ".py")
             assert func in {n.name for n in ast.parse(source.read_text()).body if isinstance(n, ast.FunctionDef)}

@@ -554,3 +554,22 @@ def test_fastapis_own_errors_are_in_openais_shape():
         assert response.status_code == status
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
     assert response.headers["allow"] == "POST"
+
+
+def test_build_app_takes_a_settings_mapping_as_it_is():
+    """The chart's serveConfigV2 passes the whole config as ``settings``: typed values are not read as YAML again
+    (key=value strings are: "on" would become true, "s3://b/x #1" would lose its "#1")."""
+    from unittest import mock
+
+    import seedr1.serve.app as serve_app
+    from seedr1.config import ConfigError
+
+    with mock.patch.object(serve_app, "build", lambda cfg: cfg):
+        cfg = serve_app.build_app({"settings": {"served_model_name": "on", "model": "s3://b/x #1",
+                                                "limits": {"max_tokens": 64}}})
+        assert (cfg.served_model_name, cfg.model, cfg.limits.max_tokens) == ("on", "s3://b/x #1", 64)
+        assert serve_app.build_app({"model": "m", "limits.max_tokens": "32"}).limits.max_tokens == 32  # serve run
+        with pytest.raises(ConfigError, match="give it alone"):
+            serve_app.build_app({"settings": {"model": "m"}, "auth": "none"})
+        with pytest.raises(ConfigError, match="expected str"):
+            serve_app.build_app({"settings": {"served_model_name": True}})

@@ -24,3 +24,17 @@ def test_each_repetition_seeds_the_data_order_too(tmp_path, monkeypatch):
     # without the warm-up the base model goes to the jobs as given (an s3:// one is fetched by each node's workers
     # with data.s3), not as this driver's cache folder, which other nodes do not have
     assert seen["sft"].model == seen["grpo"].model == cfg.base_model
+
+
+def test_a_grpo_setting_that_cannot_work_stops_the_study_before_its_first_stage(tmp_path):
+    """Not after the base evaluation and the whole SFT stage, when run_grpo would refuse it."""
+    import pytest
+
+    from seedr1.config import ConfigError, StudyConfig
+    from seedr1.study import run as study
+
+    cfg = StudyConfig(out_dir=str(tmp_path / "study"), perception_warmup=False)
+    cfg.grpo.rollout.temperature = 0.0
+    with pytest.raises(ConfigError, match="every advantage is 0"):
+        study.run_study(cfg)
+    assert not (tmp_path / "study").exists()

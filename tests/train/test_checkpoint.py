@@ -96,6 +96,14 @@ def test_resuming_with_another_worker_count_is_refused_before_anything_starts(tm
         prepare_run(cfg(num_workers=1), "grpo")
     prepare_run(cfg(num_workers=2), "grpo")  # the same count
     prepare_run(cfg(num_workers=1, zero_stage=0), "grpo")  # nothing sharded
+    later = tmp_path / "run" / "checkpoints" / "step_00000008"  # an explicit resume refused moves nothing aside
+    later.mkdir()
+    (later / "COMPLETE").write_text("")
+    explicit = cfg(num_workers=1)
+    explicit.resume = str(d)
+    with pytest.raises(ConfigError, match="was written by 2 trainer workers"):
+        prepare_run(explicit, "grpo")
+    assert later.exists() and not list((tmp_path / "run").glob("checkpoints.replaced-*"))
 
 
 def test_cut_off_checkpoints_are_never_resumed_and_old_ones_pruned(one_rank_group, tiny_model_dir, tmp_path):

@@ -308,7 +308,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     # the gold letter an earlier answer's row carries. A record lost with its shard has no sample_id: it is named
     # after the shard.
     predictions = list(read_done(pred_path).values())
-    gold = {str(p["sample_id"]): p.get("gold_letter") for p in predictions if "error" not in p}
+    gold = {str(p["sample_id"]): p["gold_letter"] for p in predictions if "error" not in p and p.get("gold_letter")}
     samples, known, rejected_ids = list(samples), {s.sample_id for s in samples}, []
     for i, r in enumerate(rejects):
         sid = r["sample_id"] or f"{r['file']}#{i}"

@@ -8,9 +8,9 @@ from seedr1.config import ConfigError, GRPOConfig, to_dict
 from seedr1.train.launch import ensure_ray, prepare_run, run_trainer_group, worker_env
 
 
-def run_grpo(cfg: GRPOConfig) -> Path:
-    from seedr1.grpo.loop import grpo_train_loop, train_temperature
-    from seedr1.rollout.group import RolloutGroup
+def check_grpo(cfg: GRPOConfig) -> None:
+    """The settings that cannot work together, refused before anything starts (no Ray, no data, no model)."""
+    from seedr1.grpo.loop import train_temperature
 
     G, world = cfg.rollout.num_samples, cfg.trainer.num_workers
     if (cfg.prompts_per_step * G) % world:
@@ -31,6 +31,14 @@ def run_grpo(cfg: GRPOConfig) -> Path:
                           f"rollout.vllm.max_model_len = {cfg.rollout.vllm.max_model_len} (vLLM would cut completions "
                           "short without a word); raise max_model_len")
     check_rewards(cfg.algo.rewards)
+
+
+def run_grpo(cfg: GRPOConfig) -> Path:
+    from seedr1.grpo.loop import grpo_train_loop
+    from seedr1.rollout.group import RolloutGroup
+
+    check_grpo(cfg)
+    world = cfg.trainer.num_workers
     cfg = prepare_run(cfg, "grpo")
     env = worker_env()
     ensure_ray(cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + world * cfg.trainer.cpus_per_worker, env)

@@ -129,17 +129,19 @@ def _stream_options(body: dict) -> tuple[bool, bool]:
 
 
 # OpenAI parameters this server does not implement. Refused, not ignored: a client asking for log-probs, tools or a
-# JSON schema would otherwise get an answer without them and no word why. The value each may keep: its "off" value.
-UNSUPPORTED = {"tools": [], "tool_choice": "none", "functions": [], "function_call": "none", "logprobs": False,
-               "top_logprobs": 0, "logit_bias": {}, "frequency_penalty": 0, "presence_penalty": 0,
-               "response_format": {"type": "text"}, "modalities": ["text"], "audio": None, "prediction": None}
+# JSON schema would otherwise get an answer without them and no word why. The values each may keep: its "off" ones.
+UNSUPPORTED = {"tools": [[]], "tool_choice": ["none", "auto"], "functions": [[]], "function_call": ["none", "auto"],
+               "logprobs": [False], "top_logprobs": [0], "logit_bias": [{}], "frequency_penalty": [0],
+               "presence_penalty": [0], "response_format": [{"type": "text"}], "modalities": [["text"]],
+               "audio": [], "prediction": []}
 
 
 def _check_unsupported(body: dict) -> None:
     for name, off in UNSUPPORTED.items():
         value = body.get(name)
-        if value is not None and value != off:
-            raise bad_request(f"'{name}' is not supported by this server (only {off!r})", param=name,
+        if value is not None and value not in off:
+            allowed = " or ".join(map(repr, off)) or "null"
+            raise bad_request(f"'{name}' is not supported by this server (only {allowed})", param=name,
                               code="unsupported_parameter")
 
 
@@ -362,10 +364,19 @@ def build(cfg: ServeConfig):
 
 def build_app(args: dict):
     """Import path for `serve run` / `serve deploy` / RayService: args are ServeConfig keys, dotted or nested
-    (e.g. `serve run seedr1.serve.app:build_app model=s3://bucket/ckpt auth=none`), or `config=<yaml file>`."""
+    (e.g. `serve run seedr1.serve.app:build_app model=s3://bucket/ckpt auth=none`), or `config=<yaml file>`, or
+    `settings=<mapping>`: a whole ServeConfig, typed, taken as it is (the Helm chart's serveConfigV2). Key=value
+    strings are read as YAML, as on a job's command line (so "on" would be true, "a #b" cut at the "#")."""
     from seedr1.config import load_config
 
     args = dict(args or {})
+    settings = args.pop("settings", None)
+    if settings is not None:
+        if args:
+            raise ConfigError(f"build_app: 'settings' is a whole config; give it alone, not with {sorted(args)}")
+        if not isinstance(settings, dict):
+            raise ConfigError(f"build_app: 'settings' must be a mapping of ServeConfig keys, got {type(settings).__name__}")
+        return build(from_dict(ServeConfig, settings))
     path = args.pop("config", None)
     overrides = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in args.items()]
     return build(load_config(ServeConfig, path, overrides))

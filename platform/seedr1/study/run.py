@@ -69,6 +69,11 @@ def run_seed(cfg: StudyConfig, seed: int, out: Path) -> dict[str, dict]:
 def run_study(cfg: StudyConfig) -> dict:
     from seedr1.evaluate.table import COLUMNS, bar_chart, columns_of, markdown_table
 
+    from seedr1.grpo.run import check_grpo
+
+    grpo = copy.deepcopy(cfg.grpo)
+    grpo.data = cfg.data  # what run_seed gives it
+    check_grpo(grpo)  # before the base evaluation and the SFT stage, not hours later
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.data.root and not cfg.data.shards:

@@ -63,6 +63,8 @@ def prepare_run(cfg, job: str):
         cfg.resume = absolute(cfg.resume)
     from seedr1.train.checkpoint import check_world_size, checkpoint_root, set_aside_after, set_aside_for_fresh_start
 
+    if cfg.resume != "never":  # before anything is moved aside: a refused resume leaves the checkpoints in place
+        check_world_size(cfg)
     if cfg.resume == "never":  # start over: an earlier run's checkpoints must not mix with ours
         moved = set_aside_for_fresh_start(checkpoint_root(cfg), cfg.data.s3)
         if moved:
@@ -72,7 +74,6 @@ def prepare_run(cfg, job: str):
         if moved:
             print(f"[{job}] resume={cfg.resume}: later checkpoints of the earlier run were moved to {moved}",
                   flush=True)
-    check_world_size(cfg)
     save_config(cfg, run_dir)
     return cfg
 
