@@ -8,7 +8,6 @@ Records whose media could not be read count wrong, are listed as ``rejected`` an
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +19,7 @@ from seedr1.config import ConfigError, EvaluateConfig, RolloutConfig, save_confi
 from seedr1.data.schema import Sample
 from seedr1.evaluate.scoring import read_samples, score_draws
 from seedr1.metrics import ray_metrics
-from seedr1.storage import absolute, join
+from seedr1.storage import LocalStorage, absolute, join
 
 
 SETTINGS_FILE = "predictions.settings.json"
@@ -110,9 +109,7 @@ def check_settings(out: Path, settings: dict, resuming: bool) -> None:
     if resuming:  # written before the settings were recorded: nothing to compare with
         print(f"[evaluate] {predictions}: no {SETTINGS_FILE}, resuming on trust; the current settings are recorded",
               flush=True)
-    tmp = path.with_name(path.name + ".tmp")  # written whole, then moved into place: a kill leaves no half file
-    tmp.write_text(json.dumps(settings, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    LocalStorage().write_bytes(str(path), json.dumps(settings, indent=1).encode())  # atomic: a kill leaves no half file
 
 
 def drop_error_rows(path: Path, done: dict) -> dict:
@@ -121,9 +118,7 @@ def drop_error_rows(path: Path, done: dict) -> dict:
     if not any("error" in row for row in done.values()):
         return done
     kept = {key: row for key, row in done.items() if "error" not in row}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in kept.values()), encoding="utf-8")
-    os.replace(tmp, path)
+    LocalStorage().write_bytes(str(path), "".join(json.dumps(row) + "\n" for row in kept.values()).encode())
     return kept
 
 
@@ -309,21 +304,21 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     # after the shard.
     predictions = list(read_done(pred_path).values())
     gold = {str(p["sample_id"]): p["gold_letter"] for p in predictions if "error" not in p and p.get("gold_letter")}
-    samples, known, rejected_ids = list(samples), {s.sample_id for s in samples}, []
+    samples, known, counted = list(samples), {s.sample_id for s in samples}, {}  # counted: sample_id -> reject
     for i, r in enumerate(rejects):
         sid = r["sample_id"] or f"{r['file']}#{i}"
         if sid not in gold:
-            rejected_ids.append(sid)
+            counted[sid] = r
         if sid not in known:
             level = next(iter(levels[r["file"]])) if len(levels.get(r["file"], ())) == 1 else None
             samples.append(Sample(sample_id=sid, kind="rejected", question="", answer="", task_level=level,
                                   gold_letter=gold.get(sid)))
             known.add(sid)
-    summary = score_draws(samples, predictions, cfg.samples, rejected=rejected_ids)
+    summary = score_draws(samples, predictions, cfg.samples, rejected=list(counted))
     summary.update(model=name, checkpoint=None if cfg.endpoint else model, endpoint=cfg.endpoint or None,
                    files=cfg.files, samples=cfg.samples, temperature=cfg.temperature, seconds=round(seconds, 2),
                    answered_this_run=answered, errors=len({p["sample_id"] for p in predictions if "error" in p}),
-                   rejected=[r for i, r in enumerate(rejects) if (r["sample_id"] or f"{r['file']}#{i}") not in gold])
+                   rejected=list(counted.values()))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     ray_metrics.evaluation_totals(run, summary["n"], {"all": summary["accuracy"],
                                                       **{lv: v["accuracy"] for lv, v in summary["by_level"].items()}})
@@ -346,6 +341,6 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                           **thumbs.get(s.sample_id, {"frames": None, "image": None})})
         write_html_report(out / "report.html", summary, items, title=f"{name} on SEED-Bench-R1")
     print(f"[evaluate] {name}: accuracy {summary['accuracy']:.3f} over {summary['n']} questions ({summary['errors']} "
-          f"failed at the endpoint, {len(rejects)} rejected media, {len(summary['missing'])} unanswered) -> {out}",
+          f"failed at the endpoint, {len(counted)} rejected media, {len(summary['missing'])} unanswered) -> {out}",
           flush=True)
     return summary

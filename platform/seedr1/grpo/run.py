@@ -10,22 +10,20 @@ from seedr1.train.launch import ensure_ray, prepare_run, run_trainer_group, work
 
 def check_grpo(cfg: GRPOConfig) -> None:
     """The settings that cannot work together, refused before anything starts (no Ray, no data, no model)."""
-    from seedr1.grpo.loop import train_temperature
-
     G, world = cfg.rollout.num_samples, cfg.trainer.num_workers
     if (cfg.prompts_per_step * G) % world:
         raise ConfigError(f"prompts_per_step x rollout.num_samples = {cfg.prompts_per_step * G} must divide evenly "
                          f"over trainer.num_workers = {world}")
     if cfg.data.min_frames > cfg.data.max_frames:
         raise ConfigError(f"data.min_frames = {cfg.data.min_frames} is above data.max_frames = {cfg.data.max_frames}")
-    if cfg.overlap and train_temperature(cfg) != 1.0:
+    if cfg.rollout.temperature == 0:
+        raise ConfigError("rollout.temperature=0 (greedy) makes a prompt's G completions identical: every advantage "
+                          "is 0 and nothing is learned; sample (1.0, as the paper)")
+    if cfg.overlap and cfg.rollout.temperature != 1.0:
         raise ConfigError(f"overlap=true needs rollout.temperature=1 (got {cfg.rollout.temperature}): "
                           "the engines report T=1 log-probs, and the off-policy ratio needs the sampling distribution's")
     if cfg.rollout.weight_sync == "collective" and cfg.rollout.engine != "vllm":
         raise ConfigError(f"rollout.weight_sync=collective needs rollout.engine=vllm (got {cfg.rollout.engine!r})")
-    if cfg.rollout.temperature == 0:
-        raise ConfigError("rollout.temperature=0 (greedy) makes a prompt's G completions identical: every advantage "
-                          "is 0 and nothing is learned; sample (1.0, as the paper)")
     if cfg.rollout.engine == "vllm" and cfg.rollout.max_tokens >= cfg.rollout.vllm.max_model_len:
         raise ConfigError(f"rollout.max_tokens = {cfg.rollout.max_tokens} leaves no room for the prompt in "
                           f"rollout.vllm.max_model_len = {cfg.rollout.vllm.max_model_len} (vLLM would cut completions "
