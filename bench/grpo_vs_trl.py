@@ -12,15 +12,16 @@ schema means "no task-progress video" (the prompt is the current-observation ima
 are built from the same records by this project's loader, so both see the same prompts, options and gold letters.
 
 Setup as each is meant to run on one 2-core machine: this project: 1 vLLM rollout actor + 2 DeepSpeed ZeRO-2
-trainer workers (data parallel) on an embedded Ray (``key=value`` overrides change it, e.g.
-``trainer.num_workers=1``); TRL: one process (transformers ``generate``, torch with the machine's threads), the way
-its GRPOTrainer runs without ``accelerate launch``. Both: one optimizer step per generation batch (on-policy,
-``num_iterations=1``), a frozen reference model (beta 0.04), temperature 1.0, the same loss aggregation (TRL
-``loss_type="grpo"``). Seconds per step: median over steps after the first two of each run. Peak memory: RSS summed
-over the process tree (the driver with Ray's own processes and workers / the TRL process), sampled every 0.2 s; RSS
-counts pages shared between processes once per process, so for the multi-process side it is an overestimate (PSS is
-printed too). The runs alternate (ours, TRL, ours, ...) for ``--rounds`` rounds in one process tree; TRL runs in a
-child process.
+trainer workers (data parallel), each taking its 8 completions in one forward/backward (micro-batch 8), on an
+embedded Ray (``key=value`` overrides change it, e.g. ``trainer.num_workers=1``); TRL: one process (transformers
+``generate``, torch with the machine's threads), the way its GRPOTrainer runs without ``accelerate launch``, the
+batch's 16 completions in one forward/backward (``per_device_train_batch_size`` 16). Both: one optimizer step per
+generation batch (on-policy, ``num_iterations=1``), a frozen reference model (beta 0.04), temperature 1.0, the same
+loss aggregation (TRL ``loss_type="grpo"``). Seconds per step: median over steps after the first two of each run.
+Peak memory: RSS summed over the process tree (the driver with Ray's own processes and workers / the TRL process),
+sampled every 0.2 s; RSS counts pages shared between processes once per process, so for the multi-process side it is
+an overestimate (PSS is printed too). The runs alternate (ours, TRL, ours, ...) for ``--rounds`` rounds in one
+process tree; TRL runs in a child process.
 """
 from __future__ import annotations
 
