@@ -14,7 +14,7 @@ STAGES = ("data", "rollout", "reward", "reference", "update", "sync")
 NAMED = ("reward_mean", "reward_std", "reward/accuracy", "reward_std/format", "reward_failures/accuracy",
          "accuracy", "format_rate", "kl", "clip_fraction", "entropy", "engine_logprob_gap", "loss", "response_length", "groups_dropped",
          "rollout_tokens", "rollout_tokens_per_s", "train_tokens", "train_tokens_per_s", "lr", "rollout_restarts",
-         "staleness", *(f"seconds/{s}" for s in STAGES), "seconds/step")
+         "staleness", "rank_token_imbalance", *(f"seconds/{s}" for s in STAGES), "seconds/step")
 
 
 def _emit_a_reject(tmp_path):

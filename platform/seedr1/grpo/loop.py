@@ -20,6 +20,7 @@ from seedr1.algo.losses import loss_denominator
 from seedr1.algo.rewards import accuracy_reward, combine_rewards, format_reward
 from seedr1.config import GRPOConfig, from_dict
 from seedr1.data.prompt_stream import PromptStream
+from seedr1.grpo.balance import balance_ranks
 from seedr1.train import checkpoint as ckpt
 from seedr1.train.policy import PolicyTrainer, TrainSample
 
@@ -35,7 +36,8 @@ def train_temperature(cfg: GRPOConfig) -> float:
 
 def rank_shard(samples: list, rank: int, world: int) -> list:
     """This rank's contiguous share (sizes differ by at most one): a prompt's completions stay together, so a
-    micro-batch encodes each prompt's media once for all of them (see ``seedr1.train.batch``)."""
+    micro-batch encodes each prompt's media once for all of them (see ``seedr1.train.batch``). Rank 0 puts the
+    groups in an order whose shares carry about equal tokens first (``balance_ranks``)."""
     n = len(samples)
     return samples[rank * n // world:(rank + 1) * n // world]
 
@@ -120,6 +122,7 @@ def grpo_train_loop(config: dict) -> None:
                 pending = group.launch(next_records, sampling_seed(cfg, step + 1))
                 pending.update(position=stream.position, version=group.version)
             samples, info = score_rollouts(cfg, current["records"], groups)
+            samples = balance_ranks(samples, groups, world)  # ranks wait for the busiest one at each reduction
             info.update(generate_s=gen_s, rollout_tokens_per_s=info["rollout_tokens"] / max(gen_s, 1e-9),
                         rollout_restarts=group.restarts, staleness=group.version - current["version"])
             t["reward"] = time.perf_counter()
@@ -143,6 +146,7 @@ def grpo_train_loop(config: dict) -> None:
             train_tokens = sum(g["train_tokens"] for g in gathered)
             sink.log({"step": step + 1, **info, "lr": stats["lr"], "optimizer_step": stats["optimizer_step"],
                       "train_tokens": train_tokens,
+                      "rank_token_imbalance": max(g["train_tokens"] for g in gathered) * world / max(train_tokens, 1),
                       "train_tokens_per_s": train_tokens / max(update_s, 1e-9),
                       **{k: float(np.mean([g[k] for g in gathered])) for k in ("loss", "kl", "clip_fraction", "entropy")},
                       **({"engine_logprob_gap": sum(g["engine_gap"][0] for g in gathered) / gap_tokens}

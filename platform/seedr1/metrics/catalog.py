@@ -47,6 +47,8 @@ METRICS = (
     Metric("target_tokens", "SFT target (assistant) tokens that carried loss in the step, all workers.", "tokens"),
     Metric("train_tokens", "Tokens (prompt and completion) trained on in the step, all ranks.", "tokens"),
     Metric("train_tokens_per_s", "Tokens trained on per second of the update.", "tokens/s"),
+    Metric("rank_token_imbalance", "Tokens trained on by the busiest trainer rank over the ranks' mean (1: even; "
+           "each gradient reduction waits for the busiest).", "ratio"),
     Metric("lr", "Learning rate of the step.", "1"),
     Metric("rollout_restarts", "Rollout actor restarts so far in this run.", "restarts"),
     Metric("staleness", "Policy versions between the generating and the trained policy (1: overlapped).", "steps"),

@@ -25,8 +25,8 @@ GRPO_ROWS = {
     "Rewards": ["reward_mean", "reward_std", *(f"reward/{f}" for f in REWARD_FNS), "accuracy", "format_rate",
                 *(f"reward_failures/{f}" for f in REWARD_FNS), "groups_dropped"],
     "Policy": ["loss", "kl", "clip_fraction", "entropy", "engine_logprob_gap", "lr"],
-    "Throughput": ["response_length", "rollout_tokens_per_s", "train_tokens_per_s", "generate_s", "staleness",
-                   "rollout_restarts"],
+    "Throughput": ["response_length", "rollout_tokens_per_s", "train_tokens_per_s", "rank_token_imbalance",
+                   "generate_s", "staleness", "rollout_restarts"],
 }
 SFT_ROWS = {"Training": ["loss", "lr", "train_tokens", "target_tokens", "train_tokens_per_s"]}
 SFT_STAGES = ("data", "update")
