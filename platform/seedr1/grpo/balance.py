@@ -4,8 +4,8 @@ Ranks wait for each other at every gradient reduction, so a step takes as long a
 (a video of 16 frames or none) and so do completions (a few tokens or ``max_tokens``): cut in arrival order, one
 rank can get several times the tokens of another. Like verl's ``balance_batch``, the batch is reordered before it
 is split, here by whole prompt groups (a micro-batch encodes a prompt's media once for its G completions) and with
-an equal number of groups per rank (every rank runs the same number of micro-batches). The reordering changes no
-number the step computes: the loss is normalised over the whole batch whatever the split.
+an equal number of groups per rank (every rank runs the same number of micro-batches). The loss is normalised over
+the whole batch whatever the split, so the reordering changes the step's results only by floating-point rounding.
 """
 from __future__ import annotations
 
