@@ -9,8 +9,8 @@ GRPO_NAMES = [
     "step", "reward_mean", "reward_std", "reward/accuracy", "reward_std/accuracy", "reward_failures/accuracy",
     "accuracy", "format_rate", "kl", "clip_fraction", "entropy", "loss", "response_length", "groups_dropped",
     "rollout_tokens", "rollout_tokens_per_s", "train_tokens", "train_tokens_per_s", "lr", "rollout_restarts",
-    "staleness", "rank_token_imbalance", "seconds/data", "seconds/rollout", "seconds/reward", "seconds/reference", "seconds/update",
-    "seconds/sync", "seconds/step",
+    "staleness", "rank_token_imbalance", "seconds/data", "seconds/rollout", "seconds/reward", "seconds/reference",
+    "seconds/update", "seconds/sync", "seconds/step",
 ]
 
 

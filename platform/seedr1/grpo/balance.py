@@ -9,6 +9,8 @@ the whole batch whatever the split, so the reordering changes the step's results
 """
 from __future__ import annotations
 
+from itertools import accumulate
+
 
 def balanced_group_order(costs: list[float], world: int) -> list[int]:
     """Group indices in the order to split contiguously into ``world`` equal shares of ``len(costs) // world``
@@ -33,9 +35,7 @@ def balance_ranks(samples: list, groups: list, world: int) -> list:
     contiguous shares carry about equal tokens. A group's cost: the tokens its sequences take through the trainer,
     each its prompt with media expanded (``Completion.prompt_tokens``) plus its completion."""
     costs = [float(sum(c.prompt_tokens + len(c.token_ids) for c in group)) for group in groups]
-    starts = [0]
-    for group in groups:
-        starts.append(starts[-1] + len(group))
+    starts = list(accumulate((len(group) for group in groups), initial=0))
     if starts[-1] != len(samples):
         raise ValueError(f"{len(samples)} samples for {starts[-1]} completions")
     return [samples[i] for g in balanced_group_order(costs, world) for i in range(starts[g], starts[g + 1])]
