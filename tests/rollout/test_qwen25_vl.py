@@ -74,13 +74,13 @@ def test_the_rate_changes_the_positions(model_dir):
 
 
 def test_a_weight_sync_loads_in_place_and_the_engine_follows(engine, model_dir):
-    """Qwen2.5-VL is one of the architectures whose CPU engine loads synced weights in place and re-packs them
+    """Qwen2.5-VL is one of the architectures whose CPU engine loads synced weights in place
     (``seedr1.rollout.vllm_cpu_weights``): after a sync of moved weights, engine and trainer agree again."""
     from safetensors.torch import save
 
-    from seedr1.rollout.vllm_cpu_weights import kept
+    from seedr1.rollout.vllm_cpu_weights import loads_in_place
 
-    assert engine.llm.collective_rpc(lambda worker: kept(worker.model_runner.model)) == [True]
+    assert engine.llm.collective_rpc(lambda worker: loads_in_place(worker.model_runner.model)) == [True]
     record = _record(2.0)
     tokens = engine.generate([record], Sampling(n=1, max_tokens=8, temperature=1.0))[0][0].token_ids
     processor, model = load_processor(model_dir), load_model(model_dir, trainable=False)

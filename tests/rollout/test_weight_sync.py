@@ -30,9 +30,9 @@ def _record(seed=0) -> PromptRecord:
 
 
 def _loads_in_place(worker) -> bool:
-    from seedr1.rollout.vllm_cpu_weights import kept
+    from seedr1.rollout.vllm_cpu_weights import loads_in_place
 
-    return kept(worker.model_runner.model)
+    return loads_in_place(worker.model_runner.model)
 
 
 def _trainer_logprobs(model, processor, record, tokens):
@@ -61,7 +61,7 @@ def test_sync_makes_engine_and_trainer_agree(engine, tiny_model_dir):
     after = _trainer_logprobs(model, processor, record, tokens)
     assert np.abs(after - before).max() > 1e-2  # the change is visible, so agreement below is not luck
 
-    # on CPU the engine kept its Linear weights: the sync loads in place and re-packs (vllm_cpu_weights)
+    # on CPU the engine's Linear layers compute from their own weights: the sync loads in place (vllm_cpu_weights)
     assert engine.llm.collective_rpc(_loads_in_place) == [True]
     engine.update_weights(save({n: p.contiguous() for n, p in model.named_parameters()}))
     np.testing.assert_allclose(engine.score([record], [tokens])[0], after, atol=1e-4)

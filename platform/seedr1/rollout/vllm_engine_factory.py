@@ -6,7 +6,7 @@ import os
 
 from seedr1.config import VLLMConfig
 from seedr1.model.loading import resolve_checkpoint
-from seedr1.rollout.vllm_cpu_weights import in_place_capable, keep_linear_weights
+from seedr1.rollout.vllm_cpu_weights import in_place_capable, plain_linear_weights
 
 
 def on_cpu() -> bool:
@@ -34,7 +34,7 @@ def build_llm(model: str, cfg: VLLMConfig, worker_extension_cls: str | None = No
         kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
     if worker_extension_cls:
         kwargs["worker_extension_cls"] = worker_extension_cls
-    # an engine that receives weights: on CPU its Linear layers keep their weights, so a sync loads in place
+    # an engine that receives weights: on CPU its Linear layers compute from their own weights, so a sync loads in place
     keep = cpu and worker_extension_cls and in_place_capable(kwargs["model"])
-    with keep_linear_weights() if keep else contextlib.nullcontext():
+    with plain_linear_weights() if keep else contextlib.nullcontext():
         return LLM(**kwargs)
