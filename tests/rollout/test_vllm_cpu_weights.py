@@ -41,9 +41,30 @@ def test_layers_keep_their_weights_only_under_the_context_and_an_in_place_load_s
     torch.testing.assert_close(layer.cpu_linear(x, layer.weight, None), x @ (-2.0 * w).t(), atol=1e-4, rtol=1e-4)
 
 
-def test_weights_that_are_not_2d_keep_vllms_handling():
-    conv = _dispatched(torch.randn(8, 1, 4), plain=True)  # e.g. a causal-conv weight: not a Linear layer's
-    assert not hasattr(conv[0], "cpu_linear") and not vllm_cpu_weights.loads_in_place(conv)
+def test_only_2d_weights_are_taken_from_vllms_dispatch(monkeypatch):
+    from vllm.model_executor.layers import utils
+
+    handed = []
+    monkeypatch.setattr(utils, "dispatch_cpu_unquantized_gemm", lambda layer, remove_weight=True: handed.append(layer))
+    conv, meta, linear = (_Linear(torch.randn(8, 1, 4)),  # e.g. a causal-conv weight
+                          _Linear(torch.empty(4, 4, device="meta")), _Linear(torch.randn(4, 4)))
+    with vllm_cpu_weights.plain_linear_weights():
+        for layer in (conv, meta, linear):
+            utils.dispatch_cpu_unquantized_gemm(layer, remove_weight=True)
+    assert handed == [conv, meta]  # vLLM's own handling for what is not a Linear weight
+    assert linear.cpu_linear is vllm_cpu_weights._torch_linear and linear.weight.numel() == 16
+
+
+def test_one_packed_layer_means_the_model_does_not_load_in_place():
+    """A model with a layer vLLM packed (built outside the context, or dispatched again by vLLM's layerwise reload)
+    must reload: an in-place load would leave that layer computing with its old pack."""
+    torch.manual_seed(2)
+    plain, packed = _dispatched(torch.randn(8, 4), plain=True)[0], _dispatched(torch.randn(8, 4), plain=False)[0]
+    assert vllm_cpu_weights.loads_in_place(torch.nn.Sequential(plain))
+    assert not vllm_cpu_weights.loads_in_place(torch.nn.Sequential(plain, packed))
+    skipped = _Linear(torch.randn(8, 4))
+    skipped.cpu_linear, skipped._cpu_skip_gemm_dispatch = (lambda x, w, b: x), True  # vLLM computes it otherwise
+    assert vllm_cpu_weights.loads_in_place(torch.nn.Sequential(plain, skipped))
 
 
 def test_builds_in_two_threads_take_turns_and_leave_vllms_function_in_place():

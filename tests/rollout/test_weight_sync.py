@@ -96,8 +96,7 @@ def test_buckets_keep_layers_whole_and_round_trip():
 
 def test_collective_sync_over_gloo_makes_engine_and_trainer_agree(engine, tiny_model_dir):
     """The GPU path's code on CPU: trainer rank 0 broadcasts buckets over a gloo group, the engine's worker
-    receives and loads each one; small buckets so the weights arrive in many partial loads (re-packed after the
-    last)."""
+    receives and loads each one; small buckets so the weights arrive in many partial loads."""
     import threading
 
     from vllm.utils.network_utils import get_open_port

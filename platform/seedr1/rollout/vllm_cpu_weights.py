@@ -67,7 +67,6 @@ def plain_linear_weights():
             if layer.weight.is_meta or layer.weight.ndim != 2:  # not a Linear weight: vLLM's own handling
                 return dispatch(layer, remove_weight, *args, **kwargs)
             layer.cpu_linear = _torch_linear
-            layer._seedr1_in_place = True
 
         utils.dispatch_cpu_unquantized_gemm = plain
         try:
@@ -78,7 +77,9 @@ def plain_linear_weights():
 
 def loads_in_place(model) -> bool:
     """Whether ``model`` was built under ``plain_linear_weights``: every layer vLLM gave a CPU GEMM (``cpu_linear``;
-    those it marked to skip it compute from the weight itself) computes from its own weight."""
+    those it marked to skip it compute from the weight itself) computes with ``F.linear`` on its own weight. Asks
+    what each layer computes with, not how it was built: a layer vLLM dispatched again since (its layerwise reload
+    does) holds a pack again."""
     layers = [m for m in model.modules()
               if hasattr(m, "cpu_linear") and not getattr(m, "_cpu_skip_gemm_dispatch", False)]
-    return bool(layers) and all(getattr(m, "_seedr1_in_place", False) for m in layers)
+    return bool(layers) and all(m.cpu_linear is _torch_linear for m in layers)

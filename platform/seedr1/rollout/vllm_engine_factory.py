@@ -34,7 +34,8 @@ def build_llm(model: str, cfg: VLLMConfig, worker_extension_cls: str | None = No
         kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
     if worker_extension_cls:
         kwargs["worker_extension_cls"] = worker_extension_cls
-    # an engine that receives weights: on CPU its Linear layers compute from their own weights, so a sync loads in place
-    keep = cpu and worker_extension_cls and in_place_capable(kwargs["model"])
-    with plain_linear_weights() if keep else contextlib.nullcontext():
+    # an engine that receives weights: on CPU its Linear layers compute from their own weights, so a sync loads in
+    # place
+    plain = cpu and worker_extension_cls and in_place_capable(kwargs["model"])
+    with plain_linear_weights() if plain else contextlib.nullcontext():
         return LLM(**kwargs)

@@ -1,8 +1,9 @@
 """The receiving side of weight sync, as a vLLM worker extension (``worker_extension_cls``).
 
 Checkpoint-format tensors go through the worker's ``reload_weights``, which works on every backend; on a CPU engine
-whose Linear layers compute from their own weights (``vllm_cpu_weights``) they load in place, several times faster. Two transports reach it: safetensors bytes (through the Ray object store) and broadcast
-buckets over a collective group (``weight_sync``).
+whose Linear layers compute from their own weights (``vllm_cpu_weights``) they load in place, several times faster.
+Two transports reach it: safetensors bytes (through the Ray object store) and broadcast buckets over a collective
+group (``weight_sync``).
 """
 from __future__ import annotations
 
