@@ -124,6 +124,8 @@ class DataConfig:
     min_records_for_bad_fraction: int = doc(20, "Records seen before the bad-fraction check applies.")
     rejects_path: str = doc("", "JSONL file for rejected records (default: <run_dir>/rejects.jsonl).")
     decode_concurrency: int = doc(2, "Parallel decode tasks in the Ray Data pipeline.", low=1)
+    progress_bars: bool = doc(False, "Ray Data's progress bars in the job log (off: outside a terminal each update is a "
+                              "log line, ~40% of a tiny GRPO run's log).")
     s3: S3Config = doc(S3Config, "S3 endpoint and credentials.")
 
 

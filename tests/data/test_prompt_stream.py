@@ -81,3 +81,18 @@ def test_a_bad_record_is_written_to_rejects_once_over_epochs_and_resumes(ray_clu
     resumed.close()
     written = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert [(w["file"], w["line"]) for w in written] == [(Path(FILES[0]).name, 3)]
+
+
+
+def test_progress_bars_are_off_unless_asked(ray_cluster, data):
+    """Outside a terminal (a Ray worker's log) every progress-bar update is a log line: a tiny GRPO run's log was
+    ~40% of them. The setting is the executing process's Ray Data context."""
+    import ray
+
+    root, _ = data
+    for bars in (True, False):
+        stream = PromptStream(DataConfig(root=root, frame_size=56, image_size=56, decode_concurrency=1,
+                                         progress_bars=bars), FILES)
+        assert len(stream.take(2)) == 2
+        assert ray.data.DataContext.get_current().enable_progress_bars is bars
+        stream.close()

@@ -284,6 +284,7 @@ def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bo
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # deterministic order: a data position can be resumed
+    ctx.enable_progress_bars = cfg.progress_bars
     names = [Path(f).name for f in files]
     if cfg.shards:
         from seedr1.data.shards import read_manifest
