@@ -111,3 +111,64 @@ def test_only_unquantized_tested_architectures_load_in_place(tmp_path, tiny_mode
         (tmp_path / name / "config.json").write_text(json.dumps({**config, **change}))
         assert not vllm_cpu_weights.in_place_capable(str(tmp_path / name)), name
     assert not vllm_cpu_weights.in_place_capable("Qwen/Qwen2-VL-7B-Instruct")  # a hub id: vLLM's own way
+
+
+class _Fused(torch.nn.Module):
+    """vLLM's shape of things: a fused parameter filled from two checkpoint names through a sharded loader, and a
+    plain one through the default loader."""
+
+    def __init__(self):
+        super().__init__()
+        self.qk = torch.nn.Parameter(torch.zeros(4, 3), requires_grad=False)
+        self.qk.weight_loader = self._sharded
+        self.norm = torch.nn.Parameter(torch.zeros(3), requires_grad=False)
+        self.walks = 0
+        self.convert = False
+
+    @staticmethod
+    def _sharded(param, loaded_weight, shard):
+        param.data[2 * shard:2 * shard + 2].copy_(loaded_weight)
+
+    def load_weights(self, weights):
+        """The slow generic walk vLLM does; a sharded name is sliced (a view), a plain one passed as it is."""
+        from vllm.model_executor.model_loader.weight_utils import default_weight_loader
+
+        self.walks += 1
+        for name, w in weights:
+            if name in ("q", "k"):
+                self.qk.weight_loader(self.qk, w[:2] if name == "q" else w[1:], 0 if name == "q" else 1)
+            elif name == "norm":  # any other name is skipped, as vLLM skips a tied head's
+                getattr(self.norm, "weight_loader", default_weight_loader)(
+                    self.norm, w.to(torch.float64).float() if self.convert else w)
+
+
+def _tensors(seed):
+    g = torch.Generator().manual_seed(seed)
+    return [("q", torch.randn(3, 3, generator=g)), ("k", torch.randn(3, 3, generator=g)), ("norm", torch.randn(3, generator=g))]
+
+
+def test_the_first_load_is_recorded_and_later_ones_replay_it():
+    model, replay = _Fused(), vllm_cpu_weights.LoaderReplay()
+    replay.load(model, _tensors(0), model.load_weights)
+    assert model.walks == 1 and replay.enabled
+    assert not hasattr(model.norm, "weight_loader") and model.qk.weight_loader == _Fused._sharded  # put back
+    replay.load(model, _tensors(1), model.load_weights)  # replayed: no walk
+    assert model.walks == 1
+    expected = _Fused()
+    expected.load_weights(_tensors(1))
+    assert torch.equal(model.qk, expected.qk) and torch.equal(model.norm, expected.norm)
+    replay.load(model, _tensors(2)[:1], model.load_weights)  # a bucket with part of the names: replayed too
+    assert model.walks == 1 and torch.equal(model.qk[:2], _tensors(2)[0][1][:2])
+
+
+def test_a_converted_weight_or_a_name_without_a_loader_call_turns_the_replay_off():
+    model, replay = _Fused(), vllm_cpu_weights.LoaderReplay()
+    model.convert = True  # the loader gets a copy, not a view: the replay could not follow a new tensor
+    replay.load(model, _tensors(0), model.load_weights)
+    assert not replay.enabled
+    replay.load(model, _tensors(1), model.load_weights)
+    assert model.walks == 2 and torch.equal(model.norm, _tensors(1)[2][1])
+
+    model, replay = _Fused(), vllm_cpu_weights.LoaderReplay()
+    replay.load(model, [*_tensors(0), ("skipped", torch.ones(2))], model.load_weights)  # e.g. a tied head
+    assert not replay.enabled

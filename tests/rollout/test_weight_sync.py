@@ -35,6 +35,11 @@ def _loads_in_place(worker) -> bool:
     return loads_in_place(worker.model_runner.model)
 
 
+def _replays(worker) -> bool:
+    replay = getattr(worker, "_seedr1_replay", None)
+    return replay is not None and replay.enabled and bool(replay.plan)
+
+
 def _trainer_logprobs(model, processor, record, tokens):
     with torch.no_grad():
         logp, mask = completion_logprobs(model, build_batch(processor, [record], [tokens]))
@@ -65,6 +70,15 @@ def test_sync_makes_engine_and_trainer_agree(engine, tiny_model_dir):
     assert engine.llm.collective_rpc(_loads_in_place) == [True]
     engine.update_weights(save({n: p.contiguous() for n, p in model.named_parameters()}))
     np.testing.assert_allclose(engine.score([record], [tokens])[0], after, atol=1e-4)
+    # the next sync repeats the first one's loader calls (vllm_cpu_weights.LoaderReplay) and lands the same way
+    assert engine.llm.collective_rpc(_replays) == [True]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    again_moved = _trainer_logprobs(model, processor, record, tokens)
+    assert np.abs(again_moved - after).max() > 1e-2
+    engine.update_weights(save({n: p.contiguous() for n, p in model.named_parameters()}))
+    np.testing.assert_allclose(engine.score([record], [tokens])[0], again_moved, atol=1e-4)
     # the encoder cache was reset: a new video request after the sync still works
     again = engine.generate([_record(5)], Sampling(n=2, max_tokens=4, temperature=1.0, seed=0))[0]
     assert len(again) == 2

@@ -83,3 +83,84 @@ def loads_in_place(model) -> bool:
     layers = [m for m in model.modules()
               if hasattr(m, "cpu_linear") and not getattr(m, "_cpu_skip_gemm_dispatch", False)]
     return bool(layers) and all(m.cpu_linear is _torch_linear for m in layers)
+
+
+class LoaderReplay:
+    """In-place loads without vLLM's generic ``load_weights`` walk after the first.
+
+    ``load_weights`` maps every checkpoint name to its parameter by walking the module tree in Python (~2/3 of a
+    tiny model's in-place load). Each name ends in calls of parameters' ``weight_loader`` with the checkpoint
+    tensor or a view of it (the q/k/v shards of a fused projection). The first load of a name goes through
+    ``load_weights`` with those calls recorded; later loads of it repeat them on the new tensor's same views. A load
+    that leaves a name without a call, or that hands a loader anything but a view of its tensor (a converted copy),
+    turns the replay off for good: ``load_weights`` every time, as before.
+    """
+
+    def __init__(self):
+        self.plan: dict[str, list] = {}
+        self.enabled = True
+
+    def load(self, model, tensors: list, load_weights) -> None:
+        if self.enabled and tensors and all(name in self.plan for name, _ in tensors):
+            for name, tensor in tensors:
+                for loader, param, offset, size, stride, args, kwargs in self.plan[name]:
+                    loader(param, tensor.as_strided(size, stride, tensor.storage_offset() + offset), *args, **kwargs)
+            return
+        if not self.enabled:
+            load_weights(iter(tensors))
+            return
+        calls = _recorded_loader_calls(model, tensors, load_weights)
+        plan = _plan(tensors, calls) if calls is not None else None
+        if plan is None:
+            self.enabled, self.plan = False, {}
+        else:
+            self.plan.update(plan)
+
+
+def _recorded_loader_calls(model, tensors: list, load_weights) -> list | None:
+    """``load_weights(iter(tensors))`` with every parameter's loader calls recorded: (loader, param, weight, args,
+    kwargs); None when a loader cannot be wrapped (the load itself still happens)."""
+    from vllm.model_executor.model_loader.weight_utils import default_weight_loader
+
+    calls, wrapped = [], []
+
+    def recording(loader):
+        def record(param, loaded_weight, *args, **kwargs):
+            calls.append((loader, param, loaded_weight, args, kwargs))
+            return loader(param, loaded_weight, *args, **kwargs)
+        return record
+
+    try:
+        for param in model.parameters():
+            own = hasattr(param, "weight_loader")  # an attribute, or a property of vLLM's parameter classes
+            loader = getattr(param, "weight_loader", default_weight_loader)
+            param.weight_loader = recording(loader)
+            wrapped.append((param, own, loader))
+    except (AttributeError, TypeError):  # e.g. a read-only loader property: no replay
+        calls = None
+    try:
+        load_weights(iter(tensors))
+    finally:
+        for param, own, loader in wrapped:
+            if own:
+                param.weight_loader = loader
+            else:
+                del param.weight_loader
+    return calls
+
+
+def _plan(tensors: list, calls: list) -> dict | None:
+    """Each name's loader calls with the weight as a view (offset, size, stride) of the name's tensor; None when a
+    call's weight is no view of any tensor or a name had no call."""
+    plan: dict[str, list] = {name: [] for name, _ in tensors}
+    spans = [(t.untyped_storage().data_ptr(), t.data_ptr(), t.data_ptr() + max(t.nbytes, 1), name, t)
+             for name, t in tensors]
+    for loader, param, weight, args, kwargs in calls:
+        storage, ptr = weight.untyped_storage().data_ptr(), weight.data_ptr()
+        source = next(((name, t) for s, lo, hi, name, t in spans if s == storage and lo <= ptr < hi), None)
+        if source is None:
+            return None
+        name, tensor = source
+        plan[name].append((loader, param, weight.storage_offset() - tensor.storage_offset(), tuple(weight.shape),
+                           weight.stride(), args, kwargs))
+    return plan if all(plan.values()) else None

@@ -20,8 +20,10 @@ class WeightReceiver:
             return
         from vllm.config import set_current_vllm_config
 
+        if getattr(self, "_seedr1_replay", None) is None:
+            self._seedr1_replay = vllm_cpu_weights.LoaderReplay()
         with set_current_vllm_config(self.vllm_config):
-            model.load_weights(weights=iter(tensors))
+            self._seedr1_replay.load(model, tensors, lambda weights: model.load_weights(weights=weights))
 
     def seedr1_load_safetensors(self, payload: bytes) -> int:
         from safetensors.torch import load
