@@ -159,6 +159,8 @@ def test_the_first_load_is_recorded_and_later_ones_replay_it():
     assert torch.equal(model.qk, expected.qk) and torch.equal(model.norm, expected.norm)
     replay.load(model, _tensors(2)[:1], model.load_weights)  # a bucket with part of the names: replayed too
     assert model.walks == 1 and torch.equal(model.qk[:2], _tensors(2)[0][1][:2])
+    replay.load(model, [("q", torch.ones(2, 3))], model.load_weights)  # another shape: recorded again, not replayed
+    assert model.walks == 2 and replay.enabled and torch.equal(model.qk[:2], torch.ones(2, 3))
 
 
 def test_a_converted_weight_or_a_name_without_a_loader_call_turns_the_replay_off():
