@@ -144,7 +144,8 @@ class _Fused(torch.nn.Module):
 
 def _tensors(seed):
     g = torch.Generator().manual_seed(seed)
-    return [("q", torch.randn(3, 3, generator=g)), ("k", torch.randn(3, 3, generator=g)), ("norm", torch.randn(3, generator=g))]
+    return [("q", torch.randn(3, 3, generator=g)), ("k", torch.randn(3, 3, generator=g)),
+            ("norm", torch.randn(3, generator=g))]
 
 
 def test_the_first_load_is_recorded_and_later_ones_replay_it():
@@ -161,6 +162,8 @@ def test_the_first_load_is_recorded_and_later_ones_replay_it():
     assert model.walks == 1 and torch.equal(model.qk[:2], _tensors(2)[0][1][:2])
     replay.load(model, [("q", torch.ones(2, 3))], model.load_weights)  # another shape: recorded again, not replayed
     assert model.walks == 2 and replay.enabled and torch.equal(model.qk[:2], torch.ones(2, 3))
+    replay.load(model, [("q", torch.full((3, 2), 2.0).t())], model.load_weights)  # another layout: the same
+    assert model.walks == 3 and torch.equal(model.qk[:2], torch.full((2, 3), 2.0))
 
 
 def test_a_converted_weight_or_a_name_without_a_loader_call_turns_the_replay_off():

@@ -101,9 +101,8 @@ class LoaderReplay:
         self.enabled = True
 
     def load(self, model, tensors: list, load_weights) -> None:
-        # replayed views stay inside a tensor of the recorded shape and dtype only
-        if self.enabled and tensors and all(self.plan.get(name, (None,))[0] == (t.shape, t.dtype)
-                                            for name, t in tensors):
+        # replayed views stay inside a tensor of the recorded shape, dtype and layout only
+        if self.enabled and tensors and all(self.plan.get(name, (None,))[0] == _layout(t) for name, t in tensors):
             for name, tensor in tensors:
                 for loader, param, offset, size, stride, args, kwargs in self.plan[name][1]:
                     loader(param, tensor.as_strided(size, stride, tensor.storage_offset() + offset), *args, **kwargs)
@@ -152,8 +151,8 @@ def _recorded_loader_calls(model, tensors: list, load_weights) -> list | None:
 
 
 def _plan(tensors: list, calls: list) -> dict | None:
-    """Each name's (shape, dtype) and loader calls with the weight as a view (offset, size, stride) of the name's
-    tensor; None when a call's weight is no view of any tensor or a name had no call."""
+    """Each name's layout (shape, stride, dtype) and loader calls, with the weight as a view (offset, size, stride)
+    of the name's tensor; None when a call's weight is no view of any tensor or a name had no call."""
     plan: dict[str, list] = {name: [] for name, _ in tensors}
     spans = [(t.untyped_storage().data_ptr(), t.data_ptr(), t.data_ptr() + max(t.nbytes, 1), name, t)
              for name, t in tensors]
@@ -166,4 +165,8 @@ def _plan(tensors: list, calls: list) -> dict | None:
         name, tensor = source
         plan[name].append((loader, param, weight.storage_offset() - tensor.storage_offset(), tuple(weight.shape),
                            weight.stride(), args, kwargs))
-    return {name: ((t.shape, t.dtype), plan[name]) for name, t in tensors} if all(plan.values()) else None
+    return {name: (_layout(t), plan[name]) for name, t in tensors} if all(plan.values()) else None
+
+
+def _layout(tensor) -> tuple:
+    return tuple(tensor.shape), tensor.stride(), tensor.dtype

@@ -16,6 +16,7 @@ class WeightReceiver:
         model = self.model_runner.model
         if not vllm_cpu_weights.loads_in_place(model):
             # a layer must get all of its tensors in one reload (``weight_sync.layer_of``)
+            self._seedr1_replay = None  # a reload may replace parameters a recorded replay would write into
             self.reload_weights(weights_iterator=iter(tensors), is_checkpoint_format=True)
             return
         from vllm.config import set_current_vllm_config
