@@ -177,3 +177,21 @@ def test_a_converted_weight_or_a_name_without_a_loader_call_turns_the_replay_off
     model, replay = _Fused(), vllm_cpu_weights.LoaderReplay()
     replay.load(model, [*_tensors(0), ("skipped", torch.ones(2))], model.load_weights)  # e.g. a tied head
     assert not replay.enabled
+
+
+class _ReadOnlyLoader(torch.nn.Parameter):
+    """A parameter class whose loader cannot be replaced (no setter)."""
+
+    @property
+    def weight_loader(self):
+        from vllm.model_executor.model_loader.weight_utils import default_weight_loader
+
+        return default_weight_loader
+
+
+def test_a_loader_that_cannot_be_wrapped_still_loads_and_turns_the_replay_off():
+    model, replay = _Fused(), vllm_cpu_weights.LoaderReplay()
+    model.norm = _ReadOnlyLoader(torch.zeros(3), requires_grad=False)  # wrapped after qk, which records already
+    replay.load(model, _tensors(0), model.load_weights)
+    assert not replay.enabled and torch.equal(model.norm, _tensors(0)[2][1])
+    assert model.qk.weight_loader == _Fused._sharded  # put back

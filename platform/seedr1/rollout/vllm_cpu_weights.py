@@ -101,14 +101,14 @@ class LoaderReplay:
         self.enabled = True
 
     def load(self, model, tensors: list, load_weights) -> None:
+        if not self.enabled:
+            load_weights(iter(tensors))
+            return
         # replayed views stay inside a tensor of the recorded shape, dtype and layout only
-        if self.enabled and tensors and all(self.plan.get(name, (None,))[0] == _layout(t) for name, t in tensors):
+        if tensors and all(self.plan.get(name, (None,))[0] == _layout(t) for name, t in tensors):
             for name, tensor in tensors:
                 for loader, param, offset, size, stride, args, kwargs in self.plan[name][1]:
                     loader(param, tensor.as_strided(size, stride, tensor.storage_offset() + offset), *args, **kwargs)
-            return
-        if not self.enabled:
-            load_weights(iter(tensors))
             return
         calls = _recorded_loader_calls(model, tensors, load_weights)
         plan = _plan(tensors, calls) if calls is not None else None
@@ -123,7 +123,7 @@ def _recorded_loader_calls(model, tensors: list, load_weights) -> list | None:
     kwargs); None when a loader cannot be wrapped (the load itself still happens)."""
     from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 
-    calls, wrapped = [], []
+    calls, wrapped, complete = [], [], True
 
     def recording(loader):
         def record(param, loaded_weight, *args, **kwargs):
@@ -137,8 +137,8 @@ def _recorded_loader_calls(model, tensors: list, load_weights) -> list | None:
             loader = getattr(param, "weight_loader", default_weight_loader)
             param.weight_loader = recording(loader)
             wrapped.append((param, own, loader))
-    except (AttributeError, TypeError):  # e.g. a read-only loader property: no replay
-        calls = None
+    except (AttributeError, TypeError):  # e.g. a read-only loader property: no replay (the wrapped still record)
+        complete = False
     try:
         load_weights(iter(tensors))
     finally:
@@ -147,7 +147,7 @@ def _recorded_loader_calls(model, tensors: list, load_weights) -> list | None:
                 param.weight_loader = loader
             else:
                 del param.weight_loader
-    return calls
+    return calls if complete else None
 
 
 def _plan(tensors: list, calls: list) -> dict | None:
