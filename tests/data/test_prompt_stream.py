@@ -83,7 +83,6 @@ def test_a_bad_record_is_written_to_rejects_once_over_epochs_and_resumes(ray_clu
     assert [(w["file"], w["line"]) for w in written] == [(Path(FILES[0]).name, 3)]
 
 
-
 def test_progress_bars_are_off_unless_asked(ray_cluster, data):
     """Outside a terminal (a Ray worker's log) every progress-bar update is a log line: a tiny GRPO run's log was
     ~40% of them. The setting is the executing process's Ray Data context."""
