@@ -1,7 +1,8 @@
-"""One trainer micro-batch (a prompt's G completions), forward + backward: this project's batch, where the vision
-tower encodes the prompt's media once and the G completions share the output, vs the same batch with media per
-completion (transformers' own forward, as trainers without the sharing run it). Same tiny model, same tokens, one
-torch thread, alternating in one process; median milliseconds and the ratio.
+"""One trainer micro-batch (a prompt's G completions), forward + backward, three ways: the same batch with media per
+completion (transformers' own forward, as trainers without sharing run it); the vision tower encoding the prompt's
+media once for the G completions, each still a full sequence (``trainer.shared_prefix=false``); and this project's
+default, the prompt run once and the G completions on its cached keys and values (``train/shared_prefix.py``). Same
+tiny model, same tokens, one torch thread, alternating in one process; median milliseconds and the ratios.
 
     .venv/bin/python bench/trainer_batch.py [--g 8] [--frames 16] [--tokens 20] [--rounds 30]
 
@@ -44,26 +45,30 @@ def main() -> None:
     rng = np.random.default_rng(0)
     batch = build_batch(processor, [record] * args.g, [rng.integers(10, 200, args.tokens).tolist() for _ in range(args.g)])
 
-    def step(shared: bool) -> float:
+    variants = {"per-completion media": dict(inputs=unshared_inputs(batch)),
+                "shared media, full sequences": dict(shared_prefix=False),
+                "shared prompt (seedr1)": dict(shared_prefix=True)}
+
+    def step(kwargs: dict) -> float:
         t0 = time.perf_counter()
-        logp, mask = completion_logprobs(model, batch, inputs=None if shared else unshared_inputs(batch))
+        logp, mask = completion_logprobs(model, batch, **kwargs)
         (logp * mask).sum().backward()
         model.zero_grad(set_to_none=True)
         return time.perf_counter() - t0
 
-    times = {"per-completion media": [], "shared media (seedr1)": []}
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for i in range(args.rounds + 3):  # the first 3 of each are a warm-up
-        for name in times:
-            t = step(name.startswith("shared"))
+        for name, kwargs in variants.items():
+            t = step(kwargs)
             if i >= 3:
                 times[name].append(t)
-    base, ours = (statistics.median(v) for v in times.values())
+    med = {name: statistics.median(v) for name, v in times.items()}
+    base = med["per-completion media"]
     print(f"tiny model, 1 thread, G={args.g}, video {len(record.video)} frames + image at 56 px, "
           f"prompt {int(batch['prompt_lens'][0])} tokens, completion {args.tokens} tokens, {args.rounds} rounds, "
           f"load average {os.getloadavg()[0]:.1f}")
-    for name, v in times.items():
-        print(f"{name:24s} {statistics.median(v) * 1000:7.1f} ms forward + backward")
-    print(f"speed-up of sharing: {base / ours:.2f}x")
+    for name, m in med.items():
+        print(f"{name:30s} {m * 1000:7.1f} ms forward + backward   {base / m:5.2f}x")
 
 
 if __name__ == "__main__":

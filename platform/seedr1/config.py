@@ -181,6 +181,8 @@ class TrainerConfig:
     micro_batch_size: int = doc(4, "Sequences per forward/backward on one worker (gradient accumulation covers the "
                                 "rest).", low=1)
     freeze_vision: bool = doc(False, "Freeze the vision tower (the paper trains it).")
+    shared_prefix: bool = doc(True, "Run each prompt of a micro-batch once and its completions on its cached keys and "
+                              "values (same log-probs and gradients; off: one full sequence per completion).")
     torch_threads: int = doc(1, "torch threads per worker on CPU (more threads than cores slows everything down).", low=1)
     max_failures: int = doc(0, "Ray Train restarts of the trainer group after a lost worker.")
 

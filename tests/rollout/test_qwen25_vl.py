@@ -73,6 +73,22 @@ def test_the_rate_changes_the_positions(model_dir):
     assert (a - b).abs().max() > 1e-4
 
 
+def test_a_group_scored_on_its_shared_prompt_gets_the_engines_logprobs(engine, model_dir):
+    """A GRPO group: the trainer runs the prompt once and the G completions on its cache (``train/shared_prefix.py``),
+    with Qwen2.5-VL's scaled video time, and still gets what the engine sampled with."""
+    from seedr1.train.shared_prefix import can_share_prefix
+
+    record = _record(1.5)
+    group = engine.generate([record], Sampling(n=3, max_tokens=8, temperature=1.0))[0]
+    processor, model = load_processor(model_dir), load_model(model_dir, trainable=False)
+    batch = build_batch(processor, [record] * 3, [c.token_ids for c in group])
+    assert can_share_prefix(model, batch)
+    with torch.no_grad():
+        logp, mask = completion_logprobs(model, batch)
+    for i, completion in enumerate(group):
+        np.testing.assert_allclose(completion.logprobs, logp[i][mask[i]].numpy(), atol=1e-4)
+
+
 def test_a_weight_sync_loads_in_place_and_the_engine_follows(engine, model_dir):
     """Qwen2.5-VL is one of the architectures whose CPU engine loads synced weights in place
     (``seedr1.rollout.vllm_cpu_weights``): after a sync of moved weights, engine and trainer agree again."""

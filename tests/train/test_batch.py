@@ -1,7 +1,6 @@
 """Trainer batches: each distinct prompt's media are encoded once and shared by its completions, with the same
 log-probs and gradients as transformers' own forward on per-completion media."""
 import numpy as np
-import pytest
 import torch
 
 from seedr1.data.pipeline import PromptRecord
@@ -9,46 +8,23 @@ from seedr1.data.prompts import user_message
 from seedr1.train.batch import build_batch, completion_logprobs, forward_inputs, rope_positions, unshared_inputs
 
 
-def _record(sample_id: str, rng, video: bool) -> PromptRecord:
-    return PromptRecord(sample_id=sample_id, kind="train", gold_letter="A",
-                        messages=user_message("What next?\nA. a\nB. b\nC. c\nD. d\n", video, True),
-                        video=rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8) if video else None,
-                        image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8))
-
-
-@pytest.fixture(scope="module")
-def model_and_processor(tiny_model_dir):
-    from seedr1.model.loading import load_model, load_processor
-
-    return load_model(tiny_model_dir), load_processor(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
-def grouped_batch(model_and_processor):
-    """Two prompts x 3 completions, interleaved; the second has no task-progress video (image + text only)."""
-    rng = np.random.default_rng(0)
-    a, b = _record("a", rng, video=True), _record("b", rng, video=False)
-    records = [a, b, a, b, a, b]
-    completions = [[11, 12, 13], [21, 22], [31, 32, 33, 34], [41], [51, 52], [61, 62, 63]]
-    return build_batch(model_and_processor[1], records, completions)
-
-
 def test_each_prompt_keeps_its_media_once(grouped_batch):
     assert len(grouped_batch["image_grid_thw"]) == 2 and len(grouped_batch["video_grid_thw"]) == 1
     assert grouped_batch["image_owner"].tolist() == [0, 1, 0, 1, 0, 1]
     assert grouped_batch["video_owner"].tolist() == [0, 0, 0]  # the video slots of a's three completions
+    assert grouped_batch["prompt_owner"].tolist() == [0, 1, 0, 1, 0, 1]
 
 
-def test_one_sample_in_two_epochs_keeps_each_epochs_prompt(model_and_processor):
+def test_one_sample_in_two_epochs_keeps_each_epochs_prompt(model_and_processor, media_record):
     """Across an epoch boundary one batch can hold a sample twice, its options in another order: each copy gets its
     own prompt (keyed by sample_id alone, the second took the first's, under its own gold letter)."""
     rng = np.random.default_rng(1)
-    first = _record("s", rng, video=False)
+    first = media_record("s", rng, video=False)
     second = PromptRecord(**{**first.__dict__, "gold_letter": "C",
                              "messages": user_message("What next?\nA. c\nB. d\nC. a\nD. b\n", False, True)})
     batch = build_batch(model_and_processor[1], [first, second], [[11], [11]])
     ids = batch["input_ids"]
-    assert not torch.equal(ids[0], ids[1])
+    assert not torch.equal(ids[0], ids[1]) and batch["prompt_owner"].tolist() == [0, 1]
     alone = build_batch(model_and_processor[1], [second], [[11]])["input_ids"][0]
     assert torch.equal(ids[1][:len(alone)], alone)
 

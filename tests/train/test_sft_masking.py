@@ -32,7 +32,7 @@ def test_gradient_reaches_only_positions_predicting_target_tokens(tiny_model_dir
     model = LogitsCapture(load_model(tiny_model_dir))
     targets = [[11, 12, 13, 14, 15], [21, 22]]  # the second row is shorter: right padding
     batch = build_batch(processor, [record, record], targets)
-    logp, mask = completion_logprobs(model, batch)
+    logp, mask = completion_logprobs(model, batch, shared_prefix=False)  # one forward of the full sequences
     sft_loss(logp, mask).backward()
     plen, T = int(batch["prompt_lens"][0]), batch["input_ids"].shape[1]
     # the LM head ran only on positions plen-1 .. T-2, the ones that predict a target token (no prompt logits)

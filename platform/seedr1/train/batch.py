@@ -20,20 +20,22 @@ _MEDIA_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_g
 _MODALITIES = {"image": ("pixel_values", "image_grid_thw", "image_owner"),
                "video": ("pixel_values_videos", "video_grid_thw", "video_owner")}
 # keys the forward never gets as they are: lengths, and the media (handed over as encoder outputs instead)
-_BATCH_ONLY = ("prompt_lens", "completion_lens", "second_per_grid_ts",
+_BATCH_ONLY = ("prompt_lens", "completion_lens", "prompt_owner", "second_per_grid_ts",
                *(key for keys in _MODALITIES.values() for key in keys))
 
 
 def build_batch(processor, records: list, completions: list[list[int]], cache: dict | None = None) -> dict:
     """Right-padded ``input_ids`` = expanded prompt + completion; ``mm_token_type_ids`` is 0 on completion and
     padding (transformers 5.19 needs it whenever media are passed). Media tensors hold each distinct prompt's media
-    once, in first-seen order; ``image_owner`` / ``video_owner`` map every media slot, in sample order, to its row.
+    once, in first-seen order; ``image_owner`` / ``video_owner`` map every media slot, in sample order, to its row;
+    ``prompt_owner`` maps every sample to its distinct prompt (numbered in first-seen order).
     ``cache`` keeps processed prompts across calls; within a call the G completions of a prompt always share one.
     A prompt is its sample_id and its messages: the same sample in two epochs (both in one batch across an epoch
     boundary) has its options in another order, so another prompt and gold letter."""
     pad = processor.tokenizer.pad_token_id
     seqs, types, prompt_lens, media = [], [], [], {k: [] for k in _MEDIA_KEYS}
     owners, first_slot = {"image": [], "video": []}, {}  # first_slot: prompt -> its first media slot per modality
+    prompt_owner = []
     cache = {} if cache is None else cache
     for record, completion in zip(records, completions):
         key = (record.sample_id, json.dumps(record.messages, sort_keys=True))
@@ -49,6 +51,7 @@ def build_batch(processor, records: list, completions: list[list[int]], cache: d
             for k in _MEDIA_KEYS:
                 if k in p:
                     media[k].append(torch.as_tensor(p[k]))
+        prompt_owner.append(list(first_slot).index(key))
         for m, (_, grid, _) in _MODALITIES.items():
             count = len(p[grid]) if grid in p else 0
             owners[m].extend(range(first_slot[key][m], first_slot[key][m] + count))
@@ -70,6 +73,7 @@ def build_batch(processor, records: list, completions: list[list[int]], cache: d
             batch[owner] = torch.tensor(owners[m])
     batch["prompt_lens"] = torch.tensor(prompt_lens)
     batch["completion_lens"] = torch.tensor([len(c) for c in completions])
+    batch["prompt_owner"] = torch.tensor(prompt_owner)
     return batch
 
 
@@ -206,13 +210,27 @@ def unshared_inputs(batch: dict) -> dict:
 
 
 def completion_logprobs(model, batch: dict, with_entropy: bool = False, inputs: dict | None = None,
-                        temperature: float = 1.0):
+                        temperature: float = 1.0, positions: torch.Tensor | None = None, shared_prefix: bool = True):
     """Per-token log-probs of the completion tokens: ``[B, Tc]`` plus a bool mask (and entropies when asked).
-    ``inputs``: ``forward_inputs`` already built (e.g. positions shared with another forward). ``temperature``: of
-    the policy ``softmax(logits / T)`` (GRPO trains the distribution the rollouts were sampled from, as TRL does).
-    The LM head runs only from the first position that predicts a completion token on (``logits_to_keep``): at
-    7B a full ``[B, T, vocab]`` of prompt logits would be gigabytes spent on positions no loss reads."""
-    inputs = dict(inputs if inputs is not None else forward_inputs(model, batch))
+    ``temperature``: of the policy ``softmax(logits / T)`` (GRPO trains the distribution the rollouts were sampled
+    from, as TRL does). ``positions``: the batch's M-RoPE ids, when already computed (e.g. shared with another
+    forward). ``shared_prefix``: a batch that repeats a prompt runs it once and its completions on its cache
+    (``train/shared_prefix.py``; same numbers). ``inputs``: ``forward_inputs`` already built, for one forward of
+    the full sequences."""
+    if inputs is None and shared_prefix:
+        from seedr1.train.shared_prefix import can_share_prefix, shared_prefix_logits  # it builds on this module
+
+        if can_share_prefix(model, batch):
+            picked, targets, mask = shared_prefix_logits(model, batch, positions)
+            return _tail(picked, targets, mask, with_entropy, temperature)
+    inputs = dict(inputs if inputs is not None else forward_inputs(model, batch, positions))
+    return _tail(*_full_sequence_logits(model, batch, inputs), with_entropy, temperature)
+
+
+def _full_sequence_logits(model, batch: dict, inputs: dict):
+    """One forward of the full sequences: the logits that predict each completion token ``[B, W, V]``, the targets
+    and their mask. The LM head runs only from the first position that predicts a completion token on
+    (``logits_to_keep``): at 7B a full ``[B, T, vocab]`` of prompt logits would be gigabytes no loss reads."""
     T = batch["input_ids"].shape[1]
     first = max(int(batch["prompt_lens"].min()) - 1, 0)  # position p-1+j predicts completion token j
     inputs["logits_to_keep"] = torch.arange(first, max(T - 1, first + 1), device=batch["input_ids"].device)
@@ -226,9 +244,12 @@ def completion_logprobs(model, batch: dict, with_entropy: bool = False, inputs: 
     tgt_pos = (pos + 1).clamp(max=T - 1)
     window = (pos - first).clamp(0, logits.shape[1] - 1)
     picked = logits.gather(1, window.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    return picked, batch["input_ids"].to(dev).gather(1, tgt_pos), mask
+
+
+def _tail(picked, targets, mask, with_entropy: bool, temperature: float):
     if temperature != 1.0:
         picked = picked.float() / temperature  # in float32 (token_logprobs upcasts anyway): no second bf16 rounding
-    targets = batch["input_ids"].to(dev).gather(1, tgt_pos)
     logp = token_logprobs(picked, targets)
     if with_entropy:
         return logp, mask, entropy_from_logits(picked.detach())

@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from seedr1.algo.losses import loss_denominator, masked_mean, policy_loss, sft_loss
 from seedr1.config import AlgoConfig, S3Config, TrainerConfig
-from seedr1.train.batch import build_batch, completion_logprobs, forward_inputs, rope_positions
+from seedr1.train.batch import build_batch, completion_logprobs, rope_positions
 
 
 @dataclass
@@ -143,11 +143,11 @@ class PolicyTrainer:
                 t0 = time.perf_counter()
                 with torch.no_grad():
                     ref_logp, _ = completion_logprobs(self.ref, batch, temperature=self.temperature,
-                                                      inputs=forward_inputs(self.ref, batch, positions=positions))
+                                                      positions=positions, shared_prefix=self.cfg.shared_prefix)
                 sums["ref_s"] += time.perf_counter() - t0
-            logp, mask, entropy = completion_logprobs(self.engine, batch, with_entropy=True,
-                                                      inputs=forward_inputs(self.engine, batch, positions=positions),
-                                                      temperature=self.temperature)
+            logp, mask, entropy = completion_logprobs(self.engine, batch, with_entropy=True, positions=positions,
+                                                      temperature=self.temperature,
+                                                      shared_prefix=self.cfg.shared_prefix)
             adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32, device=logp.device)
             weights = torch.tensor([s.weight for s in chunk], dtype=torch.float32, device=logp.device)
             loss, m = policy_loss(logp, self._old_logprobs(chunk, logp), adv, mask, ref_logp=ref_logp, beta=self.algo.beta,
@@ -178,7 +178,7 @@ class PolicyTrainer:
         stats = {"loss": 0.0, "lr": float(self.engine.get_lr()[0]), "train_tokens": 0, "target_tokens": 0}
         self.engine.train()
         for chunk, batch in self._micro_batches(samples):
-            logp, mask = completion_logprobs(self.engine, batch)
+            logp, mask = completion_logprobs(self.engine, batch, shared_prefix=self.cfg.shared_prefix)
             loss = sft_loss(logp, mask, denominator)
             self.engine.backward(loss)
             self.engine.step()
