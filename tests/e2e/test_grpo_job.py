@@ -109,6 +109,6 @@ def test_grpo_runs_on_ray_with_deepspeed(ray_cluster, prometheus_watch, small_da
 
         data = DataConfig(root=small_data, frame_size=56, image_size=56)
         records = list(RecordStream(iter_local(data, ["annotations/validation_L1.jsonl"]), data))[:2]
-        engine = VLLMEngine(str(final), VLLMConfig(max_model_len=1024))
+        engine = VLLMEngine(str(final), VLLMConfig(max_model_len=1024, enforce_eager=True))
         out = engine.generate(records, Sampling(n=1, max_tokens=6, temperature=0.0))
         assert len(out) == 2 and all(len(c[0].token_ids) > 0 for c in out)

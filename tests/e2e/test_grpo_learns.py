@@ -27,7 +27,7 @@ def test_grpo_raises_l1_accuracy(ray_cluster, tmp_path_factory):
     l1 = list(RecordStream(iter_local(data, ["annotations/validation_L1.jsonl"]), data))
     assert len(l1) == 64
 
-    engine = VLLMEngine(str(warm), VLLMConfig(max_model_len=1024))
+    engine = VLLMEngine(str(warm), VLLMConfig(max_model_len=1024, enforce_eager=True))
     before = greedy_accuracy(engine, l1)
     assert before["accuracy"] <= 0.45, before  # the warm-up answers at chance
 

@@ -77,7 +77,7 @@ def test_loads_in_vllm_and_generates_with_video_and_image(tiny_model_dir):
     from seedr1.model.multimodal import chat_text
     from seedr1.rollout.vllm_engine_factory import build_llm
 
-    llm = build_llm(tiny_model_dir, VLLMConfig())
+    llm = build_llm(tiny_model_dir, VLLMConfig(enforce_eager=True))
     processor = load_processor(tiny_model_dir)
     video, image = _media(1)
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "image"}, {"type": "text", "text": "Hi"}]}]

@@ -26,7 +26,7 @@ def model_dir(tmp_path_factory):
 def engine(model_dir):
     from seedr1.rollout.vllm_engine import VLLMEngine
 
-    return VLLMEngine(model_dir, VLLMConfig())
+    return VLLMEngine(model_dir, VLLMConfig(enforce_eager=True))
 
 
 def _record(fps: float) -> PromptRecord:

@@ -16,7 +16,11 @@ from seedr1.train.batch import build_batch, completion_logprobs
 def engine(tiny_model_dir):
     from seedr1.rollout.vllm_engine import VLLMEngine
 
-    return VLLMEngine(tiny_model_dir, VLLMConfig())
+    # compiled (vLLM's default; the e2e jobs run the tiny configs' eager engine): the in-place loads must reach the
+    # compiled model
+    engine = VLLMEngine(tiny_model_dir, VLLMConfig(enforce_eager=False))
+    assert engine.llm.llm_engine.vllm_config.compilation_config.mode > 0
+    return engine
 
 
 def _record(seed=0) -> PromptRecord:

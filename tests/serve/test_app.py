@@ -52,7 +52,7 @@ def server(ray_cluster, tiny_model_dir, s3_server):
 
     boto3.client("s3").create_bucket(Bucket="serve-media")
     boto3.client("s3").put_object(Bucket="serve-media", Key="clip.mp4", Body=mp4_bytes())
-    cfg = ServeConfig(model=tiny_model_dir, port=_free_port(), vllm=VLLMConfig(max_model_len=1024),
+    cfg = ServeConfig(model=tiny_model_dir, port=_free_port(), vllm=VLLMConfig(max_model_len=1024, enforce_eager=True),
                       limits=ServeLimits(max_body_bytes=2_000_000, max_frames=8, frame_size=56, image_size=56,
                                          max_tokens=64, allow_s3_buckets=["serve-media"]))
     url = start(cfg)
