@@ -3,7 +3,8 @@ same n and max_tokens, alternating rounds in one process; median completion toke
 
     .venv/bin/python bench/rollout.py [--prompts 8] [--n 8] [--max-tokens 32] [--rounds 3]
 
-Both engines sit behind the `RolloutEngine` interface the GRPO job uses (`rollout.engine=vllm|hf`). Sampling at
+Both engines sit behind the `RolloutEngine` interface the GRPO job uses (`rollout.engine=vllm|hf`); vLLM with
+`VLLMConfig`'s defaults (compiled, as vLLM runs by default). Sampling at
 temperature 1.0, as in GRPO rollouts; the first round of each engine is a warm-up and is not counted.
 """
 from __future__ import annotations
