@@ -80,3 +80,15 @@ def test_text_only_prompts_and_short_completions(model_and_processor, completion
     _assert_same(_run(model, batch, True), _run(model, batch, False))
     calls = _language_model_calls(model, batch, shared=True)
     assert len(calls) == (1 if max(map(len, completions)) == 1 else 2)
+
+
+def test_not_under_gradient_checkpointing_while_training(tiny_model_dir, grouped_batch):
+    """Checkpointed layers drop the cache during training: such a model runs full sequences instead."""
+    from seedr1.model.loading import load_model
+
+    model = load_model(tiny_model_dir)
+    model.gradient_checkpointing_enable()
+    model.train()
+    assert not can_share_prefix(model, grouped_batch)
+    model.eval()
+    assert can_share_prefix(model, grouped_batch)

@@ -14,10 +14,11 @@ from seedr1.train.batch import _VLLM_LAYOUT, _core, encode_media, mrope_position
 
 
 def can_share_prefix(model, batch: dict) -> bool:
-    """Whether ``batch`` repeats a prompt and ``model`` is one whose positions this module computes."""
-    owner = batch.get("prompt_owner")
-    return (owner is not None and int(owner.max()) + 1 < len(owner)
-            and _core(model).config.model_type in _VLLM_LAYOUT)
+    """Whether ``batch`` repeats a prompt and ``model`` is one whose positions this module computes. Not under
+    gradient checkpointing while training: transformers then drops the cache the completions need."""
+    owner, core = batch.get("prompt_owner"), _core(model)
+    return (owner is not None and int(owner.max()) + 1 < len(owner) and core.config.model_type in _VLLM_LAYOUT
+            and not (getattr(core, "is_gradient_checkpointing", False) and core.training))
 
 
 def shared_prefix_logits(model, batch: dict, positions: torch.Tensor | None = None):
@@ -60,8 +61,11 @@ def shared_prefix_logits(model, batch: dict, positions: torch.Tensor | None = No
     picked = first_logits[owner].unsqueeze(1)
     if W > 1:
         cache.batch_select_indices(owner)
-        rest = model(input_ids=targets, attention_mask=torch.cat([prompt_mask[owner], mask.long()], 1),
-                     position_ids=positions.gather(2, at.unsqueeze(0).expand(3, -1, -1)), past_key_values=cache,
-                     use_cache=True, logits_to_keep=torch.arange(W - 1, device=dev)).logits  # token j predicts j+1
+        # the bare module: a DeepSpeed engine prepares its backward once per forward it runs, and one backward
+        # follows these two forwards (the prompt's, through the engine, always runs)
+        rest = _core(model)(input_ids=targets, attention_mask=torch.cat([prompt_mask[owner], mask.long()], 1),
+                            position_ids=positions.gather(2, at.unsqueeze(0).expand(3, -1, -1)),
+                            past_key_values=cache, use_cache=True,
+                            logits_to_keep=torch.arange(W - 1, device=dev)).logits  # token j predicts j+1
         picked = torch.cat([picked, rest], 1)
     return picked, targets, mask
