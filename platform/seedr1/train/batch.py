@@ -1,4 +1,5 @@
-"""Trainer-side batches: prompt (with media) + completion tokens -> one padded forward -> completion log-probs.
+"""Trainer-side batches: prompt (with media) + completion tokens -> one padded forward -> completion log-probs (or,
+when prompts repeat, one forward of each prompt and one of the completions on its cache: ``train/shared_prefix.py``).
 
 A GRPO batch holds G completions of each prompt. The batch keeps each distinct prompt's media once; the vision
 tower encodes them once and every completion of the prompt gets those outputs (transformers' ``mm_encoder_outputs``),
@@ -35,7 +36,7 @@ def build_batch(processor, records: list, completions: list[list[int]], cache: d
     pad = processor.tokenizer.pad_token_id
     seqs, types, prompt_lens, media = [], [], [], {k: [] for k in _MEDIA_KEYS}
     owners, first_slot = {"image": [], "video": []}, {}  # first_slot: prompt -> its first media slot per modality
-    prompt_owner = []
+    prompt_owner, order = [], {}  # order: prompt -> its number among the distinct prompts
     cache = {} if cache is None else cache
     for record, completion in zip(records, completions):
         key = (record.sample_id, json.dumps(record.messages, sort_keys=True))
@@ -47,11 +48,12 @@ def build_batch(processor, records: list, completions: list[list[int]], cache: d
         types.append(torch.cat([p["mm_token_type_ids"][0], torch.zeros(len(completion), dtype=torch.long)]))
         prompt_lens.append(len(ids))
         if key not in first_slot:  # a new distinct prompt: keep its media
+            order[key] = len(order)
             first_slot[key] = {m: sum(len(g) for g in media[grid]) for m, (_, grid, _) in _MODALITIES.items()}
             for k in _MEDIA_KEYS:
                 if k in p:
                     media[k].append(torch.as_tensor(p[k]))
-        prompt_owner.append(list(first_slot).index(key))
+        prompt_owner.append(order[key])
         for m, (_, grid, _) in _MODALITIES.items():
             count = len(p[grid]) if grid in p else 0
             owners[m].extend(range(first_slot[key][m], first_slot[key][m] + count))
@@ -248,6 +250,7 @@ def _full_sequence_logits(model, batch: dict, inputs: dict):
 
 
 def _tail(picked, targets, mask, with_entropy: bool, temperature: float):
+    """Log-probs of ``targets`` under ``softmax(picked / temperature)`` (and the entropies when asked)."""
     if temperature != 1.0:
         picked = picked.float() / temperature  # in float32 (token_logprobs upcasts anyway): no second bf16 rounding
     logp = token_logprobs(picked, targets)
