@@ -238,15 +238,19 @@ def _full_sequence_logits(model, batch: dict, inputs: dict):
     inputs["logits_to_keep"] = torch.arange(first, max(T - 1, first + 1), device=batch["input_ids"].device)
     logits = model(**inputs).logits  # [B, window, V]: window position w is sequence position first + w
     dev = logits.device  # the batch may sit on CPU (engines) or on the trainer's GPU
-    plen, clen = batch["prompt_lens"].to(dev), batch["completion_lens"].to(dev)
-    width = max(int(clen.max()), 1)
-    offsets = torch.arange(width, device=dev).unsqueeze(0)
-    mask = offsets < clen.unsqueeze(1)
-    pos = (plen.unsqueeze(1) - 1 + offsets).clamp(max=T - 2)  # masked-out entries only need a valid index
-    tgt_pos = (pos + 1).clamp(max=T - 1)
-    window = (pos - first).clamp(0, logits.shape[1] - 1)
+    at, mask = _completion_slots(batch, dev)
+    window = (at - 1 - first).clamp(0, logits.shape[1] - 1)  # the position before a token predicts it
     picked = logits.gather(1, window.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-    return picked, batch["input_ids"].to(dev).gather(1, tgt_pos), mask
+    return picked, batch["input_ids"].to(dev).gather(1, at), mask
+
+
+def _completion_slots(batch: dict, device):
+    """Sequence positions of the completion tokens ``[B, W]`` (W: the longest completion, at least 1) and the mask of
+    the real ones; masked-out entries hold a valid index only."""
+    plen, clen = batch["prompt_lens"].to(device), batch["completion_lens"].to(device)
+    offsets = torch.arange(max(int(clen.max()), 1), device=device).unsqueeze(0)
+    at = (plen.unsqueeze(1) + offsets).clamp(max=batch["input_ids"].shape[1] - 1)
+    return at, offsets < clen.unsqueeze(1)
 
 
 def _tail(picked, targets, mask, with_entropy: bool, temperature: float):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from seedr1.train.batch import _VLLM_LAYOUT, _core, encode_media, mrope_positions, rope_positions
+from seedr1.train.batch import _VLLM_LAYOUT, _completion_slots, _core, encode_media, mrope_positions, rope_positions
 
 
 def can_share_prefix(model, batch: dict) -> bool:
@@ -27,9 +27,9 @@ def shared_prefix_logits(model, batch: dict, positions: torch.Tensor | None = No
     ``positions``: the batch's M-RoPE ids ``[3, B, T]`` (computed here when None)."""
     from transformers import DynamicCache
 
-    ids, plen, clen, owner = batch["input_ids"], batch["prompt_lens"], batch["completion_lens"], batch["prompt_owner"]
+    ids = batch["input_ids"]
     dev = ids.device
-    plen, clen, owner = plen.to(dev), clen.to(dev), owner.to(dev)
+    plen, owner = batch["prompt_lens"].to(dev), batch["prompt_owner"].to(dev)
     if positions is None:
         positions = rope_positions(model, batch)
     if positions is None:  # text only: the ids count up
@@ -53,11 +53,8 @@ def shared_prefix_logits(model, batch: dict, positions: torch.Tensor | None = No
     first_logits = out.logits[torch.arange(n_prompts, device=dev), torch.searchsorted(keep, last)]  # [P, V]
     cache = out.past_key_values
     # 2. the completions, each on its prompt's cache (a differentiable row gather of keys and values)
-    W = max(int(clen.max()), 1)
-    offsets = torch.arange(W, device=dev).unsqueeze(0)
-    mask = offsets < clen.unsqueeze(1)
-    at = (plen.unsqueeze(1) + offsets).clamp(max=ids.shape[1] - 1)  # masked-out entries only need a valid index
-    targets = ids.gather(1, at)
+    at, mask = _completion_slots(batch, dev)
+    W, targets = at.shape[1], ids.gather(1, at)
     picked = first_logits[owner].unsqueeze(1)
     if W > 1:
         cache.batch_select_indices(owner)
