@@ -19,11 +19,19 @@ engine compiled as vLLM runs by default (configs/grpo/tiny.yaml turns that off f
 ``generate``, torch with the machine's threads), the way its GRPOTrainer runs without ``accelerate launch``, the
 batch's 16 completions in one forward/backward (``per_device_train_batch_size`` 16). Both: one optimizer step per
 generation batch (on-policy, ``num_iterations=1``), a frozen reference model (beta 0.04), temperature 1.0, the same
-loss aggregation (TRL ``loss_type="grpo"``). Seconds per step: median over steps after the first two of each run.
-Peak memory: RSS summed over the process tree (the driver with Ray's own processes and workers / the TRL process),
-sampled every 0.2 s; RSS counts pages shared between processes once per process, so for the multi-process side it is
-an overestimate (PSS is printed too). The runs alternate (ours, TRL, ours, ...) for ``--rounds`` rounds in one
-process tree; TRL runs in a child process.
+loss aggregation (TRL ``loss_type="grpo"``).
+
+Seconds per step: a step's full cycle, from the end of the step before to the end of this one (everything a step
+does, its logging and bookkeeping included): for this project the difference of consecutive metrics.jsonl rows'
+``time``, for TRL of consecutive ``on_step_end`` callbacks; median over steps after the first two of each run. The
+in-step times (this project's ``seconds.step``, TRL's ``on_step_begin`` to ``on_step_end``) are printed too.
+The runs alternate (ours, TRL, ours, ...) for ``--rounds`` rounds in one process tree; TRL runs in a child process.
+Peak memory comes from one more, untimed run of each (``--no-memory`` skips it): RSS and PSS summed over the process
+tree (the driver with Ray's own processes and workers / the TRL process), sampled every 0.2 s. Reading every
+process's PSS takes ~0.1-0.17 CPU s per pass over this project's ~21 processes (vLLM's and torch's many mappings)
+and ~1/20 of that for TRL's one, so sampling during the timed rounds would slow this project's side by up to half a
+core. RSS counts pages shared between processes once per process, so for the multi-process side it is an
+overestimate; PSS shares them out.
 """
 from __future__ import annotations
 
@@ -101,14 +109,16 @@ def trl_child(args) -> None:
     def fmt(completions, gold, **_):
         return format_reward(text_of(completions), gold)
 
-    times: list[float] = []
+    times: list[float] = []  # on_step_begin -> on_step_end
+    ends: list[float] = []  # perf_counter at each on_step_end: consecutive differences are full cycles
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
             self.t = time.perf_counter()
 
         def on_step_end(self, a, state, control, **kw):
-            times.append(time.perf_counter() - self.t)
+            ends.append(time.perf_counter())
+            times.append(ends[-1] - self.t)
 
     model_path = args.model
     cfg = GRPOConfig(output_dir=str(Path(args.out).parent / "trl-out"), use_cpu=True, bf16=False, fp16=False,
@@ -122,7 +132,8 @@ def trl_child(args) -> None:
                           processing_class=AutoProcessor.from_pretrained(model_path), reward_funcs=[accuracy, fmt],
                           args=cfg, train_dataset=ds, callbacks=[StepTimer()])
     trainer.train()
-    Path(args.out).write_text(json.dumps({"times": times, "torch_threads": torch.get_num_threads()}))
+    Path(args.out).write_text(json.dumps({"times": times, "cycles": [b - a for a, b in zip(ends, ends[1:])],
+                                          "torch_threads": torch.get_num_threads()}))
 
 
 def image_only(data_root: str, train_file: str) -> int:
@@ -135,7 +146,7 @@ def image_only(data_root: str, train_file: str) -> int:
     return len(records)
 
 
-def run_ours(args, tmp: Path, data_root: str, round_: int) -> list[dict]:
+def run_ours(args, tmp: Path, data_root: str, round_) -> list[dict]:
     from seedr1.config import GRPOConfig, load_config
     from seedr1.grpo.run import run_grpo
 
@@ -153,6 +164,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--no-memory", action="store_true", help="skip the untimed runs that measure peak memory")
     ap.add_argument("--trl-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -181,54 +193,70 @@ def main() -> None:
     model = resolve_checkpoint("tiny")
     ray.init(runtime_env={"env_vars": worker_env()}, include_dashboard=False, num_cpus=6, log_to_driver=False)
     ours_rows: list[dict] = []
-    trl_times: list[float] = []
-    mem = {"ours": [0, 0], "trl": [0, 0]}
+    cycles: dict[str, list[float]] = {"ours": [], "trl": []}  # full cycles of the steps after the first two
+    trl_in_step: list[float] = []
+    mem = {"ours": (0, 0), "trl": (0, 0)}
     threads = None
+
+    def trl_run(tag: str, sampler: PeakMemory | None = None) -> dict:
+        out, log = tmp / f"trl-{tag}.json", tmp / f"trl-{tag}.log"
+        with open(log, "w") as sink:
+            child = subprocess.Popen([sys.executable, __file__, "--trl-child", "--data", data_root, "--model",
+                                      model, "--out", str(out), "--steps", str(args.steps)],
+                                     stdout=sink, stderr=subprocess.STDOUT)
+            if sampler:
+                sampler.pid = child.pid
+                sampler.start()
+            rc = child.wait()
+        if rc:
+            sys.exit(f"TRL run failed (rc {rc}); log: {log}\n" + log.read_text()[-3000:])
+        return json.loads(out.read_text())
+
     try:
         for round_ in range(args.rounds):
-            sampler = PeakMemory(os.getpid())
-            sampler.start()
             t0 = time.perf_counter()
             rows = run_ours(args, tmp, data_root, round_)
-            sampler.done.set()
             ours_rows += rows[2:]
-            mem["ours"] = [max(mem["ours"][0], sampler.rss), max(mem["ours"][1], sampler.pss)]
+            cycles["ours"] += [b["time"] - a["time"] for a, b in zip(rows[1:], rows[2:])]
             print(f"[vs-trl] round {round_} ours: {time.perf_counter() - t0:.0f} s with start-up", flush=True)
-            out, log = tmp / f"trl-{round_}.json", tmp / f"trl-{round_}.log"
             t0 = time.perf_counter()
-            with open(log, "w") as sink:
-                child = subprocess.Popen([sys.executable, __file__, "--trl-child", "--data", data_root, "--model",
-                                          model, "--out", str(out), "--steps", str(args.steps)],
-                                         stdout=sink, stderr=subprocess.STDOUT)
-                sampler = PeakMemory(child.pid)
-                sampler.start()
-                rc = child.wait()
-                sampler.done.set()
-            if rc:
-                sys.exit(f"TRL run failed (rc {rc}); log: {log}\n" + log.read_text()[-3000:])
-            res = json.loads(out.read_text())
-            trl_times += res["times"][2:]
+            res = trl_run(str(round_))
+            cycles["trl"] += res["cycles"][1:]  # cycles[0] is step 2's
+            trl_in_step += res["times"][2:]
             threads = res["torch_threads"]
-            mem["trl"] = [max(mem["trl"][0], sampler.rss), max(mem["trl"][1], sampler.pss)]
             print(f"[vs-trl] round {round_} TRL: {time.perf_counter() - t0:.0f} s with start-up", flush=True)
+        if not args.no_memory:  # untimed: reading PSS costs this project's side far more CPU than TRL's
+            sampler = PeakMemory(os.getpid())
+            sampler.start()
+            run_ours(args, tmp, data_root, "memory")
+            sampler.done.set()
+            mem["ours"] = (sampler.rss, sampler.pss)
+            sampler = PeakMemory(0)
+            trl_run("memory", sampler)
+            sampler.done.set()
+            mem["trl"] = (sampler.rss, sampler.pss)
+            print("[vs-trl] memory runs done", flush=True)
     finally:
         ray.shutdown()
 
-    ours = statistics.median(r["seconds"]["step"] for r in ours_rows)
-    theirs = statistics.median(trl_times)
+    ours, theirs = statistics.median(cycles["ours"]), statistics.median(cycles["trl"])
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\ntiny model (random weights), image + text prompts (no video) for both, {PROMPTS} prompts x G={G}, "
           f"max {MAX_TOKENS} completion tokens, lr {LR}, beta {BETA}, rewards {REWARD_WEIGHTS}, {args.steps} steps x "
           f"{args.rounds} round(s), first two steps of each run left out; TRL {trl.__version__} with {threads} torch "
           f"threads; seedr1's vLLM engine compiled (vLLM's default) unless overridden; overrides "
           f"{args.overrides or 'none'}; cores {os.cpu_count()}, load average {load}")
-    print(f"{'':8s} {'median s/step':>13s} {'peak RSS MiB':>12s} {'peak PSS MiB':>12s}   steps")
-    print(f"{'seedr1':8s} {ours:13.2f} {mem['ours'][0] / 2**20:12.0f} {mem['ours'][1] / 2**20:12.0f}   "
-          + " ".join(f"{r['seconds']['step']:.2f}" for r in ours_rows))
-    print(f"{'TRL':8s} {theirs:13.2f} {mem['trl'][0] / 2**20:12.0f} {mem['trl'][1] / 2**20:12.0f}   "
-          + " ".join(f"{t:.2f}" for t in trl_times))
+    memory = "peak RSS MiB peak PSS MiB" if not args.no_memory else "(memory: --no-memory)"
+    print(f"{'':8s} {'median s/step':>13s} {'in-step':>8s} {memory}   full cycle of each step")
+    for name, label, in_step in (("ours", "seedr1", [r["seconds"]["step"] for r in ours_rows]),
+                                 ("trl", "TRL", trl_in_step)):
+        rss, pss = (f"{m / 2**20:12.0f}" for m in mem[name]) if not args.no_memory else ("", "")
+        print(f"{label:8s} {statistics.median(cycles[name]):13.2f} {statistics.median(in_step):8.2f} {rss} {pss}   "
+              + " ".join(f"{t:.2f}" for t in cycles[name]))
     ratio = ours / theirs
-    print(f"seedr1 / TRL time per step: {ratio:.2f}x (target <= 0.7x: {'MET' if ratio <= 0.7 else 'NOT MET'})")
+    print(f"seedr1 / TRL time per step (full cycles): {ratio:.2f}x (target <= 0.7x: "
+          f"{'MET' if ratio <= 0.7 else 'NOT MET'}); in-step times: "
+          f"{statistics.median(r['seconds']['step'] for r in ours_rows) / statistics.median(trl_in_step):.2f}x")
     print("seedr1 median seconds per stage ('reference' is inside 'update'): "
           + ", ".join(f"{s} {statistics.median(r['seconds'].get(s, 0.0) for r in ours_rows):.3f}" for s in STAGES))
 

@@ -100,7 +100,8 @@ def test_grpo_runs_on_ray_with_deepspeed(ray_cluster, prometheus_watch, small_da
     for r in rows:
         flat = flatten(r)
         assert set(NAMED) <= set(flat), set(NAMED) - set(flat)
-        assert {k for k in flat if k != "step"} <= set(scalars[r["step"]])
+        assert {k for k in flat if k not in ("step", "time")} <= set(scalars[r["step"]])
+    assert rows[0]["time"] < rows[1]["time"] < rows[0]["time"] + 600  # wall clock at each row, Unix seconds
     if zero_stage == 3:  # ...and the vLLM engine loads it and generates
         from seedr1.config import DataConfig, VLLMConfig
         from seedr1.data.pipeline import RecordStream, iter_local

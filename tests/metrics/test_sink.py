@@ -40,10 +40,15 @@ def read_jsonl(path: Path) -> list[dict]:
 def test_log_writes_every_metric_before_close(tmp_path, capsys):
     sink = MetricsSink(tmp_path, job="grpo", total_steps=5, ray_metrics=False)
     rows = [make_row(s) for s in (1, 2, 3)]
+    before = time.time()
     for row in rows:
         sink.log(row)
-    # not closed yet: a killed run keeps what it logged
-    assert read_jsonl(tmp_path / "metrics.jsonl") == rows
+    # not closed yet: a killed run keeps what it logged, each row stamped with the wall clock (not in TensorBoard)
+    written = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [{k: v for k, v in r.items() if k != "time"} for r in written] == rows
+    stamps = [r["time"] for r in written]
+    assert before - 1e-3 <= stamps[0] <= stamps[1] <= stamps[2] <= time.time() + 1e-3
+    assert [list(r)[:2] for r in written] == [["step", "time"]] * 3
     got = scalars(tmp_path)
     expected = {(name, row["step"]): value for row in rows for name, value in flatten(row).items() if name != "step"}
     assert set(got) == set(expected)

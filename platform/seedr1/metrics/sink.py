@@ -1,6 +1,7 @@
 """The one writer of a job's training metrics (rank 0, every step).
 
-Each ``log(row)`` goes to four places: ``<run_dir>/metrics.jsonl`` (the row as given, nested), TensorBoard event
+Each ``log(row)`` goes to four places: ``<run_dir>/metrics.jsonl`` (the row as given, nested, plus ``time``: the
+wall clock when it was logged, Unix seconds; a step's full cycle is the difference of two rows'), TensorBoard event
 files under ``<run_dir>/tensorboard/`` (one scalar per flat name), Ray gauges that the node's Prometheus endpoint
 exports (``ray_seedr1_<job>_<name>{run=...}``), and one progress line on stdout. Rare events (an actor restart,
 a checkpoint, a resume) go to ``<run_dir>/events.jsonl``, stdout and the counter ``seedr1_<job>_events_total``.
@@ -154,7 +155,8 @@ class MetricsSink:
         """Write one step's row: a metrics.jsonl line, TensorBoard scalars, Ray gauges and a progress line."""
         now = time.perf_counter()
         step = int(row["step"])
-        self._metrics.write(json.dumps(row, default=_json_default) + "\n")
+        stamped = {"step": row["step"], "time": round(time.time(), 4), **row}
+        self._metrics.write(json.dumps(stamped, default=_json_default) + "\n")
         self._metrics.flush()
         flat = flatten(row)
         self._write_tensorboard(step, flat)
