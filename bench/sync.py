@@ -5,7 +5,8 @@
 
 Runs the GRPO library call once per transport (rollout.weight_sync=object_store, then collective) on one embedded
 Ray, and reads ``seconds.sync`` (gather + send + load) and ``seconds.step`` from metrics.jsonl, steps after the
-first two. The 7B line is an estimate: Qwen2-VL-7B's bf16 bytes divided by the gloo broadcast bandwidth measured
+first two. The vLLM engine runs compiled, vLLM's default (the tiny config turns that off for a quick start; the
+override ``rollout.vllm.enforce_eager=true`` measures eager steps, which are longer, so the share is smaller). The 7B line is an estimate: Qwen2-VL-7B's bf16 bytes divided by the gloo broadcast bandwidth measured
 on this machine's loopback (two processes), which says nothing about NCCL on a GPU node; it is printed as such.
 """
 from __future__ import annotations
@@ -74,17 +75,20 @@ def main() -> None:
         run_dir = tmp / transport
         cfg = load_config(GRPOConfig, args.config, [f"run_dir={run_dir}", f"steps={args.steps}", "resume=never",
                                                     "checkpoint.every=0", f"rollout.weight_sync={transport}",
-                                                    *args.overrides])
+                                                    "rollout.vllm.enforce_eager=false", *args.overrides])
         if transport == "collective":  # same data as the first run
             cfg.data.root = str(tmp / "object_store" / "data")
         run_grpo(cfg)
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][2:]
         result[transport] = (statistics.median(r["seconds"]["sync"] for r in rows),
-                             statistics.median(r["seconds"]["step"] for r in rows))
-    print(f"\ntiny model, {args.steps} steps (first two left out), load average {os.getloadavg()[0]:.1f}")
-    for transport, (sync_s, step_s) in result.items():
-        print(f"{transport:12s} sync {sync_s * 1000:6.0f} ms of {step_s:.2f} s/step = {100 * sync_s / step_s:.1f}% "
-              f"(target < 5%)")
+                             statistics.median(r["seconds"]["step"] for r in rows),
+                             statistics.median(r["seconds"]["sync_engine"] for r in rows))
+        eager = cfg.rollout.vllm.enforce_eager
+    print(f"\ntiny model, {args.steps} steps (first two left out), vLLM engine {'eager' if eager else 'compiled'}, "
+          f"overrides {args.overrides or 'none'}, load average {os.getloadavg()[0]:.1f}")
+    for transport, (sync_s, step_s, engine_s) in result.items():
+        print(f"{transport:12s} sync {sync_s * 1000:6.1f} ms of {step_s:.3f} s/step = {100 * sync_s / step_s:.1f}% "
+              f"(target < 5%); the engine's load {engine_s * 1000:.1f} ms of it")
     bw = gloo_bandwidth()
     nbytes = QWEN2_VL_7B_PARAMS * 2
     print(f"gloo broadcast on loopback: {bw / 1e9:.2f} GB/s; Qwen2-VL-7B in bf16 is {nbytes / 1e9:.1f} GB -> "

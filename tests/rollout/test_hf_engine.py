@@ -6,7 +6,7 @@ from safetensors.torch import save
 from seedr1.data.pipeline import PromptRecord
 from seedr1.data.prompts import user_message
 from seedr1.model.tiny import vision_token_ids
-from seedr1.rollout.engine import Sampling
+from seedr1.rollout.engine import Sampling, array_state
 from seedr1.rollout.hf_engine import HFEngine
 
 
@@ -32,10 +32,17 @@ def test_hf_engine_generates_scores_and_updates(tiny_model_dir):
     for c, s in zip(completions, scores):
         np.testing.assert_allclose(c.logprobs, s, atol=1e-4)
 
+    original = {n: p.detach().clone() for n, p in engine.model.named_parameters()}
     state = {n: (p + 0.05 * torch.randn_like(p)).contiguous() for n, p in engine.model.named_parameters()}
     engine.update_weights(save(state))
     moved = engine.score([record], [completions[0].token_ids])[0]
     assert np.abs(np.array(moved) - np.array(scores[0])).max() > 1e-3
+    # back to the first weights, as read-only numpy arrays (what the object store hands an actor)
+    arrays = array_state(original)
+    for a in arrays.values():
+        a.flags.writeable = False
+    engine.update_weights(arrays)
+    np.testing.assert_allclose(engine.score([record], [completions[0].token_ids])[0], scores[0], atol=1e-6)
 
 
 def test_completion_texts_drop_a_trailing_partial_character(tiny_model_dir):

@@ -8,7 +8,7 @@ from seedr1.config import VLLMConfig
 from seedr1.data.pipeline import PromptRecord
 from seedr1.data.prompts import user_message
 from seedr1.model.loading import load_model, load_processor
-from seedr1.rollout.engine import Sampling
+from seedr1.rollout.engine import Sampling, array_state
 from seedr1.train.batch import build_batch, completion_logprobs
 
 
@@ -81,7 +81,10 @@ def test_sync_makes_engine_and_trainer_agree(engine, tiny_model_dir):
             p.add_(0.05 * torch.randn_like(p))
     again_moved = _trainer_logprobs(model, processor, record, tokens)
     assert np.abs(again_moved - after).max() > 1e-2
-    engine.update_weights(save({n: p.contiguous() for n, p in model.named_parameters()}))
+    arrays = array_state(dict(model.named_parameters()))  # what the object store carries: numpy, read-only there
+    for a in arrays.values():
+        a.flags.writeable = False
+    engine.update_weights(arrays)
     np.testing.assert_allclose(engine.score([record], [tokens])[0], again_moved, atol=1e-4)
     # the encoder cache was reset: a new video request after the sync still works
     again = engine.generate([_record(5)], Sampling(n=2, max_tokens=4, temperature=1.0, seed=0))[0]

@@ -5,9 +5,33 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 from seedr1.data.pipeline import PromptRecord
+
+WeightsPayload = Union[bytes, Mapping[str, object]]  # safetensors bytes, or parameter name -> numpy array / tensor
+
+
+def array_state(state: Mapping) -> dict:
+    """A CPU state dict as numpy arrays (no copy): Ray's object store takes them with one copy and hands them to an
+    actor without another, where safetensors bytes cost a serialisation here and a parse and copy there."""
+    return {name: t.detach().cpu().numpy() for name, t in state.items()}
+
+
+def named_tensors(payload: WeightsPayload) -> list:
+    """The ``(name, tensor)`` pairs of a weights payload. Arrays from the object store are read-only views of
+    shared memory; the tensors over them are only read (copied into the engine's parameters)."""
+    import warnings
+
+    import torch
+
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        from safetensors.torch import load
+
+        return list(load(bytes(payload)).items())
+    with warnings.catch_warnings():  # torch warns that a read-only array makes a tensor it must not write to
+        warnings.simplefilter("ignore", UserWarning)
+        return [(name, t if isinstance(t, torch.Tensor) else torch.from_numpy(t)) for name, t in payload.items()]
 
 
 @dataclass
@@ -66,8 +90,9 @@ class RolloutEngine(ABC):
         """``sampling.n`` completions for each prompt (media included)."""
 
     @abstractmethod
-    def update_weights(self, payload: bytes) -> None:
-        """Load new policy weights (safetensors bytes of changed parameters), then reset caches."""
+    def update_weights(self, payload: WeightsPayload) -> None:
+        """Load new policy weights (the changed parameters: ``array_state`` arrays, tensors or safetensors bytes;
+        ``named_tensors`` reads each), then reset caches."""
 
     # Collective weight sync (RolloutConfig.weight_sync="collective"); engines without it keep these defaults.
     def weight_group_size(self) -> int:

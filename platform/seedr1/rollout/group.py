@@ -5,7 +5,7 @@ works again it gets the latest synced weights; its prompts are generated again. 
 caught too: every call names the weights version it expects, and a restarted actor is back at version 0.
 Each restart is counted and reported through ``on_event``.
 
-Weights travel either as safetensors bytes through the object store, or (``sender``, a ``CollectiveSender``) as
+Weights travel either as numpy arrays through the object store (``engine.array_state``), or (``sender``, a ``CollectiveSender``) as
 broadcast buckets over a process group of their own. A failed broadcast (an actor died in it) falls back to the
 object store for that sync, and the group is formed again at the next one.
 """
@@ -18,7 +18,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from seedr1.rollout.actor import StaleWeightsError
-from seedr1.rollout.engine import Sampling, prompt_seeds
+from seedr1.rollout.engine import Sampling, array_state, prompt_seeds
 
 
 class RolloutGroup:
@@ -89,7 +89,7 @@ class RolloutGroup:
         return self.collect(self.launch(records, seed))
 
     def sync(self, weights) -> float:
-        """Send new weights (a state dict, or safetensors bytes) to every actor; returns the slowest load seconds."""
+        """Send new weights (a CPU state dict, or safetensors bytes) to every actor; returns the slowest load seconds."""
         self.version += 1
         if isinstance(weights, (bytes, bytearray)):
             self.state, self.weights = None, ray.put(weights)
@@ -121,9 +121,7 @@ class RolloutGroup:
 
     def _weights_ref(self):
         if self.weights is None and self.state is not None:
-            from safetensors.torch import save
-
-            self.weights = ray.put(save(self.state))
+            self.weights = ray.put(array_state(self.state))
         return self.weights
 
     def _recover(self, k: int, error: Exception) -> None:

@@ -7,7 +7,8 @@ import torch
 
 from seedr1.data.pipeline import PromptRecord
 from seedr1.model.tiny import vision_token_ids
-from seedr1.rollout.engine import Completion, RolloutEngine, Sampling, completion_texts, prompt_seeds
+from seedr1.rollout.engine import (Completion, RolloutEngine, Sampling, WeightsPayload, completion_texts, named_tensors,
+                                   prompt_seeds)
 from seedr1.train.batch import build_batch, completion_logprobs, use_engine_positions
 
 
@@ -66,10 +67,8 @@ class HFEngine(RolloutEngine):
         logp, mask = completion_logprobs(self.model, batch)
         return [logp[i][mask[i]].tolist() for i in range(len(completions))]
 
-    def update_weights(self, payload: bytes) -> None:
-        from safetensors.torch import load
-
-        self.model.load_state_dict(load(payload), strict=False)
+    def update_weights(self, payload: WeightsPayload) -> None:
+        self.model.load_state_dict(dict(named_tensors(payload)), strict=False)
 
     def reset_caches(self) -> None:
         pass

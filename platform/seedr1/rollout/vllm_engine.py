@@ -7,7 +7,7 @@ from seedr1.config import VLLMConfig
 from seedr1.data.pipeline import PromptRecord
 from seedr1.model.multimodal import chat_text, video_metadata
 from seedr1.model.tiny import vision_token_ids
-from seedr1.rollout.engine import Completion, RolloutEngine, Sampling, completion_texts, prompt_seeds
+from seedr1.rollout.engine import Completion, RolloutEngine, Sampling, WeightsPayload, completion_texts, prompt_seeds
 from seedr1.rollout.vllm_engine_factory import build_llm, on_cpu
 
 
@@ -80,8 +80,8 @@ class VLLMEngine(RolloutEngine):
             result.append([d[t].logprob for d, t in zip(tail, c)])
         return result
 
-    def update_weights(self, payload: bytes) -> None:
-        self.llm.collective_rpc("seedr1_load_safetensors", args=(payload,))
+    def update_weights(self, payload: WeightsPayload) -> None:
+        self.llm.collective_rpc("seedr1_load_payload", args=(payload,))
         self.reset_caches()
 
     def weight_group_size(self) -> int:

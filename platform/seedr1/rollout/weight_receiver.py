@@ -2,8 +2,8 @@
 
 Checkpoint-format tensors go through the worker's ``reload_weights``, which works on every backend; on a CPU engine
 whose Linear layers compute from their own weights (``vllm_cpu_weights``) they load in place, several times faster.
-Two transports reach it: safetensors bytes (through the Ray object store) and broadcast buckets over a collective
-group (``weight_sync``).
+Two transports reach it: a payload through the Ray object store (numpy arrays or safetensors bytes,
+``engine.named_tensors``) and broadcast buckets over a collective group (``weight_sync``).
 """
 from __future__ import annotations
 
@@ -26,12 +26,12 @@ class WeightReceiver:
         with set_current_vllm_config(self.vllm_config):
             self._seedr1_replay.load(model, tensors, lambda weights: model.load_weights(weights=weights))
 
-    def seedr1_load_safetensors(self, payload: bytes) -> int:
-        from safetensors.torch import load
+    def seedr1_load_payload(self, payload) -> int:
+        from seedr1.rollout.engine import named_tensors
 
-        state = load(payload)
-        self._seedr1_load(list(state.items()))
-        return len(state)
+        tensors = named_tensors(payload)
+        self._seedr1_load(tensors)
+        return len(tensors)
 
     def seedr1_join_weight_group(self, host: str, port: int, offset: int, world_size: int, backend: str,
                                  timeout_s: float) -> int:

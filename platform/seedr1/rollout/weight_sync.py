@@ -2,7 +2,7 @@
 
 The group is a stateless torch.distributed process group of its own (rank 0 the trainer, ranks 1.. the engines'
 workers), so it touches neither DeepSpeed's group nor vLLM's. Backend gloo on CPU and NCCL on GPU: one code path,
-the one the CPU tests run. The other transport, safetensors bytes through the object store, is ``RolloutGroup``'s
+the one the CPU tests run. The other transport, numpy arrays through the object store, is ``RolloutGroup``'s
 fallback (and what a restarted actor gets before the group is formed again).
 """
 from __future__ import annotations
