@@ -6,7 +6,8 @@
 Runs the GRPO library call once per transport (rollout.weight_sync=object_store, then collective) on one embedded
 Ray, and reads ``seconds.sync`` (gather + send + load) and ``seconds.step`` from metrics.jsonl, steps after the
 first two. The vLLM engine runs compiled, vLLM's default (the tiny config turns that off for a quick start; the
-override ``rollout.vllm.enforce_eager=true`` measures eager steps, which are longer, so the share is smaller). The 7B line is an estimate: Qwen2-VL-7B's bf16 bytes divided by the gloo broadcast bandwidth measured
+override ``rollout.vllm.enforce_eager=true`` measures eager steps, which are longer, so the share is smaller).
+The 7B line is an estimate: Qwen2-VL-7B's bf16 bytes divided by the gloo broadcast bandwidth measured
 on this machine's loopback (two processes), which says nothing about NCCL on a GPU node; it is printed as such.
 """
 from __future__ import annotations

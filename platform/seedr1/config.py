@@ -148,8 +148,9 @@ class RolloutConfig:
     vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")
     max_restarts: int = doc(3, "Restarts of a dead rollout actor (its prompts are generated again); -1: unlimited.", low=-1)
     weight_sync: Literal["object_store", "collective"] = doc(
-        "object_store", "How new weights reach the engines: numpy arrays through the Ray object store, or a "
-        "broadcast from trainer rank 0 over a process group of its own (gloo on CPU, NCCL on GPU; vllm engine only).")
+        "object_store", "How new weights reach the engines: numpy arrays through the Ray object store (as safetensors "
+        "bytes to a vLLM engine core in its own process, as on GPU), or a broadcast from trainer rank 0 over a "
+        "process group of its own (gloo on CPU, NCCL on GPU; vllm engine only).")
     weight_sync_bucket_mb: int = doc(256, "Collective sync: weights go in flat buckets of at most this many MiB.")
     weight_sync_timeout_s: float = doc(600.0, "Collective sync: seconds a rendezvous or broadcast may wait for a peer.")
 

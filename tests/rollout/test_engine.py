@@ -54,3 +54,44 @@ def test_a_rollout_groups_seeds_do_not_depend_on_its_actors(num_actors):
     group.launch(records, seed=11)
     given = {sid: s for actor in group.actors for call in actor.calls for sid, s in call.items()}
     assert given == dict(zip((r.sample_id for r in records), prompt_seeds(Sampling(seed=11), records)))
+
+
+def _state():
+    import torch
+
+    return {"w": torch.arange(12, dtype=torch.float32).reshape(3, 4), "b": torch.tensor([0.5, -1.0])}
+
+
+def test_array_payloads_reach_an_engine_core_in_its_own_process():
+    """On GPU vLLM's engine core runs in its own process and ``collective_rpc`` goes as a msgpack utility message,
+    decoded without types: the weights must arrive whole (the CPU tests run the core in process)."""
+    import numpy as np
+    import torch
+    from vllm.v1.serial_utils import MsgpackDecoder, MsgpackEncoder
+
+    from seedr1.rollout.engine import array_state, named_tensors
+    from seedr1.rollout.vllm_engine import engine_core_payload
+
+    state = _state()
+    arrays = array_state(state)
+    for a in arrays.values():
+        a.flags.writeable = False  # as Ray's object store hands them over
+    assert engine_core_payload(arrays, in_process=True) is arrays  # in process: no serialisation
+    sent = engine_core_payload(arrays, in_process=False)
+    message = (0, 1, "collective_rpc", ("seedr1_load_payload", None, (sent,), {}))
+    received = MsgpackDecoder().decode(MsgpackEncoder().encode(message))[3][2][0]
+    got = dict(named_tensors(received))
+    assert sorted(got) == sorted(state) and all(torch.equal(got[k], state[k]) for k in state)
+    np.testing.assert_array_equal(dict(named_tensors(arrays))["w"], state["w"].numpy())
+
+
+def test_array_state_names_a_tensor_numpy_cannot_hold():
+    import torch
+
+    from seedr1.rollout.engine import array_state, named_tensors, safetensors_payload
+
+    state = {**_state(), "h": torch.ones(2, dtype=torch.bfloat16)}
+    with pytest.raises(TypeError, match=r"array_state: h is torch.bfloat16"):
+        array_state(state)
+    got = dict(named_tensors(safetensors_payload(state)))  # bytes carry it
+    assert got["h"].dtype == torch.bfloat16 and torch.equal(got["w"], state["w"])

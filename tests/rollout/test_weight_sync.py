@@ -70,6 +70,7 @@ def test_sync_makes_engine_and_trainer_agree(engine, tiny_model_dir):
     after = _trainer_logprobs(model, processor, record, tokens)
     assert np.abs(after - before).max() > 1e-2  # the change is visible, so agreement below is not luck
 
+    assert engine.in_process  # the CPU build's engine core: payloads reach the workers as they are, arrays included
     # on CPU the engine's Linear layers compute from their own weights: the sync loads in place (vllm_cpu_weights)
     assert engine.llm.collective_rpc(_loads_in_place) == [True]
     engine.update_weights(save({n: p.contiguous() for n, p in model.named_parameters()}))

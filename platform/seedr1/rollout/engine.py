@@ -15,7 +15,23 @@ WeightsPayload = Union[bytes, Mapping[str, object]]  # safetensors bytes, or par
 def array_state(state: Mapping) -> dict:
     """A CPU state dict as numpy arrays (no copy): Ray's object store takes them with one copy and hands them to an
     actor without another, where safetensors bytes cost a serialisation here and a parse and copy there."""
-    return {name: t.detach().cpu().numpy() for name, t in state.items()}
+    arrays = {}
+    for name, t in state.items():
+        try:
+            arrays[name] = t.detach().cpu().numpy()
+        except TypeError as e:  # bf16, fp8: numpy has no such dtype
+            raise TypeError(f"array_state: {name} is {t.dtype}, which numpy cannot hold; send it as fp32 or as "
+                            "safetensors bytes (safetensors_payload)") from e
+    return arrays
+
+
+def safetensors_payload(payload: WeightsPayload) -> bytes:
+    """The payload as safetensors bytes (unchanged if it already is)."""
+    if isinstance(payload, (bytes, bytearray)):
+        return bytes(payload)
+    from safetensors.torch import save
+
+    return save({name: t.contiguous() for name, t in named_tensors(payload)})
 
 
 def named_tensors(payload: WeightsPayload) -> list:

@@ -5,8 +5,8 @@ works again it gets the latest synced weights; its prompts are generated again. 
 caught too: every call names the weights version it expects, and a restarted actor is back at version 0.
 Each restart is counted and reported through ``on_event``.
 
-Weights travel either as numpy arrays through the object store (``engine.array_state``), or (``sender``, a ``CollectiveSender``) as
-broadcast buckets over a process group of their own. A failed broadcast (an actor died in it) falls back to the
+Weights travel either as numpy arrays through the object store (``engine.array_state``), or (``sender``, a
+``CollectiveSender``) as broadcast buckets over a process group of their own. A failed broadcast (an actor died in it) falls back to the
 object store for that sync, and the group is formed again at the next one.
 """
 from __future__ import annotations
@@ -89,7 +89,8 @@ class RolloutGroup:
         return self.collect(self.launch(records, seed))
 
     def sync(self, weights) -> float:
-        """Send new weights (a CPU state dict, or safetensors bytes) to every actor; returns the slowest load seconds."""
+        """Send new weights (a CPU state dict, or safetensors bytes) to every actor; returns the slowest load
+        seconds."""
         self.version += 1
         if isinstance(weights, (bytes, bytearray)):
             self.state, self.weights = None, ray.put(weights)

@@ -7,8 +7,23 @@ from seedr1.config import VLLMConfig
 from seedr1.data.pipeline import PromptRecord
 from seedr1.model.multimodal import chat_text, video_metadata
 from seedr1.model.tiny import vision_token_ids
-from seedr1.rollout.engine import Completion, RolloutEngine, Sampling, WeightsPayload, completion_texts, prompt_seeds
+from seedr1.rollout.engine import (Completion, RolloutEngine, Sampling, WeightsPayload, completion_texts, prompt_seeds,
+                                   safetensors_payload)
 from seedr1.rollout.vllm_engine_factory import build_llm, on_cpu
+
+
+def engine_core_in_process(llm) -> bool:
+    """Whether ``llm``'s engine core runs in this process (the CPU build's setting) rather than in its own."""
+    from vllm.v1.engine.core_client import InprocClient
+
+    return isinstance(llm.llm_engine.engine_core, InprocClient)
+
+
+def engine_core_payload(payload: WeightsPayload, in_process: bool) -> WeightsPayload:
+    """What ``collective_rpc`` can carry to the workers. In process: anything, as is. To an engine core in its own
+    process (the GPU default) calls go as vLLM's msgpack messages, which keep bytes but turn each numpy array into a
+    ``(dtype, shape, index)`` list whose buffer does not travel: arrays go as safetensors bytes."""
+    return payload if in_process else safetensors_payload(payload)
 
 
 class VLLMEngine(RolloutEngine):
@@ -17,6 +32,7 @@ class VLLMEngine(RolloutEngine):
 
         self.llm = build_llm(model, cfg, worker_extension_cls="seedr1.rollout.weight_receiver.WeightReceiver")
         self.cpu = on_cpu()
+        self.in_process = engine_core_in_process(self.llm)
         self.processor = load_processor(model)
         tok = self.processor.tokenizer
         # A sampled <|image_pad|> would break the trainer's next forward: never sample vision tokens. A -100 logit
@@ -81,7 +97,7 @@ class VLLMEngine(RolloutEngine):
         return result
 
     def update_weights(self, payload: WeightsPayload) -> None:
-        self.llm.collective_rpc("seedr1_load_payload", args=(payload,))
+        self.llm.collective_rpc("seedr1_load_payload", args=(engine_core_payload(payload, self.in_process),))
         self.reset_caches()
 
     def weight_group_size(self) -> int:
