@@ -6,8 +6,8 @@ caught too: every call names the weights version it expects, and a restarted act
 Each restart is counted and reported through ``on_event``.
 
 Weights travel either as numpy arrays through the object store (``engine.array_state``), or (``sender``, a
-``CollectiveSender``) as broadcast buckets over a process group of their own. A failed broadcast (an actor died in it) falls back to the
-object store for that sync, and the group is formed again at the next one.
+``CollectiveSender``) as broadcast buckets over a process group of their own. A failed broadcast (an actor died in
+it) falls back to the object store for that sync, and the group is formed again at the next one.
 """
 from __future__ import annotations
 
