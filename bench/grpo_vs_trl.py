@@ -56,9 +56,19 @@ REWARD_WEIGHTS = {"accuracy": 1.0, "format": 0.5}
 class PeakMemory(threading.Thread):
     """Peak RSS and PSS summed over a process tree (root pid and its descendants), sampled every 0.2 s."""
 
-    def __init__(self, pid: int):
+    def __init__(self):
         super().__init__(daemon=True)
-        self.pid, self.done, self.rss, self.pss = pid, threading.Event(), 0, 0
+        self.pid, self.done, self.rss, self.pss = 0, threading.Event(), 0, 0
+
+    def start(self, pid: int) -> None:
+        self.pid = pid
+        super().start()
+
+    def stop(self) -> tuple[int, int]:
+        """Stops sampling; the peak (RSS, PSS) in bytes."""
+        self.done.set()
+        self.join()
+        return self.rss, self.pss
 
     def run(self):
         import psutil
@@ -193,20 +203,21 @@ def main() -> None:
     model = resolve_checkpoint("tiny")
     ray.init(runtime_env={"env_vars": worker_env()}, include_dashboard=False, num_cpus=6, log_to_driver=False)
     ours_rows: list[dict] = []
-    cycles: dict[str, list[float]] = {"ours": [], "trl": []}  # full cycles of the steps after the first two
-    trl_in_step: list[float] = []
+    # per side, the steps after the first two of each run: full cycles, and in-step times
+    cycles: dict[str, list[float]] = {"ours": [], "trl": []}
+    in_step: dict[str, list[float]] = {"ours": [], "trl": []}
     mem = {"ours": (0, 0), "trl": (0, 0)}
     threads = None
 
     def trl_run(tag: str, sampler: PeakMemory | None = None) -> dict:
+        """One TRL run in a child process; ``sampler`` (a PeakMemory not yet started) samples its tree."""
         out, log = tmp / f"trl-{tag}.json", tmp / f"trl-{tag}.log"
         with open(log, "w") as sink:
             child = subprocess.Popen([sys.executable, __file__, "--trl-child", "--data", data_root, "--model",
                                       model, "--out", str(out), "--steps", str(args.steps)],
                                      stdout=sink, stderr=subprocess.STDOUT)
             if sampler:
-                sampler.pid = child.pid
-                sampler.start()
+                sampler.start(child.pid)
             rc = child.wait()
         if rc:
             sys.exit(f"TRL run failed (rc {rc}); log: {log}\n" + log.read_text()[-3000:])
@@ -218,25 +229,24 @@ def main() -> None:
             rows = run_ours(args, tmp, data_root, round_)
             ours_rows += rows[2:]
             cycles["ours"] += [b["time"] - a["time"] for a, b in zip(rows[1:], rows[2:])]
+            in_step["ours"] += [r["seconds"]["step"] for r in rows[2:]]
             print(f"[vs-trl] round {round_} ours: {time.perf_counter() - t0:.0f} s with start-up", flush=True)
             t0 = time.perf_counter()
             res = trl_run(str(round_))
             cycles["trl"] += res["cycles"][1:]  # cycles[0] is step 2's
-            trl_in_step += res["times"][2:]
+            in_step["trl"] += res["times"][2:]
             threads = res["torch_threads"]
             print(f"[vs-trl] round {round_} TRL: {time.perf_counter() - t0:.0f} s with start-up", flush=True)
         load = " ".join(f"{x:.1f}" for x in os.getloadavg())  # of the timed rounds
         if not args.no_memory:  # untimed: reading PSS costs this project's side far more CPU than TRL's
             try:
-                sampler = PeakMemory(os.getpid())
-                sampler.start()
+                sampler = PeakMemory()
+                sampler.start(os.getpid())
                 run_ours(args, tmp, data_root, "memory")
-                sampler.done.set()
-                mem["ours"] = (sampler.rss, sampler.pss)
-                sampler = PeakMemory(0)
+                mem["ours"] = sampler.stop()
+                sampler = PeakMemory()
                 trl_run("memory", sampler)
-                sampler.done.set()
-                mem["trl"] = (sampler.rss, sampler.pss)
+                mem["trl"] = sampler.stop()
                 print("[vs-trl] memory runs done", flush=True)
             except (Exception, SystemExit) as e:  # the timed results stand without them
                 print(f"[vs-trl] memory runs failed, no peak memory: {e}"[:2000], flush=True)
@@ -251,15 +261,14 @@ def main() -> None:
           f"{args.overrides or 'none'}; cores {os.cpu_count()}, load average {load}")
     memory = "peak RSS MiB peak PSS MiB" if not args.no_memory else "(memory: --no-memory)"
     print(f"{'':8s} {'median s/step':>13s} {'in-step':>8s} {memory}   full cycle of each step")
-    for name, label, in_step in (("ours", "seedr1", [r["seconds"]["step"] for r in ours_rows]),
-                                 ("trl", "TRL", trl_in_step)):
+    for name, label in (("ours", "seedr1"), ("trl", "TRL")):
         rss, pss = (f"{m / 2**20:12.0f}" for m in mem[name]) if not args.no_memory else ("", "")
-        print(f"{label:8s} {statistics.median(cycles[name]):13.2f} {statistics.median(in_step):8.2f} {rss} {pss}   "
-              + " ".join(f"{t:.2f}" for t in cycles[name]))
+        print(f"{label:8s} {statistics.median(cycles[name]):13.2f} {statistics.median(in_step[name]):8.2f} {rss} "
+              f"{pss}   " + " ".join(f"{t:.2f}" for t in cycles[name]))
     ratio = ours / theirs
     print(f"seedr1 / TRL time per step (full cycles): {ratio:.2f}x (target <= 0.7x: "
           f"{'MET' if ratio <= 0.7 else 'NOT MET'}); in-step times: "
-          f"{statistics.median(r['seconds']['step'] for r in ours_rows) / statistics.median(trl_in_step):.2f}x")
+          f"{statistics.median(in_step['ours']) / statistics.median(in_step['trl']):.2f}x")
     print("seedr1 median seconds per stage ('reference' is inside 'update'): "
           + ", ".join(f"{s} {statistics.median(r['seconds'].get(s, 0.0) for r in ours_rows):.3f}" for s in STAGES))
 
