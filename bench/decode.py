@@ -84,6 +84,43 @@ def cpu_seconds(exclude: int) -> tuple[float, float]:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0), mine
 
 
+# Processes of a Ray session that are not decode workers: Ray's own (raylet, GCS, agents, Ray Data's actors).
+_RAY_SYSTEM = ("raylet", "gcs_server", "ray::_", "ray::DashboardAgent", "ray::RuntimeEnvAgent", "dashboard",
+               "log_monitor", "monitor.py", "runtime_env")
+
+
+def group_of(p: psutil.Process, moto_pid: int) -> str:
+    """Which part of the run a process belongs to: driver, decode workers, Ray's own processes, the S3 server."""
+    if p.pid == os.getpid():
+        return "driver"
+    if p.pid == moto_pid:
+        return "S3 server"
+    text = " ".join(p.cmdline() or [p.name()])
+    if text.startswith("ray::") and not any(k in text for k in _RAY_SYSTEM):
+        return "decode workers"  # ray::IDLE, ray::ReadBinary->MapBatches(...)
+    return "Ray system"
+
+
+def cpu_by_group(moto_pid: int) -> dict[int, tuple[str, float]]:
+    """pid -> (group, user + system CPU seconds so far) for this process tree and the S3 server."""
+    out = {}
+    for p in tree(moto_pid) + [psutil.Process(moto_pid)]:
+        try:
+            out[p.pid] = (group_of(p, moto_pid), sum(p.cpu_times()[:2]))
+        except psutil.Error:
+            pass
+    return out
+
+
+def cpu_delta(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds per group between two ``cpu_by_group`` snapshots (a process that started in between counts
+    from zero; one that exited in between is missed, which Ray's long-lived workers are not)."""
+    groups: dict[str, float] = {}
+    for pid, (group, t) in after.items():
+        groups[group] = groups.get(group, 0.0) + t - before.get(pid, (group, 0.0))[1]
+    return groups
+
+
 def frames_of(records) -> int:
     return sum(r.video.shape[0] for r in records if r.video is not None)
 
@@ -92,6 +129,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", type=int, default=400, help="training samples in the synthetic data set")
     ap.add_argument("--frame-size", type=int, default=252, help="synthetic video size = decode size")
+    ap.add_argument("--shard-mb", type=float, default=0.0,
+                    help="shard size in MB (default: about 16 shards for the data set; `pack`'s own default is 64 MiB)")
     ap.add_argument("--concurrency", type=int, default=2, help="DataConfig.decode_concurrency")
     ap.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs given to Ray (default: all)")
     ap.add_argument("--rounds", type=int, default=3)
@@ -111,7 +150,8 @@ def main() -> None:
         videos = sorted(str(p) for p in (root / "videos").rglob("*.mp4"))
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())  # packed: ~2x (cot file repeats media)
-        res = pack(str(root), f"s3://{BUCKET}/shards", shard_size=2 * size // SHARDS, log=lambda *a, **k: None)
+        shard_size = int(args.shard_mb * 1e6) if args.shard_mb > 0 else 2 * size // SHARDS
+        res = pack(str(root), f"s3://{BUCKET}/shards", shard_size=shard_size, log=lambda *a, **k: None)
         print(f"data: {args.train} train samples, {len(videos)} videos at {args.frame_size}px, {res.shards} shards "
               f"({res.bytes / 1e6:.1f} MB) on {endpoint}; setup {time.perf_counter() - t0:.1f}s")
         cfg = DataConfig(root=str(root), frame_size=args.frame_size, image_size=args.frame_size,
@@ -136,13 +176,15 @@ def main() -> None:
         assert len(set(frames.values())) == 1, f"contenders decoded different frame counts: {frames}"
         rates: dict[str, list[float]] = {name: [] for name in contenders}
         cpu: dict[str, list[float]] = {name: [] for name in contenders}
+        parts: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}  # CPU s per process group
         (busy0, mine0), wall0 = cpu_seconds(moto.pid), time.perf_counter()
         for _ in range(args.rounds):
             for name, fn in contenders.items():
-                c, t = cpu_seconds(moto.pid)[1], time.perf_counter()
+                before, t = cpu_by_group(moto.pid), time.perf_counter()
                 n = fn()
                 rates[name].append(n / (time.perf_counter() - t))
-                cpu[name].append(cpu_seconds(moto.pid)[1] - c)
+                parts[name].append(cpu_delta(before, cpu_by_group(moto.pid)))
+                cpu[name].append(sum(parts[name][-1].values()))
                 assert n == frames[name], f"{name}: {n} frames, warm-up had {frames[name]}"
         (busy1, mine1), wall = cpu_seconds(moto.pid), time.perf_counter() - wall0
         # Peak memory from one more, untimed pipeline run: reading smaps of every Ray process every 20 ms costs
@@ -164,6 +206,25 @@ def main() -> None:
         print(f"{name:32s} {frames[name]:7d} {med[name]:11.0f} {statistics.median(cpu[name]):10.2f}   "
               + " ".join(f"{x:.0f}" for x in r))
     pipe, loop, raw_fps = med.values()
+    pipe_name, loop_name = list(contenders)[:2]
+    split = {g: statistics.median(p.get(g, 0.0) for p in parts[pipe_name])
+             for g in ("decode workers", "driver", "Ray system", "S3 server")}
+    print("\npipeline CPU s/run by process (medians): " + ", ".join(f"{g} {t:.2f}" for g, t in split.items()))
+    # The most the pipeline could reach here: its decode tasks costing no more CPU than the loop does for the same
+    # records, everything else as measured, every core busy from start to end. The loop's own CPU s/run can exceed
+    # its wall time (decord decodes in a thread of its own beside the loop's Python work).
+    loop_cpu = statistics.median(p.get("driver", 0.0) for p in parts[loop_name])  # the loop's own work
+    cores = min(args.cpus, os.cpu_count())
+    floor = loop_cpu + sum(t for g, t in split.items() if g != "decode workers")
+    bound = frames[pipe_name] * cores / floor
+    print(f"ceiling on {cores} cores: (the loop's CPU {loop_cpu:.2f} s + the pipeline's other CPU "
+          f"{floor - loop_cpu:.2f} s) / {cores} cores = {floor / cores:.2f} s a run = {bound:.0f} fps = "
+          f"{bound / loop:.2f}x the loop; the decode workers' CPU above the loop's: "
+          f"{split['decode workers'] - loop_cpu:+.2f} s")
+    for target, need in (("1.6x the loop", 1.6 * loop), ("80% of raw decord per decode task",
+                                                         0.8 * raw_fps * args.concurrency)):
+        print(f"  {target} needs {need:.0f} fps: " + (f"{need / bound:.2f}x the ceiling, out of reach here"
+                                                      if need > bound else f"{need / bound:.0%} of the ceiling"))
     others = max(0.0, (busy1 - busy0) - (mine1 - mine0))
     print(f"\nRay CPUs {args.cpus}, decode concurrency {args.concurrency}, machine cores {os.cpu_count()}; "
           f"other processes used ~{others / wall:.2f} cores during the {wall:.0f}s timed section")
