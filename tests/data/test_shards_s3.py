@@ -244,6 +244,27 @@ def test_truncated_shard_gives_records_then_a_reject_per_lost_record(packed, s3c
         list(RecordStream(iter(rows), strict))
 
 
+def test_unreadable_shard_is_a_reject_per_record_and_the_others_come_through(packed, s3cfg, ray_cluster):
+    """A shard the manifest lists but the store cannot give (here: deleted) loses its records, each one a reject
+    naming the shard and the store's answer; the other shards' records come through in order, no crash."""
+    dest, _ = packed
+    manifest = read_manifest(dest, s3cfg)
+    gone, kept = manifest["shards"][0], manifest["shards"][1:]
+    storage, copy = S3Storage(s3cfg), f"s3://{BUCKET}/one-shard-gone"
+    for shard in kept:
+        storage.write_bytes(f"{copy}/{shard['name']}", storage.read_bytes(f"{dest}/{shard['name']}"))
+    storage.write_bytes(f"{copy}/{MANIFEST}", json.dumps(manifest).encode())
+    rows = list(build_dataset(_shard_cfg(copy, s3cfg), FILES).iter_rows())
+    bad = [r for r in rows if not r["ok"]]
+    lost = sum(gone["files"].get(Path(f).name, 0) for f in FILES)
+    assert lost > 1 and len(bad) == lost and rows[:lost] == bad  # the first shard's place in the order
+    assert all(r["file"] == gone["name"] and r["reason"].startswith("unreadable shard: S3 read ") and
+               f"{copy}/{gone['name']}" in r["reason"] and "NoSuchKey" in r["reason"] for r in bad)
+    assert bad[-1]["reason"].endswith(f"(lost record {lost} of {lost})")
+    clean = [r["sample_id"] for r in build_dataset(_shard_cfg(dest, s3cfg), FILES).iter_rows()]
+    assert [r["sample_id"] for r in rows[lost:]] == clean[lost:] and all(r["ok"] for r in rows[lost:])
+
+
 def _flip_first_byte(data: bytes, member: str, to: bytes) -> bytes:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         at = tar.getmember(member).offset_data
@@ -413,6 +434,22 @@ def test_s3_body_dropped_mid_download_is_retried(monkeypatch):
     with pytest.raises(StorageError, match=r"^S3 read s3://b/k failed after 3 attempts: .*Connection broken"):
         storage.read_bytes("s3://b/k")
     assert storage.client.calls == 3
+
+
+def test_get_storage_builds_one_client_per_resolved_config(s3cfg, monkeypatch):
+    """Decode tasks ask for storage per shard (and ``prepare_from_root`` per record): one boto3 client per
+    process and configuration, a new one when the endpoint or the credentials differ."""
+    first = get_storage(f"s3://{BUCKET}/a", s3cfg)
+    assert get_storage(f"s3://{BUCKET}/b", replace(s3cfg)) is first
+    assert get_storage(f"s3://{BUCKET}/a", replace(s3cfg, secret_key="other")) is not first
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3cfg.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "env-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    from_env = get_storage(f"s3://{BUCKET}/a")
+    assert from_env is not first and from_env.options.access_key == "env-key"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "rotated-key")  # the variables are read on every call
+    assert get_storage(f"s3://{BUCKET}/a").options.access_key == "rotated-key"
+    assert type(get_storage("/some/folder")).__name__ == "LocalStorage"
 
 
 def test_moto_accepts_any_credentials(packed, s3cfg):

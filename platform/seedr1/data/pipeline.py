@@ -24,7 +24,7 @@ from seedr1.data.prompt_text import build_prompt_text
 from seedr1.data.prompts import arrange_options, user_message
 from seedr1.data.schema import RecordError, parse_record
 from seedr1.metrics import ray_metrics
-from seedr1.storage import StorageError, get_storage, join, pyarrow_filesystem
+from seedr1.storage import StorageError, get_storage, join
 
 
 class DataQualityError(RuntimeError):
@@ -257,18 +257,30 @@ def _shard_rows(shard: bytes, path: str, files: list[str], cfg: DataConfig, epoc
             read += 1
             yield prepare(meta, {"mp4": member.get("mp4"), "png": member.get("png")}, cfg, epoch)
     if broken is not None:
-        lost = 1 if expected is None else max(expected - read, 1)
-        for i in range(lost):
-            yield _reject(name, None, None, None, broken["error"] + (f" (lost record {i + 1} of {lost})"
-                                                                     if lost > 1 else ""))
+        yield from _lost_rows(name, 1 if expected is None else max(expected - read, 1), broken["error"])
+
+
+def _lost_rows(name: str, lost: int, reason: str) -> Iterator[dict]:
+    """One reject per record a shard lost (cut short, or unreadable), so the bad fraction counts them all."""
+    for i in range(lost):
+        yield _reject(name, None, None, None, reason + (f" (lost record {i + 1} of {lost})" if lost > 1 else ""))
 
 
 def _decode_shards(batch, files: list[str], cfg: DataConfig, epoch: int, expected: dict,
                    shuffle: bool = False) -> Iterator:
-    """One read task's shard(s) -> split, decode, prepare, in the same task: no raw-media hop through the object
-    store, and no second stage competing for the same CPUs."""
-    for path, shard in zip(batch["path"].to_pylist(), batch["bytes"].to_pylist()):
-        yield from _blocks(_shard_rows(shard, path, files, cfg, epoch, expected.get(Path(path).name), shuffle))
+    """One task's shard(s): read through the storage module (its retries and timeouts), split, decode, prepare, in
+    the same task: no raw-media hop through the object store, and no second stage competing for the same CPUs. A
+    shard that cannot be read after the retries loses its records: each is a reject, and the stream goes on unless
+    they pass ``max_bad_fraction``."""
+    storage = get_storage(cfg.shards, cfg.s3)
+    for uri in batch["uri"].to_pylist():
+        name = Path(uri).name
+        try:
+            shard = storage.read_bytes(uri)
+        except StorageError as e:  # its message names the shard's URI
+            yield from _blocks(_lost_rows(name, max(expected.get(name) or 1, 1), f"unreadable shard: {e}"))
+            continue
+        yield from _blocks(_shard_rows(shard, uri, files, cfg, epoch, expected.get(name), shuffle))
 
 
 def _prepare_json_rows(batch, root: str, cfg: DataConfig, epoch: int) -> Iterator:
@@ -292,16 +304,15 @@ def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bo
         manifest = read_manifest(cfg.shards, cfg.s3)
         uris = epoch_order([join(cfg.shards, s["name"]) for s in manifest["shards"]
                             if set(s["files"]) & set(names)], cfg.seed, epoch, shuffle)
-        fs = pyarrow_filesystem(cfg.s3) if cfg.shards.startswith("s3://") else None
-        paths = [u[len("s3://"):] for u in uris] if fs is not None else uris
-        # One task per shard reads it and decodes its records: the map fuses into the read (it needs the same
-        # concurrency and batch_size=None to fuse), so raw media never make a hop through the object store and
-        # no second stage competes for the CPUs. At most `concurrency` tasks run, each streaming blocks out (Ray Data
-        # joins our 8-row tables up to its target block size, 128 MiB by default), so memory stays bounded (Ray
-        # Data's backpressure policies stay on).
-        concurrency = max(1, min(cfg.decode_concurrency, len(paths)))
-        ds = ray.data.read_binary_files(paths, filesystem=fs, include_paths=True, override_num_blocks=len(paths),
-                                        concurrency=concurrency)
+        if not uris:
+            return ray.data.from_items([])
+        # One task per shard reads it (``_decode_shards``, through the storage module: its retries, and a shard it
+        # cannot give becomes rejects, where ``read_binary_files`` failed the whole dataset) and decodes its records,
+        # so raw media never make a hop through the object store and no second stage competes for the CPUs. At most
+        # `concurrency` tasks run, each streaming blocks out (Ray Data joins our 8-row tables up to its target block
+        # size, 128 MiB by default), so memory stays bounded (Ray Data's backpressure policies stay on).
+        concurrency = max(1, min(cfg.decode_concurrency, len(uris)))
+        ds = ray.data.from_items([{"uri": u} for u in uris], override_num_blocks=len(uris))
         # Records of the requested files in each shard (the manifest's per-file counts): what a broken shard lost.
         expected = {s["name"]: sum(s.get("files", {}).get(n, 0) for n in names) for s in manifest["shards"]}
         return ds.map_batches(_decode_shards, batch_size=None, batch_format="pyarrow",
