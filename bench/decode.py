@@ -97,7 +97,7 @@ def group_of(p: psutil.Process, moto_pid: int) -> str:
         return "S3 server"
     text = " ".join(p.cmdline() or [p.name()])
     if text.startswith("ray::") and not any(k in text for k in _RAY_SYSTEM):
-        return "decode workers"  # ray::IDLE, ray::ReadBinary->MapBatches(...)
+        return "decode workers"  # ray::IDLE, ray::MapBatches(_decode_shards)
     return "Ray system"
 
 
@@ -130,7 +130,8 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=400, help="training samples in the synthetic data set")
     ap.add_argument("--frame-size", type=int, default=252, help="synthetic video size = decode size")
     ap.add_argument("--shard-mb", type=float, default=0.0,
-                    help="shard size in MB (default: about 16 shards for the data set; `pack`'s own default is 64 MiB)")
+                    help="shard size in MB of 1e6 bytes (default: about 16 shards for the data set; `pack`'s own "
+                         "default is 64 MiB)")
     ap.add_argument("--concurrency", type=int, default=2, help="DataConfig.decode_concurrency")
     ap.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs given to Ray (default: all)")
     ap.add_argument("--rounds", type=int, default=3)
@@ -212,7 +213,9 @@ def main() -> None:
     print("\npipeline CPU s/run by process (medians): " + ", ".join(f"{g} {t:.2f}" for g, t in split.items()))
     # The most the pipeline could reach here: its decode tasks costing no more CPU than the loop does for the same
     # records, everything else as measured, every core busy from start to end. The loop's own CPU s/run can exceed
-    # its wall time (decord decodes in a thread of its own beside the loop's Python work).
+    # its wall time (decord decodes in a thread of its own beside the loop's Python work). A little low: the
+    # consumer's work (RecordStream) is in the loop's CPU and again in the driver's; and with --cpus below the
+    # machine's cores, the driver, Ray's processes and the S3 server may also use the cores Ray was not given.
     loop_cpu = statistics.median(p.get("driver", 0.0) for p in parts[loop_name])  # the loop's own work
     cores = min(args.cpus, os.cpu_count())
     floor = loop_cpu + sum(t for g, t in split.items() if g != "decode workers")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 import time
 from dataclasses import astuple, replace
 from pathlib import Path
@@ -19,6 +20,11 @@ from seedr1.config import S3Config
 
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI and the cause."""
+
+
+class StorageNotFound(StorageError):
+    """The store answered that the object or file is not there (S3 NoSuchKey / 404, a missing local file), as
+    opposed to failing to answer or refusing access."""
 
 
 class StorageUnreachable(StorageError):
@@ -88,6 +94,8 @@ class LocalStorage(Storage):
     def read_bytes(self, uri: str) -> bytes:
         try:
             return Path(uri).read_bytes()
+        except FileNotFoundError as e:
+            raise StorageNotFound(f"cannot read {uri}: {e.strerror or e}") from e
         except OSError as e:
             raise StorageError(f"cannot read {uri}: {e.strerror or e}") from e
 
@@ -148,7 +156,8 @@ class S3Storage(Storage):
             hint = ""
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
                 hint = " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and bucket permissions)"
-            return StorageError(f"S3 {what} {uri} failed: {code}: {msg}{hint}")
+            kind = StorageNotFound if code in ("NoSuchKey", "404", "NotFound") else StorageError
+            return kind(f"S3 {what} {uri} failed: {code}: {msg}{hint}")
         if isinstance(e, ConnectionError):  # refused, unresolvable, connect timeout
             return StorageUnreachable(f"S3 {what} {uri} failed: cannot reach endpoint "
                                       f"{self.options.endpoint_url or 'AWS'} after {self.options.max_attempts} "
@@ -263,7 +272,8 @@ class S3Storage(Storage):
             self._call("delete", prefix, self.client.delete_objects, Bucket=bucket, Delete={"Objects": objects})
 
 
-_S3_CLIENTS: dict[tuple, S3Storage] = {}  # astuple(resolved S3Config) -> storage
+_S3_CLIENTS: dict[tuple, S3Storage] = {}  # (astuple(resolved S3Config), AWS_PROFILE) -> storage
+_S3_CLIENTS_LOCK = threading.Lock()  # building boto3 clients from the default session is not thread-safe
 
 
 def get_storage(uri: str | os.PathLike, options: S3Config | None = None) -> Storage:
@@ -273,7 +283,9 @@ def get_storage(uri: str | os.PathLike, options: S3Config | None = None) -> Stor
     if not is_s3(uri):
         return LocalStorage()
     resolved = resolve_s3(options)
-    key = astuple(resolved)
-    if key not in _S3_CLIENTS:
-        _S3_CLIENTS[key] = S3Storage(resolved)
-    return _S3_CLIENTS[key]
+    # Keys from profiles, credential files or web identity are boto3's to refresh inside the client.
+    key = (astuple(resolved), os.environ.get("AWS_PROFILE", ""))
+    with _S3_CLIENTS_LOCK:
+        if key not in _S3_CLIENTS:
+            _S3_CLIENTS[key] = S3Storage(resolved)
+        return _S3_CLIENTS[key]

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from botocore.exceptions import ResponseStreamingError
 
-from seedr1.config import DataConfig, S3Config
+from seedr1.config import ConfigError, DataConfig, S3Config
 from seedr1.data.pipeline import DataQualityError, RecordStream, _shard_rows, build_dataset, dataset_rows, iter_local
 from seedr1.data.shards import MANIFEST, iter_tar_members, pack, read_manifest
 from seedr1.data.synthetic import SynthSpec, write_synthetic
-from seedr1.storage import S3Storage, StorageError, get_storage
+from seedr1.storage import S3Storage, StorageError, StorageNotFound, get_storage
 
 SPEC = SynthSpec(seed=0, train=16, l1=8, l2=4, l3=8)
 FILES = ["annotations/training_6k.jsonl", "annotations/training_with_cot_6k.jsonl",
@@ -244,9 +244,9 @@ def test_truncated_shard_gives_records_then_a_reject_per_lost_record(packed, s3c
         list(RecordStream(iter(rows), strict))
 
 
-def test_unreadable_shard_is_a_reject_per_record_and_the_others_come_through(packed, s3cfg, ray_cluster):
-    """A shard the manifest lists but the store cannot give (here: deleted) loses its records, each one a reject
-    naming the shard and the store's answer; the other shards' records come through in order, no crash."""
+def test_missing_shard_is_a_reject_per_record_and_the_others_come_through(packed, s3cfg, ray_cluster):
+    """A shard the manifest lists but the store does not have (deleted) loses its records, each one a reject naming
+    the shard and the store's answer; the other shards' records come through in order, no crash."""
     dest, _ = packed
     manifest = read_manifest(dest, s3cfg)
     gone, kept = manifest["shards"][0], manifest["shards"][1:]
@@ -258,11 +258,31 @@ def test_unreadable_shard_is_a_reject_per_record_and_the_others_come_through(pac
     bad = [r for r in rows if not r["ok"]]
     lost = sum(gone["files"].get(Path(f).name, 0) for f in FILES)
     assert lost > 1 and len(bad) == lost and rows[:lost] == bad  # the first shard's place in the order
-    assert all(r["file"] == gone["name"] and r["reason"].startswith("unreadable shard: S3 read ") and
+    assert all(r["file"] == gone["name"] and r["reason"].startswith("missing shard: S3 read ") and
                f"{copy}/{gone['name']}" in r["reason"] and "NoSuchKey" in r["reason"] for r in bad)
     assert bad[-1]["reason"].endswith(f"(lost record {lost} of {lost})")
     clean = [r["sample_id"] for r in build_dataset(_shard_cfg(dest, s3cfg), FILES).iter_rows()]
     assert [r["sample_id"] for r in rows[lost:]] == clean[lost:] and all(r["ok"] for r in rows[lost:])
+
+
+def test_a_shard_the_store_fails_to_give_fails_the_dataset_naming_it(root, tmp_path, ray_cluster):
+    """Not "not there" but a failing read (here: a folder where the shard should be; on S3: unreachable after the
+    retries, access denied): the records are not quietly dropped, the dataset fails with the storage error."""
+    dest = tmp_path / "shards"
+    pack(str(root), str(dest), shard_size=SHARD_SIZE, log=QUIET)
+    name = read_manifest(str(dest))["shards"][0]["name"]
+    (dest / name).unlink()
+    (dest / name).mkdir()
+    with pytest.raises(Exception, match=rf"cannot read {dest / name}: Is a directory"):
+        list(build_dataset(_shard_cfg(str(dest)), FILES).iter_rows())
+
+
+def test_files_no_shard_holds_are_a_config_error_naming_them(root, tmp_path):
+    dest = tmp_path / "shards"
+    pack(str(root), str(dest), shard_size=SHARD_SIZE, log=QUIET)
+    with pytest.raises(ConfigError, match=r"data.shards .*: no shard holds validation_L9.jsonl; its manifest lists "
+                                          r"training_6k.jsonl, training_with_cot_6k.jsonl, validation_L1.jsonl"):
+        build_dataset(_shard_cfg(str(dest)), ["annotations/validation_L9.jsonl"])
 
 
 def _flip_first_byte(data: bytes, member: str, to: bytes) -> bytes:
@@ -464,8 +484,13 @@ def test_missing_bucket_and_key_are_clear_storage_errors(s3cfg, s3_env, root):
     storage = get_storage("s3://no-such-bucket/x")
     with pytest.raises(StorageError, match=r"S3 read s3://no-such-bucket/data/manifest.json failed: NoSuchBucket"):
         storage.read_bytes("s3://no-such-bucket/data/manifest.json")
-    with pytest.raises(StorageError, match=rf"s3://{BUCKET}/nothing/here failed: NoSuchKey"):
+    with pytest.raises(StorageNotFound, match=rf"s3://{BUCKET}/nothing/here failed: NoSuchKey"):
         storage.read_bytes(f"s3://{BUCKET}/nothing/here")
+    with pytest.raises(StorageError) as no_bucket:
+        storage.read_bytes("s3://no-such-bucket/data/shard-000000.tar")
+    assert not isinstance(no_bucket.value, StorageNotFound)  # a wrong bucket is a configuration error
+    with pytest.raises(StorageNotFound, match=rf"cannot read {root}/absent.tar: No such file"):
+        get_storage(str(root)).read_bytes(f"{root}/absent.tar")
     with pytest.raises(StorageError, match=r"S3 write s3://no-such-bucket/p/shard-000000.tar failed: NoSuchBucket"):
         pack(str(root), "s3://no-such-bucket/p", shard_size=SHARD_SIZE, log=QUIET)
     with pytest.raises(FileNotFoundError, match=r"no manifest.json under s3://no-such-bucket/p"):

@@ -17,14 +17,14 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
-from seedr1.config import DataConfig
+from seedr1.config import ConfigError, DataConfig
 from seedr1.data.annotations import kind_of, raw_lines
 from seedr1.data.media import MediaError, decode_clip, decode_image
 from seedr1.data.prompt_text import build_prompt_text
 from seedr1.data.prompts import arrange_options, user_message
 from seedr1.data.schema import RecordError, parse_record
 from seedr1.metrics import ray_metrics
-from seedr1.storage import StorageError, get_storage, join
+from seedr1.storage import StorageError, StorageNotFound, get_storage, join
 
 
 class DataQualityError(RuntimeError):
@@ -270,15 +270,16 @@ def _decode_shards(batch, files: list[str], cfg: DataConfig, epoch: int, expecte
                    shuffle: bool = False) -> Iterator:
     """One task's shard(s): read through the storage module (its retries and timeouts), split, decode, prepare, in
     the same task: no raw-media hop through the object store, and no second stage competing for the same CPUs. A
-    shard that cannot be read after the retries loses its records: each is a reject, and the stream goes on unless
-    they pass ``max_bad_fraction``."""
+    shard the store says is not there loses its records: each is a reject, and the stream goes on unless they pass
+    ``max_bad_fraction``. Any other storage error (unreachable after the retries, access denied, no credentials)
+    fails the task: silently fewer records would train on less data, or score an evaluation lower."""
     storage = get_storage(cfg.shards, cfg.s3)
     for uri in batch["uri"].to_pylist():
         name = Path(uri).name
         try:
             shard = storage.read_bytes(uri)
-        except StorageError as e:  # its message names the shard's URI
-            yield from _blocks(_lost_rows(name, max(expected.get(name) or 1, 1), f"unreadable shard: {e}"))
+        except StorageNotFound as e:  # its message names the shard's URI
+            yield from _blocks(_lost_rows(name, max(expected.get(name) or 1, 1), f"missing shard: {e}"))
             continue
         yield from _blocks(_shard_rows(shard, uri, files, cfg, epoch, expected.get(name), shuffle))
 
@@ -305,12 +306,15 @@ def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bo
         uris = epoch_order([join(cfg.shards, s["name"]) for s in manifest["shards"]
                             if set(s["files"]) & set(names)], cfg.seed, epoch, shuffle)
         if not uris:
-            return ray.data.from_items([])
-        # One task per shard reads it (``_decode_shards``, through the storage module: its retries, and a shard it
-        # cannot give becomes rejects, where ``read_binary_files`` failed the whole dataset) and decodes its records,
-        # so raw media never make a hop through the object store and no second stage competes for the CPUs. At most
-        # `concurrency` tasks run, each streaming blocks out (Ray Data joins our 8-row tables up to its target block
-        # size, 128 MiB by default), so memory stays bounded (Ray Data's backpressure policies stay on).
+            held = sorted({f for s in manifest["shards"] for f in s.get("files", {})})
+            raise ConfigError(f"data.shards {cfg.shards}: no shard holds {', '.join(names)}; its manifest lists "
+                              f"{', '.join(held) or 'no files'} (pack the root that has them, or fix the file names)")
+        # One task per shard reads it (``_decode_shards``, through the storage module: its retries, and a shard the
+        # store does not have becomes rejects, where ``read_binary_files`` failed the whole dataset) and decodes its
+        # records, so raw media never make a hop through the object store and no second stage competes for the
+        # CPUs. At most `concurrency` tasks run, each streaming blocks out (Ray Data joins our 8-row tables up to
+        # its target block size, 128 MiB by default), so memory stays bounded (Ray Data's backpressure policies stay
+        # on).
         concurrency = max(1, min(cfg.decode_concurrency, len(uris)))
         ds = ray.data.from_items([{"uri": u} for u in uris], override_num_blocks=len(uris))
         # Records of the requested files in each shard (the manifest's per-file counts): what a broken shard lost.
