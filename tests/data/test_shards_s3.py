@@ -265,6 +265,30 @@ def test_missing_shard_is_a_reject_per_record_and_the_others_come_through(packed
     assert [r["sample_id"] for r in rows[lost:]] == clean[lost:] and all(r["ok"] for r in rows[lost:])
 
 
+def test_decode_task_reads_with_its_own_process_environment(packed, s3cfg, s3_env, monkeypatch):
+    """A decode task reads its shard with the AWS variables of the process it runs in (a Ray worker's own, on a
+    joined cluster) when ``data.s3`` leaves them empty; with none, the read fails naming what to set: it is not
+    turned into rejects."""
+    import pyarrow as pa
+
+    from seedr1.data.pipeline import _decode_shards
+
+    dest, _ = packed
+    shard = read_manifest(dest, s3cfg)["shards"][0]
+    names = [Path(f).name for f in FILES]
+    cfg, batch = _shard_cfg(dest), pa.table({"uri": [f"{dest}/{shard['name']}"]})  # S3Config(): all from the env
+    expected = {shard["name"]: shard["records"]}
+    rows = [r for t in _decode_shards(batch, names, cfg, 0, expected) for r in t.to_pylist()]
+    assert len(rows) == shard["records"] and all(r["ok"] for r in rows)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup
+    with pytest.raises(StorageError, match=r"Unable to locate credentials \(set AWS_ACCESS_KEY_ID"):
+        list(_decode_shards(batch, names, cfg, 0, expected))
+
+
 def test_a_shard_the_store_fails_to_give_fails_the_dataset_naming_it(root, tmp_path, ray_cluster):
     """Not "not there" but a failing read (here: a folder where the shard should be; on S3: unreachable after the
     retries, access denied): the records are not quietly dropped, the dataset fails with the storage error."""
