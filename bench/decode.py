@@ -73,15 +73,10 @@ class PeakMemory(threading.Thread):
             self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
 
 
-def cpu_seconds(exclude: int) -> tuple[float, float]:
-    """(busy CPU seconds of the whole machine, CPU seconds of this process tree incl. moto)."""  # contention check
-    t, mine = psutil.cpu_times(), 0.0
-    for p in tree(exclude) + [psutil.Process(exclude)]:
-        try:
-            mine += sum(p.cpu_times()[:2])
-        except psutil.Error:
-            pass
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0), mine
+def machine_busy() -> float:
+    """Busy CPU seconds of the whole machine so far (with this tree's, tells whether other jobs competed)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
 # Processes of a Ray session that are not decode workers: Ray's own (raylet, GCS, agents, Ray Data's actors).
@@ -178,7 +173,7 @@ def main() -> None:
         rates: dict[str, list[float]] = {name: [] for name in contenders}
         cpu: dict[str, list[float]] = {name: [] for name in contenders}
         parts: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}  # CPU s per process group
-        (busy0, mine0), wall0 = cpu_seconds(moto.pid), time.perf_counter()
+        busy0, mine0, wall0 = machine_busy(), cpu_by_group(moto.pid), time.perf_counter()
         for _ in range(args.rounds):
             for name, fn in contenders.items():
                 before, t = cpu_by_group(moto.pid), time.perf_counter()
@@ -187,7 +182,7 @@ def main() -> None:
                 parts[name].append(cpu_delta(before, cpu_by_group(moto.pid)))
                 cpu[name].append(sum(parts[name][-1].values()))
                 assert n == frames[name], f"{name}: {n} frames, warm-up had {frames[name]}"
-        (busy1, mine1), wall = cpu_seconds(moto.pid), time.perf_counter() - wall0
+        busy1, mine1, wall = machine_busy(), cpu_by_group(moto.pid), time.perf_counter() - wall0
         # Peak memory from one more, untimed pipeline run: reading smaps of every Ray process every 20 ms costs
         # a good part of a core, which on 2 cores would be charged to the pipeline's timed rounds.
         sampler.start()
@@ -228,7 +223,7 @@ def main() -> None:
                                                          0.8 * raw_fps * args.concurrency)):
         print(f"  {target} needs {need:.0f} fps: " + (f"{need / bound:.2f}x the ceiling, out of reach here"
                                                       if need > bound else f"{need / bound:.0%} of the ceiling"))
-    others = max(0.0, (busy1 - busy0) - (mine1 - mine0))
+    others = max(0.0, (busy1 - busy0) - sum(cpu_delta(mine0, mine1).values()))
     print(f"\nRay CPUs {args.cpus}, decode concurrency {args.concurrency}, machine cores {os.cpu_count()}; "
           f"other processes used ~{others / wall:.2f} cores during the {wall:.0f}s timed section")
     print(f"pipeline peak memory (driver + ray:: workers): RSS {sampler.rss / 2**20:.0f} MiB, "
