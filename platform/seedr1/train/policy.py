@@ -211,13 +211,6 @@ class PolicyTrainer:
             return None
         return {n: p.detach().to("cpu", torch.float32).contiguous() for n, p in params} if self.rank == 0 else None
 
-    def state_dict_bytes(self) -> bytes | None:
-        """Safetensors bytes of the parameters that change (trainable ones) for weight sync, on rank 0."""
-        from safetensors.torch import save
-
-        state = self.full_state_dict(trainable_only=True)
-        return save(state) if state is not None else None
-
     def save_pretrained(self, out_dir) -> None:
         """A Hugging Face checkpoint of the current policy (model + processor), written by rank 0."""
         state = self.full_state_dict(trainable_only=False)
