@@ -20,6 +20,7 @@ from seedr1.data.schema import Sample
 from seedr1.evaluate.scoring import read_samples, score_draws
 from seedr1.metrics import ray_metrics
 from seedr1.storage import LocalStorage, absolute, join
+from seedr1.train.resources import check_engine_gpus
 
 
 SETTINGS_FILE = "predictions.settings.json"
@@ -210,6 +211,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         raise ConfigError("data.root (or data.shards) is required: where the annotation files and media are")
     if cfg.samples > 1 and cfg.temperature == 0:
         raise ConfigError("samples > 1 needs temperature > 0 (greedy answers are all the same)")
+    if not cfg.endpoint:  # the local vLLM pool's actors
+        check_engine_gpus(cfg.gpus_per_actor, cfg.vllm.gpu_memory_utilization, "gpus_per_actor",
+                          "vllm.gpu_memory_utilization")
     model = cfg.model
     if not cfg.endpoint:
         from seedr1.model.loading import resolve_for_workers

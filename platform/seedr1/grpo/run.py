@@ -29,6 +29,17 @@ def check_grpo(cfg: GRPOConfig) -> None:
                           f"rollout.vllm.max_model_len = {cfg.rollout.vllm.max_model_len} (vLLM would cut completions "
                           "short without a word); raise max_model_len")
     check_rewards(cfg.algo.rewards)
+    check_grpo_resources(cfg)
+
+
+def check_grpo_resources(cfg: GRPOConfig) -> None:
+    """GPU requests that cannot work: a trainer worker on a fraction of a GPU (or several), rollout engines packed
+    on one GPU beyond its memory (``train/resources.py``)."""
+    from seedr1.train.resources import check_engine_gpus, check_trainer_gpus
+
+    check_trainer_gpus(cfg.trainer.gpus_per_worker)
+    check_engine_gpus(cfg.rollout.gpus_per_actor, cfg.rollout.vllm.gpu_memory_utilization, "rollout.gpus_per_actor",
+                      "rollout.vllm.gpu_memory_utilization", shares_memory=cfg.rollout.engine == "vllm")
 
 
 def run_grpo(cfg: GRPOConfig) -> Path:

@@ -351,7 +351,12 @@ def deployment_options(cfg: ServeConfig) -> dict:
 
 
 def build(cfg: ServeConfig):
-    """The Serve application for ``cfg`` (refuses to build without API keys unless auth=none)."""
+    """The Serve application for ``cfg`` (refuses to build without API keys unless auth=none, or replicas packed on
+    one GPU beyond its memory)."""
+    from seedr1.train.resources import check_engine_gpus
+
+    check_engine_gpus(cfg.gpus_per_replica, cfg.vllm.gpu_memory_utilization, "gpus_per_replica",
+                      "vllm.gpu_memory_utilization")
     if cfg.auth == "key" and not load_api_keys(cfg):
         raise ConfigError(f"auth=key but no API key configured: set ${cfg.api_keys_env} (comma-separated) or "
                            f"api_keys_file; for local use only, auth=none")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from seedr1.config import ConfigError, SFTConfig, to_dict
 from seedr1.train.launch import ensure_ray, prepare_run, run_trainer_group, worker_env
+from seedr1.train.resources import check_trainer_gpus
 
 
 def record_count(data, file: str) -> int:
@@ -27,6 +28,7 @@ def run_sft(cfg: SFTConfig) -> Path:
     if cfg.batch_size % world or (cfg.batch_size // world) % cfg.trainer.micro_batch_size:
         raise ConfigError(f"batch_size {cfg.batch_size} must split into trainer.num_workers = {world} equal shards "
                          f"of whole micro-batches (trainer.micro_batch_size = {cfg.trainer.micro_batch_size})")
+    check_trainer_gpus(cfg.trainer.gpus_per_worker)
     cfg = prepare_run(cfg, "sft")
     if cfg.steps <= 0:
         n = record_count(cfg.data, training_file(cfg))
