@@ -72,3 +72,43 @@ def test_a_seeded_prompt_draws_the_same_samples_alone_or_behind_another(tiny_mod
     assert [c.token_ids for c in alone] == [c.token_ids for c in behind]
     other = engine.generate([second], Sampling(n=2, max_tokens=6, temperature=1.0, seed=4))[0]
     assert [c.token_ids for c in other] != [c.token_ids for c in alone]  # the seed does reach the sampler
+
+
+def test_engine_device_is_the_actors_gpu_in_bf16_else_cpu_fp32(monkeypatch):
+    from seedr1.rollout import hf_engine
+
+    assert hf_engine.engine_device() == (torch.device("cpu"), torch.float32)  # no GPU here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert hf_engine.engine_device() == (torch.device("cuda", 0), torch.bfloat16)
+
+
+def test_hf_engine_runs_in_the_chosen_dtype_with_inputs_on_the_models_device(tiny_model_dir, monkeypatch):
+    """The engine loads in engine_device()'s dtype (bf16 here stands in for a GPU's) and hands generate and the
+    scoring forward tensors on the model's device; on CPU the default stays fp32."""
+    from seedr1.rollout import hf_engine
+
+    assert {p.dtype for p in HFEngine(tiny_model_dir).model.parameters()} == {torch.float32}
+    monkeypatch.setattr(hf_engine, "engine_device", lambda: (torch.device("cpu"), torch.bfloat16))
+    engine = HFEngine(tiny_model_dir)
+    assert {p.dtype for p in engine.model.parameters()} == {torch.bfloat16}
+    moved = []
+    real_to = hf_engine._to
+
+    def spy(inputs, device):
+        out = real_to(inputs, device)
+        moved.append({v.device for v in out.values() if isinstance(v, torch.Tensor)})
+        return out
+
+    monkeypatch.setattr(hf_engine, "_to", spy)
+    rng = np.random.default_rng(3)
+    record = PromptRecord(sample_id="d0", kind="validation", gold_letter="A",
+                          messages=user_message("What next?\nA. a\nB. b\nC. c\nD. d\n", True, True),
+                          video=rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8),
+                          image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8))
+    completions = engine.generate([record], Sampling(n=2, max_tokens=4, temperature=1.0, seed=0))[0]
+    scores = engine.score([record] * 2, [c.token_ids for c in completions])
+    assert moved and all(devices == {engine.device} for devices in moved)
+    for c, s in zip(completions, scores):  # bf16: the sampling and scoring forwards agree to bf16's precision
+        assert len(s) == len(c.token_ids) and np.isfinite(s).all()
+        np.testing.assert_allclose(c.logprobs, s, atol=0.1)

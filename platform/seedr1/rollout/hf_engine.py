@@ -1,4 +1,5 @@
-"""The transformers ``generate`` engine: the reference baseline behind the same interface."""
+"""The transformers ``generate`` engine: the reference baseline behind the same interface. On the actor's GPU (bf16)
+when it has one, else on CPU (fp32)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -19,11 +20,25 @@ def sampled_logprobs(step_logits: tuple, tokens: torch.Tensor) -> torch.Tensor:
                         for t, logits in enumerate(step_logits)], dim=1)
 
 
+def engine_device() -> tuple[torch.device, torch.dtype]:
+    """Where the engine runs and in which dtype: the GPU this process sees (a Ray actor sees the ones it was given)
+    in bf16, as the trainer and vLLM run there; else the CPU in fp32."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device()), torch.bfloat16
+    return torch.device("cpu"), torch.float32
+
+
+def _to(inputs: dict, device: torch.device) -> dict:
+    """The processor's / a batch's tensors on ``device`` (dtypes kept: the model casts pixels to its own)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
 class HFEngine(RolloutEngine):
     def __init__(self, model: str):
         from seedr1.model.loading import load_model, load_processor
 
-        self.model = load_model(model, trainable=False)
+        self.device, dtype = engine_device()
+        self.model = load_model(model, dtype=dtype, trainable=False).to(self.device)
         use_engine_positions(self.model)  # sample with the M-RoPE positions the trainer scores with
         self.processor = load_processor(model)
         self.banned = vision_token_ids(self.processor.tokenizer)
@@ -38,7 +53,7 @@ class HFEngine(RolloutEngine):
         for i, r in enumerate(prompts):
             if seeds is not None:  # per prompt, as vLLM seeds each request: the batch around it changes nothing
                 torch.manual_seed(seeds[i])
-            inputs = record_inputs(self.processor, r)
+            inputs = _to(record_inputs(self.processor, r), self.device)
             out = self.model.generate(**inputs, do_sample=sampling.temperature > 0, temperature=sampling.temperature,
                                       top_p=sampling.top_p, max_new_tokens=sampling.max_tokens,
                                       num_return_sequences=sampling.n, suppress_tokens=self.banned,
@@ -63,7 +78,7 @@ class HFEngine(RolloutEngine):
 
     @torch.no_grad()
     def score(self, prompts: Sequence[PromptRecord], completions: Sequence[Sequence[int]]) -> list[list[float]]:
-        batch = build_batch(self.processor, list(prompts), [list(c) for c in completions])
+        batch = _to(build_batch(self.processor, list(prompts), [list(c) for c in completions]), self.device)
         logp, mask = completion_logprobs(self.model, batch)
         return [logp[i][mask[i]].tolist() for i in range(len(completions))]
 
