@@ -37,17 +37,25 @@ def command(group: str, name: str | None, help: str, add_args: Callable, run: Ca
 
 # ---- seedr1 model ... ---------------------------------------------------------------------------------------------
 def _tiny_args(p: argparse.ArgumentParser) -> None:
+    from seedr1.model.tiny import PRESETS
+
     p.add_argument("--out", required=True, help="output folder (a Hugging Face checkpoint)")
-    p.add_argument("--family", default="qwen2-vl", choices=["qwen2-vl", "qwen2.5-vl"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family", choices=["qwen2-vl", "qwen2.5-vl"], help="architecture (default: the size's, qwen2-vl)")
+    p.add_argument("--seed", type=int, help="weights and tokenizer seed (default: the size's, 0)")
+    p.add_argument("--size", default="tiny", choices=list(PRESETS),
+                   help="named shape (tiny: ~0.6 M parameters; 0.5b: Qwen2-0.5B's text stack, ~0.55 B)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a TinyModelConfig field of the size, e.g. num_layers=3 (repeatable)")
 
 
 def _tiny_run(args) -> int:
-    from seedr1.config import TinyModelConfig
-    from seedr1.model.tiny import build_tiny_model
+    from seedr1.model.tiny import build_tiny_model, tiny_config
 
-    out = build_tiny_model(args.out, TinyModelConfig(family=args.family, seed=args.seed))
-    print(f"tiny {args.family} model (seed {args.seed}) written to {out}")
+    given = {k: v for k, v in (("family", args.family), ("seed", args.seed)) if v is not None}
+    cfg = tiny_config(args.size, args.overrides, **given)
+    out = build_tiny_model(args.out, cfg)
+    extra = f", {' '.join(args.overrides)}" if args.overrides else ""
+    print(f"{args.size} {cfg.family} model (seed {cfg.seed}{extra}) written to {out}")
     return 0
 
 

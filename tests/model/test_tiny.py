@@ -90,3 +90,51 @@ def test_loads_in_vllm_and_generates_with_video_and_image(tiny_model_dir):
     assert len(out.outputs) == 3
     for c in out.outputs:
         assert 0 < len(c.token_ids) <= 6 and not banned & set(c.token_ids)
+
+
+def test_half_billion_preset_is_counted_without_weights():
+    from seedr1.model.tiny import PRESETS, count_parameters, tiny_config
+
+    cfg = tiny_config("0.5b")
+    assert (cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.num_kv_heads, cfg.intermediate_size) == \
+        (896, 24, 14, 2, 4864)  # Qwen2-0.5B's text stack
+    assert cfg.vision_embed_dim < 1280 and cfg.vision_depth < 32  # a smaller vision tower than Qwen2-VL-7B's
+    assert tiny_config() == PRESETS["tiny"] == TinyModelConfig()
+    assert 0.5e9 <= count_parameters(cfg) <= 1e9  # on the meta device: nothing allocated
+
+
+def test_override_builds_and_loads_and_counts_match(tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from seedr1.model.tiny import count_parameters, tiny_config
+
+    cfg = tiny_config("tiny", ["num_layers=3"], seed=4)
+    assert cfg.num_layers == 3 and cfg.seed == 4
+    out = build_tiny_model(tmp_path / "three", cfg)
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    assert model.config.text_config.num_hidden_layers == 3
+    assert sum(p.numel() for p in model.parameters()) == count_parameters(cfg)
+
+
+@pytest.mark.parametrize("bad", ["nope=1", "num_layers=x", "num_layers"])
+def test_bad_override_is_a_config_error(bad):
+    from seedr1.config import ConfigError
+    from seedr1.model.tiny import tiny_config
+
+    with pytest.raises(ConfigError):
+        tiny_config("tiny", [bad])
+    with pytest.raises(ConfigError, match="unknown model size"):
+        tiny_config("7b")
+
+
+def test_cli_size_and_set(tmp_path):
+    out = tmp_path / "cli3"
+    r = subprocess.run([sys.executable, "-m", "seedr1.cli", "model", "tiny", "--out", str(out), "--size", "tiny",
+                        "--set", "num_layers=3"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(out).text_config.num_hidden_layers == 3
+    r = subprocess.run([sys.executable, "-m", "seedr1.cli", "model", "tiny", "--out", str(tmp_path / "bad"),
+                        "--set", "nope=1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "nope" in r.stderr

@@ -3,6 +3,11 @@
 The CPU stand-in for Qwen2-VL-7B-Instruct in tests and demos: the same classes, the same processor, the same chat
 template and special tokens, so every code path (transformers, vLLM, DeepSpeed) runs the real thing, only small.
 Same config (seed included), same bytes.
+
+Larger shapes for rehearsing scale on CPU: ``PRESETS`` names TinyModelConfig instances (``"0.5b"``: a text stack
+like Qwen2-0.5B's and a smaller vision tower, ~0.55 B parameters with the tiny tokenizer's ~400-token vocabulary),
+``tiny_config(size, overrides)`` applies ``key=value`` overrides to one, and ``count_parameters(cfg)`` counts a
+config's parameters without allocating its weights.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from seedr1.config import TinyModelConfig
+from seedr1.config import ConfigError, TinyModelConfig, from_dict, parse_override, to_dict
 from seedr1.data.prompt_text import OFFICIAL_INSTRUCTION
 from seedr1.data.synthetic_vocab import corpus_lines
 
@@ -40,6 +45,45 @@ CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+# Named sizes. "tiny" is TinyModelConfig's defaults (what tests and demos build). "0.5b": Qwen2-0.5B's text stack
+# (hidden 896, 24 layers, 14 heads, 2 key/value heads, MLP 4864; head_dim 64) with the tiny tokenizer, so its
+# embeddings are ~0.7 M parameters instead of Qwen2-0.5B's 136 M, and a Qwen2-VL vision tower cut to 20 blocks of
+# width 1024 (Qwen2-VL-7B's: 32 of 1280): ~0.55 B parameters in all, 2.2 GB in fp32.
+PRESETS: dict[str, TinyModelConfig] = {
+    "tiny": TinyModelConfig(),
+    "0.5b": TinyModelConfig(hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2, intermediate_size=4864,
+                            vision_depth=20, vision_embed_dim=1024, vision_heads=16),
+}
+
+
+def tiny_config(size: str = "tiny", overrides: list[str] | tuple[str, ...] = (), **fields) -> TinyModelConfig:
+    """The preset ``size`` with ``key=value`` ``overrides`` (TinyModelConfig field names, e.g. ``num_layers=3``) and
+    then keyword ``fields`` applied; unknown sizes, keys and ill-typed values raise ConfigError."""
+    if size not in PRESETS:
+        raise ConfigError(f"unknown model size {size!r} (known: {', '.join(PRESETS)})")
+    data = to_dict(PRESETS[size])
+    for text in overrides:
+        key, value = parse_override(text)
+        data[key] = value
+    data.update(fields)
+    return from_dict(TinyModelConfig, data, prefix="model")
+
+
+def count_parameters(cfg: TinyModelConfig) -> int:
+    """Parameters of the model ``build_tiny_model(_, cfg)`` writes, counted on the meta device (no weights)."""
+    tokenizer = build_tokenizer(cfg)
+    config = build_config(tokenizer, cfg)
+    with torch.device("meta"):
+        model = _model_class(cfg)(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def _model_class(cfg: TinyModelConfig):
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+
+    return Qwen2_5_VLForConditionalGeneration if cfg.family == "qwen2.5-vl" else Qwen2VLForConditionalGeneration
 
 
 def _tokenizer_corpus() -> list[str]:
@@ -117,7 +161,7 @@ def build_config(tokenizer, cfg: TinyModelConfig):
 
 def build_tiny_model(out_dir: str | os.PathLike, cfg: TinyModelConfig | None = None) -> Path:
     """Write a complete Hugging Face checkpoint (model, tokenizer, processor, chat template) to ``out_dir``."""
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+    from transformers import GenerationConfig
 
     cfg = cfg or TinyModelConfig()
     out = Path(out_dir)
@@ -125,9 +169,8 @@ def build_tiny_model(out_dir: str | os.PathLike, cfg: TinyModelConfig | None = N
     tokenizer = build_tokenizer(cfg)
     processor = build_processor(tokenizer, cfg)
     config = build_config(tokenizer, cfg)
-    model_cls = Qwen2_5_VLForConditionalGeneration if cfg.family == "qwen2.5-vl" else Qwen2VLForConditionalGeneration
     torch.manual_seed(cfg.seed)
-    model = model_cls(config).to(torch.float32)
+    model = _model_class(cfg)(config).to(torch.float32)
     eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=eos[1], bos_token_id=eos[1],
                                                do_sample=False)
