@@ -82,6 +82,8 @@ class VLLMConfig:
     gpu_memory_utilization: float = doc(0.85, "Share of GPU memory vLLM may take (ignored on CPU).")
     cpu_kvcache_space_gb: int = doc(1, "KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE).")
     dtype: str = doc("auto", "Weights dtype: auto (fp32 on CPU, bf16 on GPU), float32, bfloat16.")
+    in_process: bool = doc(False, "Run the engine core in the caller's process (VLLM_ENABLE_V1_MULTIPROCESSING=0): a "
+                           "quicker start, but not the shape GPUs run; default: its own process, as vLLM does.")
     seed: int = doc(0, "Engine sampling seed.")
     limit_images: int = doc(1, "Most images per prompt.")
     limit_videos: int = doc(1, "Most videos per prompt.")
@@ -148,10 +150,12 @@ class RolloutConfig:
     vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")
     max_restarts: int = doc(3, "Restarts of a dead rollout actor (its prompts are generated again); -1: unlimited.", low=-1)
     weight_sync: Literal["object_store", "collective"] = doc(
-        "object_store", "How new weights reach the engines: numpy arrays through the Ray object store (as safetensors "
-        "bytes to a vLLM engine core in its own process, as on GPU), or a broadcast from trainer rank 0 over a "
-        "process group of its own (gloo on CPU, NCCL on GPU; vllm engine only).")
-    weight_sync_bucket_mb: int = doc(256, "Collective sync: weights go in flat buckets of at most this many MiB.")
+        "object_store", "How new weights reach the engines, always as one vLLM weight update (start, buckets, "
+        "finish): buckets through the Ray object store, or a broadcast from trainer rank 0 over vLLM's weight-transfer "
+        "engines (nccl on GPU, seedr1's gloo engine on CPU; vllm engine only). Either way each bucket is gathered from "
+        "the ZeRO-3 shards as it is sent.")
+    weight_sync_bucket_mb: int = doc(256, "Weights travel in buckets of at most this many MiB (a larger tensor alone).",
+                                     low=1)
     weight_sync_timeout_s: float = doc(600.0, "Collective sync: seconds a rendezvous or broadcast may wait for a peer.")
 
 
@@ -183,6 +187,8 @@ class TrainerConfig:
     micro_batch_size: int = doc(4, "Sequences per forward/backward on one worker (gradient accumulation covers the "
                                 "rest).", low=1)
     freeze_vision: bool = doc(False, "Freeze the vision tower (the paper trains it).")
+    gradient_checkpointing: bool = doc(False, "Recompute activations in the backward pass (much less activation "
+                                       "memory, ~30% more compute): for long videos or large micro-batches on GPUs.")
     shared_prefix: bool = doc(True, "Run each prompt of a micro-batch once and its completions on its cached keys and "
                               "values (same log-probs and gradients; off: one full sequence per completion).")
     torch_threads: int = doc(1, "torch threads per worker on CPU (more threads than cores slows everything down).", low=1)

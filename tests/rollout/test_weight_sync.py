@@ -1,4 +1,7 @@
-"""After a weight sync, the vLLM engine and the trainer agree on the log-probs of a fixed completion."""
+"""After a weight sync, the vLLM engine and the trainer agree on the log-probs of a fixed completion.
+
+The engine core runs in its own process (vLLM's default, the shape GPUs run); syncs go through vLLM's weight-transfer
+worker methods with seedr1's engine (rollout.weight_transfer) and trainer side (train.weight_sync)."""
 import numpy as np
 import pytest
 import torch
@@ -33,17 +36,6 @@ def _record(seed=0) -> PromptRecord:
                         image=rng.integers(0, 255, (56, 56, 3), dtype=np.uint8), gold_letter="A")
 
 
-def _loads_in_place(worker) -> bool:
-    from seedr1.rollout.vllm_cpu_weights import loads_in_place
-
-    return loads_in_place(worker.model_runner.model)
-
-
-def _replays(worker) -> bool:
-    replay = getattr(worker, "_seedr1_replay", None)
-    return replay is not None and replay.enabled and bool(replay.plan)
-
-
 def _trainer_logprobs(model, processor, record, tokens):
     with torch.no_grad():
         logp, mask = completion_logprobs(model, build_batch(processor, [record], [tokens]))
@@ -70,13 +62,11 @@ def test_sync_makes_engine_and_trainer_agree(engine, tiny_model_dir):
     after = _trainer_logprobs(model, processor, record, tokens)
     assert np.abs(after - before).max() > 1e-2  # the change is visible, so agreement below is not luck
 
-    assert engine.in_process  # the CPU build's engine core: payloads reach the workers as they are, arrays included
+    assert not engine.in_process  # its own process: payloads reach the workers as safetensors bytes
     # on CPU the engine's Linear layers compute from their own weights: the sync loads in place (vllm_cpu_weights)
-    assert engine.llm.collective_rpc(_loads_in_place) == [True]
+    assert engine.loads_in_place() == [True]
     engine.update_weights(save({n: p.contiguous() for n, p in model.named_parameters()}))
     np.testing.assert_allclose(engine.score([record], [tokens])[0], after, atol=1e-4)
-    # the next sync repeats the first one's loader calls (vllm_cpu_weights.LoaderReplay) and lands the same way
-    assert engine.llm.collective_rpc(_replays) == [True]
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -92,68 +82,97 @@ def test_sync_makes_engine_and_trainer_agree(engine, tiny_model_dir):
     assert len(again) == 2
 
 
-def test_buckets_keep_layers_whole_and_round_trip():
-    from seedr1.rollout.weight_sync import flatten, layer_of, plan_buckets, unflatten
+def test_buckets_are_cut_the_same_on_both_sides_and_round_trip():
+    import torch
 
-    assert layer_of("model.language_model.layers.3.self_attn.q_proj.weight") == "model.language_model.layers.3"
-    assert layer_of("model.visual.merger.mlp.0.bias") == "model.visual.merger.mlp.0"
-    assert layer_of("lm_head.weight") == "lm_head"
-    state = {"emb.weight": torch.ones(10),  # 40 B
-             "layers.0.q.weight": torch.full((2, 3), 2.0), "layers.0.k.weight": torch.full((2,), 2.5),  # 32 B
-             "layers.1.q.weight": torch.arange(40, dtype=torch.float32),  # 160 B
-             "layers.1.q.bias": torch.zeros(4, dtype=torch.bfloat16),
-             "norm.weight": torch.full((5,), 3.0)}
-    buckets = plan_buckets(state, bucket_bytes=64)
-    # emb + layer 0 fit in 64 B (72 would not: layer 0 moves whole); layer 1 is larger than a bucket and goes alone
-    assert [[m.name for m in b] for b in buckets] == [
-        ["emb.weight"], ["layers.0.q.weight", "layers.0.k.weight"], ["layers.1.q.weight", "layers.1.q.bias"],
-        ["norm.weight"]]
-    assert buckets[2][1].dtype == "bfloat16"
-    for b in buckets:
-        flat = flatten(state, b, "cpu")
-        for name, t in unflatten(flat, [tuple(m) for m in b]):  # plain tuples, as after an RPC
-            assert torch.equal(t, state[name]) and t.dtype == state[name].dtype
-    assert flatten(state, buckets[2], "cpu").dtype == torch.float32  # the widest dtype carries the bucket
+    from seedr1.rollout.weight_transfer import bucket_bounds, tensor_nbytes, unpack
+
+    # at most 64 B a bucket; a tensor larger than a bucket goes alone
+    assert bucket_bounds([40, 24, 8, 160, 8, 20], 64) == [(0, 2), (2, 3), (3, 4), (4, 6)]
+    assert bucket_bounds([], 64) == [] and bucket_bounds([100], 64) == [(0, 1)]
+    state = {"a": torch.arange(6, dtype=torch.float32).view(2, 3), "b": torch.tensor([1.5, -2.0], dtype=torch.bfloat16),
+             "c": torch.full((3,), 7.0)}
+    names, shapes = list(state), [list(t.shape) for t in state.values()]
+    dtypes = [str(t.dtype).removeprefix("torch.") for t in state.values()]
+    assert [tensor_nbytes(sh, d) for sh, d in zip(shapes, dtypes)] == [24, 4, 12]
+    packed = torch.cat([t.contiguous().view(-1).view(torch.uint8) for t in state.values()])
+    for name, t in unpack(packed, names, shapes, dtypes):
+        assert torch.equal(t, state[name]) and t.dtype == state[name].dtype
 
 
-def test_collective_sync_over_gloo_makes_engine_and_trainer_agree(engine, tiny_model_dir):
-    """The GPU path's code on CPU: trainer rank 0 broadcasts buckets over a gloo group, the engine's worker
-    receives and loads each one; small buckets so the weights arrive in many partial loads."""
-    import threading
+class EngineClient:
+    """vLLM's weight-sync client protocol straight onto one engine, as ``RolloutActorsClient`` does through Ray for
+    each actor; it records the calls."""
 
-    from vllm.utils.network_utils import get_open_port
+    def __init__(self, engine):
+        self.engine, self.calls, self.world_size, self.version, self.engine_seconds = engine, [], 2, None, 0.0
 
-    from seedr1.rollout.weight_sync import broadcast, flatten, join_group, leave_group, plan_buckets
+    def init_weight_transfer_engine(self, info):
+        self.engine.init_weight_transfer({**info, "rank_offset": 1})
 
-    record, processor = _record(7), load_processor(tiny_model_dir)
-    tokens = engine.generate([record], Sampling(n=1, max_tokens=8, temperature=1.0, seed=4))[0][0].token_ids
+    def start_weight_update(self):
+        self.calls.append("start")
+        self.engine.start_weight_update()
+
+    def update_weights(self, info):
+        self.calls.append("update")
+        if "ref" in info:  # what RolloutWorker does with a bucket from the object store
+            import ray
+
+            info = {**{k: v for k, v in info.items() if k != "ref"}, "packed": ray.get(info["ref"]).tobytes()}
+        self.engine.update_weight_chunk(info)
+
+    def finish_weight_update(self, weight_version=None):
+        self.calls.append("finish")
+        self.engine.finish_weight_update()
+
+
+def _moved_model(tiny_model_dir, seed):
     model = load_model(tiny_model_dir, trainable=False)
-    torch.manual_seed(2)
+    torch.manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _sync_through_transfer_api(engine, model, wire, bucket_bytes):
+    from seedr1.train.weight_sync import SeedR1TrainerEngine, ZeroWeightSource
+
+    client = EngineClient(engine)
+    sender = SeedR1TrainerEngine(client, ZeroWeightSource(model, trainable_only=False), True, wire, bucket_bytes, 60,
+                                 host="127.0.0.1")
+    sender.connect()
+    stats = {"bytes": 0, "largest_message": 0, "buckets": 0}
+    sender.send_weights(stats)
+    sender.shutdown()
+    return client.calls, stats
+
+
+@pytest.mark.parametrize("wire", ["gloo", "object_store"])
+def test_a_sync_is_one_weight_update_in_buckets_and_engine_and_trainer_agree(engine, tiny_model_dir, wire, request):
+    """The model split into many buckets: one start/finish on the engine, no message larger than a bucket, and the
+    engine's log-probs equal the trainer's to 1e-6 (fp32)."""
+    if wire == "object_store":
+        request.getfixturevalue("ray_cluster")  # the buckets go through Ray's object store
+    record, processor = _record(7), load_processor(tiny_model_dir)
+    tokens = engine.generate([record], Sampling(n=1, max_tokens=8, temperature=1.0, seed=4))[0][0].token_ids
+    model = _moved_model(tiny_model_dir, 2 if wire == "gloo" else 3)
     want = _trainer_logprobs(model, processor, record, tokens)
     assert np.abs(np.asarray(engine.score([record], [tokens])[0]) - want).max() > 1e-2
 
-    state = {n: p.detach().contiguous() for n, p in model.named_parameters()}
-    buckets = plan_buckets(state, bucket_bytes=256 << 10)
-    assert len(buckets) > 3
-    port, box = get_open_port(), {}
-
-    def trainer_rank0():  # a thread stands in for the trainer process: gloo ranks only need their own sockets
-        pg = join_group("127.0.0.1", port, 0, 2, "gloo", 60)
-        for b in buckets:
-            broadcast(pg, flatten(state, b, "cpu"))
-        box["pg"] = pg
-
-    sender = threading.Thread(target=trainer_rank0)
-    sender.start()
-    assert engine.weight_group_size() == 1
-    engine.join_weight_group("127.0.0.1", port, 1, 2, "gloo", 60)
-    engine.receive_weights(buckets)
-    sender.join(timeout=60)
-    leave_group(box["pg"])
-    np.testing.assert_allclose(engine.score([record], [tokens])[0], want, atol=1e-4)
+    bucket = 320 << 10  # the largest tensor (the embedding, 294 KiB) fits; the model (2.4 MB) is many buckets
+    model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    calls, stats = _sync_through_transfer_api(engine, model, wire, bucket)
+    seen = engine.transfer_stats()[0]  # what the engine's worker (in the engine core process) received
+    # one weight update whatever the number of buckets (gloo: every bucket inside one update_weights call)
+    assert calls == ["start", "update", "finish"] if wire == "gloo" else \
+        calls == ["start"] + ["update"] * stats["buckets"] + ["finish"]
+    assert stats["buckets"] == seen["buckets"] >= 3 and stats["bytes"] == model_bytes
+    assert stats["largest_message"] == seen["largest_bucket"] <= bucket
+    assert seen["replays"]  # loaded in place, by the loader calls recorded at the first load (LoaderReplay)
+    # 1e-6 relative: ~2e-6 nats at |log p| ~ 7.6, a few fp32 rounding steps of two different kernels
+    np.testing.assert_allclose(engine.score([record], [tokens])[0], want, atol=0, rtol=1e-6)
     assert len(engine.generate([_record(8)], Sampling(n=2, max_tokens=4, temperature=1.0, seed=0))[0]) == 2
 
 

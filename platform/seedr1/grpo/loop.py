@@ -23,6 +23,7 @@ from seedr1.data.prompt_stream import PromptStream
 from seedr1.grpo.balance import balance_ranks
 from seedr1.train import checkpoint as ckpt
 from seedr1.train.policy import PolicyTrainer, TrainSample
+from seedr1.train.weight_sync import WeightSync
 
 
 def sampling_seed(cfg: GRPOConfig, step: int) -> int:
@@ -76,6 +77,21 @@ def score_rollouts(cfg: GRPOConfig, records: list, groups: list) -> tuple[list[T
     return samples, info
 
 
+def send_weights(sync: WeightSync, group, rank: int) -> dict:
+    """Every rank: the step's weight sync. A failure on rank 0 (an engine died in it) waits for Ray to restart the
+    dead actors; the next ``collect`` notices them and resyncs (every rank), as for any restarted actor."""
+    try:
+        return sync.send(group.version)
+    except Exception as e:
+        if rank != 0:
+            raise
+        sync.close()
+        group.on_event("weight_sync_failed", error=f"{type(e).__name__}: {e}"[:300])
+        for k in range(len(group.actors)):
+            group.wait_for_restart(k)
+        return {}
+
+
 def grpo_train_loop(config: dict) -> None:
     """The Ray Train train function (``train_loop_config = {"cfg": ..., "rollout": RolloutGroup}``)."""
     from seedr1.metrics.sink import MetricsSink
@@ -90,19 +106,27 @@ def grpo_train_loop(config: dict) -> None:
                             temperature=train_temperature(cfg), s3=cfg.data.s3)
 
     start, position, uri = ckpt.resume_trainer(trainer, cfg, config.get("launch_id"))
-    # Engines hold cfg.model, or newer weights when Ray Train restarted this group: give them the trainer's policy
-    # (and the group's weight version) before the first rollout.
-    weights = trainer.full_state_dict(trainable_only=True)  # all ranks (ZeRO-3 gather is collective)
+    sync = WeightSync(trainer.engine.module, rank, cfg.rollout.weight_sync, cfg.rollout.weight_sync_bucket_mb << 20,
+                      cfg.rollout.weight_sync_timeout_s, actors=group.actors if rank == 0 else None)
     sink = stream = None
     if rank == 0:
         sink = MetricsSink(cfg.run_dir, job="grpo", total_steps=cfg.steps)
         sink.truncate_after(start)  # steps after the checkpoint are redone
         group.on_event = sink.event
         stream = PromptStream(cfg.data, [cfg.data.train_file], str(Path(cfg.run_dir) / "rejects.jsonl"), position)
-        group.sync(weights)
-        if uri:
-            sink.event("resumed", checkpoint=uri, step=start, data_position=position)
-            print(f"[grpo] resumed from {uri} at step {start}, data position {position}", flush=True)
+
+        def resync() -> None:  # a restarted actor holds the start model: every rank sends the current one again
+            dist.broadcast_object_list([{"resync": True}], src=0)
+            sync.connect()  # the restarted actor is in no transfer group yet
+            sync.send(group.version)
+        group.resync = resync
+    # Engines hold cfg.model, or newer weights when Ray Train restarted this group: give them the trainer's policy
+    # (and the group's weight version) before the first rollout.
+    group.version += 1
+    sync.send(group.version)
+    if rank == 0 and uri:
+        sink.event("resumed", checkpoint=uri, step=start, data_position=position)
+        print(f"[grpo] resumed from {uri} at step {start}, data position {position}", flush=True)
 
     pending = None
     for step in range(start, cfg.steps):
@@ -129,14 +153,18 @@ def grpo_train_loop(config: dict) -> None:
             payload = {"samples": samples, "info": info, "position": current["position"]}
         box = [payload]
         dist.broadcast_object_list(box, src=0)
+        while box[0].get("resync"):  # rank 0 lost an actor while generating: send it the weights, then go on
+            sync.send(group.version)
+            box = [None]
+            dist.broadcast_object_list(box, src=0)
         samples, info, position = box[0]["samples"], box[0]["info"], box[0]["position"]
         t_update = time.perf_counter()
         denominator = loss_denominator([len(s.token_ids) for s in samples], [s.weight for s in samples],
                                        cfg.algo.aggregation)  # the whole batch's, over all ranks
         stats = trainer.train_step(rank_shard(samples, rank, world), denominator)
         t["update"] = time.perf_counter()
-        weights = trainer.full_state_dict(trainable_only=True)  # all ranks (ZeRO-3 gather is collective)
-        sync_s = group.sync(weights) if rank == 0 else 0.0
+        group.version += 1  # rank 0's group is the one that counts
+        sync_stats = send_weights(sync, group, rank)
         t["sync"] = time.perf_counter()
         gathered = [None] * world
         dist.all_gather_object(gathered, stats)
@@ -154,8 +182,12 @@ def grpo_train_loop(config: dict) -> None:
                       "seconds": {"data": t["data"] - t["start"] + next_take_s, "rollout": t["rollout"] - t["data"],
                                   "reward": t["reward"] - t["rollout"] - next_take_s,
                                   "reference": float(np.mean([g["ref_s"] for g in gathered])),
-                                  "update": update_s, "sync": t["sync"] - t["update"], "sync_engine": sync_s,
-                                  "step": t["sync"] - t["start"]}})
+                                  "update": update_s, "sync": t["sync"] - t["update"],
+                                  "sync_engine": sync_stats.get("engine_seconds", 0.0),
+                                  "step": t["sync"] - t["start"]},
+                      "weight_sync_bytes": sync_stats.get("bytes", 0),
+                      "weight_sync_largest_message_bytes": sync_stats.get("largest_message", 0),
+                      "weight_sync_buckets": sync_stats.get("buckets", 0)})
         saved = ckpt.save_if_due(trainer, cfg, step + 1, cfg.steps, position, config.get("launch_id"))
         if saved and rank == 0:
             sink.event("checkpoint", checkpoint=saved, step=step + 1)

@@ -54,16 +54,10 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     restarts = cfg.rollout.max_restarts
     group = RolloutGroup.start(cfg.model, cfg.rollout, env, s3=cfg.data.s3,
                                max_recoveries=restarts if restarts >= 0 else 10 ** 6)
-    if cfg.rollout.weight_sync == "collective":  # the group forms in the trainer's rank 0, at its first sync
-        from seedr1.rollout.weight_sync import CollectiveSender
-
-        group.sender = CollectiveSender(group.actors, cfg.rollout.weight_sync_bucket_mb << 20,
-                                        cfg.rollout.weight_sync_timeout_s)
     try:
         run_trainer_group(grpo_train_loop, {"cfg": to_dict(cfg), "rollout": group}, cfg.trainer, cfg.run_dir,
                           cfg.checkpoint.keep)
     finally:
-        group.sender = None  # its process group lived in the trainer's rank 0, not here
         group.close()
     print(f"[grpo] done: run folder {cfg.run_dir} (metrics.jsonl, tensorboard/, checkpoints/, config.yaml)",
           flush=True)

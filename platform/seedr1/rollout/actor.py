@@ -25,11 +25,13 @@ class RolloutWorker:
             torch.set_num_threads(torch_threads)
         self.cfg = cfg
         self.weights_version = 0  # 0: the start model; the trainer's syncs count up from there
+        self.update_s = 0.0  # seconds this engine spent in the current weight update
+        self.updating = False  # between start_weight_update and finish_weight_update
         model = resolve_checkpoint(model, s3)  # into this node's cache, once
         if cfg.engine == "vllm":
             from seedr1.rollout.vllm_engine import VLLMEngine
 
-            self.engine = VLLMEngine(model, cfg.vllm)
+            self.engine = VLLMEngine(model, cfg.vllm, weight_sync=cfg.weight_sync)
         else:
             from seedr1.rollout.hf_engine import HFEngine
 
@@ -55,19 +57,45 @@ class RolloutWorker:
         self.weights_version = self.weights_version + 1 if version is None else version
         return time.perf_counter() - t0
 
-    # weight_sync=collective: the trainer's rank 0 broadcasts, this actor's engine workers receive
+    # A sync: one weight update on vLLM's weight-transfer protocol (rollout.weight_transfer.RolloutActorsClient)
+    def weight_transfer_backend(self) -> str:
+        return self.engine.weight_transfer_backend()
+
     def weight_group_size(self) -> int:
         return self.engine.weight_group_size()
 
-    def join_weight_group(self, host: str, port: int, offset: int, world_size: int, backend: str,
-                          timeout_s: float) -> None:
-        self.engine.join_weight_group(host, port, offset, world_size, backend, timeout_s)
+    def init_weight_transfer(self, init_info: dict) -> None:
+        self.engine.init_weight_transfer(init_info)
 
-    def receive_weights(self, buckets: list, version: int) -> float:
+    def start_weight_update(self) -> None:
         t0 = time.perf_counter()
-        self.engine.receive_weights(buckets)
-        self.weights_version = version
-        return time.perf_counter() - t0
+        if self.updating:  # an update cut short (the trainer lost another engine): end it, this one rewrites all
+            self.engine.finish_weight_update()
+        self.engine.start_weight_update()
+        self.updating = True
+        self.update_s = time.perf_counter() - t0
+
+    def update_weight_chunk(self, update_info: dict) -> None:
+        """One ``update_weights`` call of the engine; a bucket put in the object store (``ref``) goes inline."""
+        t0 = time.perf_counter()
+        if "ref" in update_info:
+            info = {k: v for k, v in update_info.items() if k != "ref"}
+            info["packed"] = ray.get(update_info["ref"]).tobytes()  # vLLM's RPC to its engine core keeps bytes
+            update_info = info
+        self.engine.update_weight_chunk(update_info)
+        self.update_s += time.perf_counter() - t0
+
+    def finish_weight_update(self, version: int | None = None) -> float:
+        """Ends the update; the engine now holds weights ``version``. Returns the update's seconds in the engine."""
+        t0 = time.perf_counter()
+        self.engine.finish_weight_update()
+        self.updating = False
+        if version is not None:
+            self.weights_version = version
+        return self.update_s + time.perf_counter() - t0
+
+    def shutdown_weight_transfer(self) -> None:
+        self.engine.shutdown_weight_transfer()
 
     def pid(self) -> int:
         return os.getpid()

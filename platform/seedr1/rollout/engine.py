@@ -110,18 +110,41 @@ class RolloutEngine(ABC):
         """Load new policy weights (the changed parameters: ``array_state`` arrays, tensors or safetensors bytes;
         ``named_tensors`` reads each), then reset caches."""
 
-    # Collective weight sync (RolloutConfig.weight_sync="collective"); engines without it keep these defaults.
+    # Weight sync: one weight update per sync on vLLM's weight-transfer protocol (rollout.weight_transfer). This
+    # default serves engines without vLLM: buckets arrive inline (weight_sync=object_store) and load at once.
+    def weight_transfer_backend(self) -> str:
+        """The engine's weight-transfer backend (vLLM's ``weight_transfer_config.backend``)."""
+        from seedr1.rollout.weight_transfer import SEEDR1_BACKEND
+
+        return SEEDR1_BACKEND
+
     def weight_group_size(self) -> int:
-        """Processes of this engine that join the trainer's weight group."""
-        raise NotImplementedError(f"{type(self).__name__} has no collective weight sync; use weight_sync=object_store")
+        """Processes of this engine that take part in a sync (each a rank of a collective transfer group)."""
+        return 1
 
-    def join_weight_group(self, host: str, port: int, offset: int, world_size: int, backend: str,
-                          timeout_s: float) -> None:
-        raise NotImplementedError(f"{type(self).__name__} has no collective weight sync")
+    def init_weight_transfer(self, init_info: dict) -> None:
+        if init_info.get("transport") != "object_store":
+            raise NotImplementedError(f"{type(self).__name__} takes weights through the object store only "
+                                      f"(got transport {init_info.get('transport')!r}); use weight_sync=object_store")
 
-    def receive_weights(self, buckets: list) -> None:
-        """Receive the broadcast buckets (``weight_sync.plan_buckets``) and load them, then reset caches."""
-        raise NotImplementedError(f"{type(self).__name__} has no collective weight sync")
+    def start_weight_update(self) -> None:
+        pass
+
+    def update_weight_chunk(self, update_info: dict) -> None:
+        """One bucket: ``names``, ``dtype_names``, ``shapes`` and its ``packed`` bytes."""
+        import torch
+
+        from seedr1.rollout.weight_transfer import unpack
+
+        buffer = torch.frombuffer(bytearray(update_info["packed"]), dtype=torch.uint8)
+        self.update_weights(dict(unpack(buffer, update_info["names"], update_info["shapes"],
+                                        update_info["dtype_names"])))
+
+    def finish_weight_update(self) -> None:
+        self.reset_caches()
+
+    def shutdown_weight_transfer(self) -> None:
+        pass
 
     @abstractmethod
     def reset_caches(self) -> None:

@@ -51,6 +51,14 @@ def _torch_linear(x, weight, bias):
     return torch.nn.functional.linear(x, weight, bias)
 
 
+def _plain_dispatch(dispatch):
+    def plain(layer, remove_weight=True, *args, **kwargs):
+        if layer.weight.is_meta or layer.weight.ndim != 2:  # not a Linear weight: vLLM's own handling
+            return dispatch(layer, remove_weight, *args, **kwargs)
+        layer.cpu_linear = _torch_linear
+    return plain
+
+
 @contextlib.contextmanager
 def plain_linear_weights():
     """While a CPU engine loads its model in this process, its 2-D Linear layers keep their weights and compute
@@ -62,17 +70,20 @@ def plain_linear_weights():
         return
     with _PATCH_LOCK:
         dispatch = utils.dispatch_cpu_unquantized_gemm
-
-        def plain(layer, remove_weight=True, *args, **kwargs):
-            if layer.weight.is_meta or layer.weight.ndim != 2:  # not a Linear weight: vLLM's own handling
-                return dispatch(layer, remove_weight, *args, **kwargs)
-            layer.cpu_linear = _torch_linear
-
-        utils.dispatch_cpu_unquantized_gemm = plain
+        utils.dispatch_cpu_unquantized_gemm = _plain_dispatch(dispatch)
         try:
             yield
         finally:
             utils.dispatch_cpu_unquantized_gemm = dispatch
+
+
+def install_plain_linear_weights() -> None:
+    """``plain_linear_weights`` for the rest of this process: for an engine core process of its own, which loads
+    exactly one model (``rollout.weight_receiver_in_place`` calls it when vLLM imports the worker extension)."""
+    utils = _dispatch_module()
+    if utils is not None and not getattr(utils.dispatch_cpu_unquantized_gemm, "seedr1_plain", False):
+        utils.dispatch_cpu_unquantized_gemm = _plain_dispatch(utils.dispatch_cpu_unquantized_gemm)
+        utils.dispatch_cpu_unquantized_gemm.seedr1_plain = True
 
 
 def loads_in_place(model) -> bool:

@@ -27,11 +27,15 @@ def engine_core_payload(payload: WeightsPayload, in_process: bool) -> WeightsPay
 
 
 class VLLMEngine(RolloutEngine):
-    def __init__(self, model: str, cfg: VLLMConfig):
+    def __init__(self, model: str, cfg: VLLMConfig, weight_sync: str = "object_store"):
+        """``weight_sync``: how synced weights will arrive (``RolloutConfig.weight_sync``); it picks the engine's
+        weight-transfer backend, here where the engine's tensors live (nccl for a collective sync on a GPU)."""
         from seedr1.model.loading import load_processor
+        from seedr1.rollout.weight_transfer import engine_backend
 
-        self.llm = build_llm(model, cfg, worker_extension_cls="seedr1.rollout.weight_receiver.WeightReceiver")
         self.cpu = on_cpu()
+        self.backend = engine_backend(weight_sync, gpu=not self.cpu)
+        self.llm = build_llm(model, cfg, weight_transfer_backend=self.backend)
         self.in_process = engine_core_in_process(self.llm)
         self.processor = load_processor(model)
         tok = self.processor.tokenizer
@@ -100,17 +104,36 @@ class VLLMEngine(RolloutEngine):
         self.llm.collective_rpc("seedr1_load_payload", args=(engine_core_payload(payload, self.in_process),))
         self.reset_caches()
 
+    # Weight sync on vLLM's weight-transfer API: the worker methods every vLLM worker (CPU included) has.
+    def weight_transfer_backend(self) -> str:
+        return self.backend
+
     def weight_group_size(self) -> int:
-        """Workers of this engine (tensor/pipeline parallel): each joins the weight group as a rank."""
+        """Workers of this engine (tensor/pipeline parallel): each joins a collective transfer group as a rank."""
         return self.llm.llm_engine.vllm_config.parallel_config.world_size
 
-    def join_weight_group(self, host: str, port: int, offset: int, world_size: int, backend: str,
-                          timeout_s: float) -> None:
-        self.llm.collective_rpc("seedr1_join_weight_group", args=(host, port, offset, world_size, backend, timeout_s))
+    def init_weight_transfer(self, init_info: dict) -> None:
+        self.llm.collective_rpc("init_weight_transfer_engine", kwargs={"init_info": init_info})
 
-    def receive_weights(self, buckets: list) -> None:
-        self.llm.collective_rpc("seedr1_receive_buckets", args=(buckets,))
+    def start_weight_update(self) -> None:
+        self.llm.collective_rpc("start_weight_update")
+
+    def update_weight_chunk(self, update_info: dict) -> None:
+        self.llm.collective_rpc("update_weights", kwargs={"update_info": update_info})
+
+    def finish_weight_update(self) -> None:
+        self.llm.collective_rpc("finish_weight_update")
         self.reset_caches()
+
+    def shutdown_weight_transfer(self) -> None:
+        self.llm.collective_rpc("shutdown_weight_transfer_engine")
+
+    def transfer_stats(self) -> list[dict]:
+        """Per worker: the last weight update as its transfer engine saw it (``WeightReceiver``)."""
+        return self.llm.collective_rpc("seedr1_transfer_stats")
+
+    def loads_in_place(self) -> list[bool]:
+        return self.llm.collective_rpc("seedr1_loads_in_place")
 
     def reset_caches(self) -> None:
         # A stale encoder cache after a weight change kills the engine on the next video ("Encoder cache miss").

@@ -15,12 +15,18 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
-def build_llm(model: str, cfg: VLLMConfig, worker_extension_cls: str | None = None):
-    """An in-process ``vllm.LLM`` for ``model`` (any location ``resolve_checkpoint`` accepts)."""
+RECEIVER = "seedr1.rollout.weight_receiver.WeightReceiver"
+IN_PLACE_RECEIVER = "seedr1.rollout.weight_receiver_in_place.InPlaceWeightReceiver"
+
+
+def build_llm(model: str, cfg: VLLMConfig, weight_transfer_backend: str | None = None):
+    """A ``vllm.LLM`` for ``model`` (any location ``resolve_checkpoint`` accepts). Its engine core runs in a process
+    of its own, as vLLM does by default and GPUs run it, unless ``cfg.in_process``. ``weight_transfer_backend``: an
+    engine that receives synced weights, through that weight-transfer engine (``rollout.weight_transfer``)."""
     cpu = on_cpu()
+    # Set, not defaulted: each engine built in this process gets the shape its own config asks for.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if cfg.in_process else "1"
     if cpu:
-        # In-process engine core: starts in seconds, works inside a Ray actor, no extra processes on 2 cores.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_space_gb))
     from vllm import LLM
 
@@ -32,10 +38,14 @@ def build_llm(model: str, cfg: VLLMConfig, worker_extension_cls: str | None = No
         kwargs["distributed_executor_backend"] = "uni"
     else:
         kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
-    if worker_extension_cls:
-        kwargs["worker_extension_cls"] = worker_extension_cls
-    # an engine that receives weights: on CPU its Linear layers compute from their own weights, so a sync loads in
-    # place
-    plain = cpu and worker_extension_cls and in_place_capable(kwargs["model"])
-    with plain_linear_weights() if plain else contextlib.nullcontext():
+    # on CPU a receiving engine's Linear layers compute from their own weights, so a sync loads in place: in an
+    # engine core process of its own its worker extension sets that up, in this process a scoped patch does
+    in_place = bool(weight_transfer_backend) and cpu and in_place_capable(kwargs["model"])
+    if weight_transfer_backend:
+        from seedr1.rollout.weight_transfer import register
+
+        register()  # in this process too: vLLM checks the engine's config against its registry here
+        kwargs["weight_transfer_config"] = {"backend": weight_transfer_backend}
+        kwargs["worker_extension_cls"] = IN_PLACE_RECEIVER if in_place and not cfg.in_process else RECEIVER
+    with plain_linear_weights() if in_place and cfg.in_process else contextlib.nullcontext():
         return LLM(**kwargs)

@@ -1,21 +1,22 @@
-"""The receiving side of weight sync, as a vLLM worker extension (``worker_extension_cls``).
+"""seedr1's vLLM worker extension (``worker_extension_cls``) of an engine that receives synced weights.
 
-Checkpoint-format tensors go through the worker's ``reload_weights``, which works on every backend; on a CPU engine
-whose Linear layers compute from their own weights (``vllm_cpu_weights``) they load in place, several times faster.
-Two transports reach it: a payload through the Ray object store (numpy arrays or safetensors bytes,
-``engine.named_tensors``) and broadcast buckets over a collective group (``weight_sync``).
+Importing it registers the ``seedr1`` weight-transfer backend (``rollout.weight_transfer``) in the engine core's
+process, before vLLM builds the worker's transfer engine; syncs then go through vLLM's own worker methods
+(``start_weight_update``, ``update_weights``, ``finish_weight_update``). Beside them, a whole payload (numpy arrays or
+safetensors bytes, ``engine.named_tensors``) loads in one call, and a few questions about the loaded model help tests.
 """
 from __future__ import annotations
 
-from seedr1.rollout import vllm_cpu_weights, weight_sync
+from seedr1.rollout import vllm_cpu_weights, weight_transfer
+
+weight_transfer.register()
 
 
 class WeightReceiver:
     def _seedr1_load(self, tensors: list) -> None:
-        """Load checkpoint-format ``(name, tensor)`` pairs."""
+        """Load checkpoint-format ``(name, tensor)`` pairs (a whole model's, or whole layers')."""
         model = self.model_runner.model
         if not vllm_cpu_weights.loads_in_place(model):
-            # a layer must get all of its tensors in one reload (``weight_sync.layer_of``)
             self._seedr1_replay = None  # a reload may replace parameters a recorded replay would write into
             self.reload_weights(weights_iterator=iter(tensors), is_checkpoint_format=True)
             return
@@ -33,27 +34,14 @@ class WeightReceiver:
         self._seedr1_load(tensors)
         return len(tensors)
 
-    def seedr1_join_weight_group(self, host: str, port: int, offset: int, world_size: int, backend: str,
-                                 timeout_s: float) -> int:
-        """Join the trainer's weight group as rank ``offset`` + this worker's rank (a new group replaces an old one)."""
-        self.seedr1_leave_weight_group()
-        rank = offset + getattr(self, "rank", 0)
-        self._seedr1_pg = weight_sync.join_group(host, port, rank, world_size, backend, timeout_s)
-        return rank
+    def seedr1_loads_in_place(self) -> bool:
+        """Whether this worker's Linear layers compute from their own weights (``vllm_cpu_weights``)."""
+        return vllm_cpu_weights.loads_in_place(self.model_runner.model)
 
-    def seedr1_leave_weight_group(self) -> None:
-        if getattr(self, "_seedr1_pg", None) is not None:
-            weight_sync.leave_group(self._seedr1_pg)
-            self._seedr1_pg = None
-
-    def seedr1_receive_buckets(self, buckets: list) -> int:
-        """Receive each bucket rank 0 broadcasts and load it (one bucket in memory at a time)."""
-        device = str(getattr(self, "device", "cpu"))
-        count = 0
-        for bucket in buckets:
-            flat = weight_sync.empty_bucket(bucket, device)
-            weight_sync.broadcast(self._seedr1_pg, flat)
-            tensors = weight_sync.unflatten(flat, bucket)
-            self._seedr1_load(tensors)
-            count += len(tensors)
-        return count
+    def seedr1_transfer_stats(self) -> dict:
+        """The last weight update as this worker's transfer engine saw it: calls, buckets, largest bucket, and
+        whether it replayed recorded loader calls (in place) or ran vLLM's layerwise reload."""
+        engine = self.weight_transfer_engine
+        replay = getattr(engine, "replay", None)
+        return {**getattr(engine, "received", {}), "backend": type(engine).__name__,
+                "replays": bool(replay is not None and replay.enabled and replay.plan)}

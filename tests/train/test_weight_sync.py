@@ -1,0 +1,60 @@
+"""The sending side of weight sync: the backend is decided by the process that holds the trainer's tensors, and a
+trainer and engines that cannot talk fail at connect time with an error naming the keys, not after a timeout."""
+import time
+
+import pytest
+import ray
+import torch
+
+from seedr1.rollout.weight_transfer import engine_backend, trainer_backend
+from seedr1.train.weight_sync import WeightSync, ZeroWeightSource
+
+
+def test_each_side_decides_its_backend_from_where_its_tensors_are():
+    assert trainer_backend("collective", gpu=True) == ("nccl", "nccl")  # vLLM's NCCL engines
+    assert trainer_backend("collective", gpu=False) == ("seedr1", "gloo")
+    assert trainer_backend("object_store", gpu=True) == trainer_backend("object_store", gpu=False) == \
+        ("seedr1", "object_store")
+    assert engine_backend("collective", gpu=True) == "nccl" and engine_backend("collective", gpu=False) == "seedr1"
+    assert engine_backend("object_store", gpu=True) == "seedr1"
+    # a sync built from a CPU module (a process that sees no GPU) picks gloo; nothing is decided by a driver
+    sync = WeightSync(torch.nn.Linear(2, 2), 0, "collective", 1 << 20, 5.0, actors=[])
+    assert (sync.backend, sync.wire) == ("seedr1", "gloo")
+
+
+def test_weight_source_declares_what_it_yields_in_group_order():
+    model = torch.nn.ModuleDict({"emb": torch.nn.Embedding(4, 2),
+                                 "layers": torch.nn.ModuleList([torch.nn.Linear(2, 2) for _ in range(2)]),
+                                 "head": torch.nn.Linear(2, 3)})
+    model["emb"].weight.requires_grad_(False)  # frozen: not synced
+    source = ZeroWeightSource(model)
+    names = [m.name for m in source.metadata()]
+    assert names == ["layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "head.weight",
+                     "head.bias"]
+    assert [n for n, _ in source] == names
+    assert [g for g, _ in source.iter_groups()] == [names[:2], names[2:4], names[4:]]
+    assert all(torch.equal(t, dict(model.named_parameters())[n]) for n, t in source)
+
+
+class GPUEngineActor:
+    """Answers as a rollout actor whose engine sits on a GPU and was built for a collective sync."""
+
+    def weight_group_size(self):
+        return 1
+
+    def weight_transfer_backend(self):
+        return "nccl"
+
+    def init_weight_transfer(self, info):
+        time.sleep(600)  # never reached: the mismatch is caught before any rendezvous
+
+
+def test_a_cpu_trainer_and_a_gpu_engine_fail_at_connect_naming_the_keys(ray_cluster):
+    actor = ray.remote(GPUEngineActor).options(num_cpus=0).remote()
+    sync = WeightSync(torch.nn.Linear(2, 2), 0, "collective", 1 << 20, 600.0, actors=[actor])
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="holds its weights on the CPU.*backend 'seedr1'.*actor 0's engine has "
+                                           "'nccl'.*trainer.gpus_per_worker, rollout.gpus_per_actor"):
+        sync.send(version=1)
+    assert time.perf_counter() - t0 < 30
+    ray.kill(actor)
