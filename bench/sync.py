@@ -30,12 +30,12 @@ QWEN2_VL_7B_PARAMS = 8.29e9  # language model + vision tower
 def _receiver(port: int, nbytes: int) -> None:
     import torch
 
-    from seedr1.rollout.weight_sync import broadcast, join_group, leave_group
+    from seedr1.rollout.weight_transfer import join_group, leave_group
 
-    pg = join_group("127.0.0.1", port, 1, 2, "gloo", 120)
+    pg = join_group("127.0.0.1", port, 1, 2, 120)
     buf = torch.empty(nbytes // 4, dtype=torch.float32)
     for _ in range(3):
-        broadcast(pg, buf)
+        pg.broadcast(buf, 0).wait()
     leave_group(pg)
 
 
@@ -44,16 +44,16 @@ def gloo_bandwidth(nbytes: int = 256 << 20) -> float:
     import torch
     from vllm.utils.network_utils import get_open_port
 
-    from seedr1.rollout.weight_sync import broadcast, join_group, leave_group
+    from seedr1.rollout.weight_transfer import join_group, leave_group
 
     port = get_open_port()
     proc = mp.get_context("spawn").Process(target=_receiver, args=(port, nbytes))
     proc.start()
-    pg = join_group("127.0.0.1", port, 0, 2, "gloo", 120)
+    pg = join_group("127.0.0.1", port, 0, 2, 120)
     buf, times = torch.ones(nbytes // 4, dtype=torch.float32), []
     for _ in range(3):
         t0 = time.perf_counter()
-        broadcast(pg, buf)
+        pg.broadcast(buf, 0).wait()
         times.append(time.perf_counter() - t0)
     leave_group(pg)
     proc.join(60)
