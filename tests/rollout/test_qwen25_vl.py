@@ -94,9 +94,7 @@ def test_a_weight_sync_loads_in_place_and_the_engine_follows(engine, model_dir):
     (``seedr1.rollout.vllm_cpu_weights``): after a sync of moved weights, engine and trainer agree again."""
     from safetensors.torch import save
 
-    from seedr1.rollout.vllm_cpu_weights import loads_in_place
-
-    assert engine.llm.collective_rpc(lambda worker: loads_in_place(worker.model_runner.model)) == [True]
+    assert engine.loads_in_place() == [True]  # asked in the engine core's own process
     record = _record(2.0)
     tokens = engine.generate([record], Sampling(n=1, max_tokens=8, temperature=1.0))[0][0].token_ids
     processor, model = load_processor(model_dir), load_model(model_dir, trainable=False)

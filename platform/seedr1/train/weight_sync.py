@@ -27,8 +27,13 @@ class ZeroWeightSource(_source_base()):
     """The policy's parameters in their own dtype, one layer group gathered at a time (ZeRO-3: a collective every
     rank runs in the same order), never the whole model at once."""
 
-    def __init__(self, module: torch.nn.Module, trainable_only: bool = True):
+    def __init__(self, module: torch.nn.Module, trainable_only: bool = True, clone: bool = True):
+        """``clone``: yield copies under ZeRO-3 (the gathered storage is released when the group's context ends;
+        vLLM's packed NCCL producer keeps views past that). A consumer done with each group before asking for the
+        next one needs none."""
         from vllm.distributed.weight_transfer.base import layerwise_groups
+
+        self.clone = clone
 
         params = dict((n, p) for n, p in module.named_parameters() if p.requires_grad or not trainable_only)
         # in group order (vLLM's layerwise_groups moves un-numbered tensors after the stacks): metadata and
@@ -51,8 +56,7 @@ class ZeroWeightSource(_source_base()):
                 yield names, [p.detach() for p in params]
                 continue
             with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-                # a copy: the gathered storage is released when the context ends, before a bucket is sent
-                yield names, [p.detach().clone() for p in params]
+                yield names, [p.detach().clone() if self.clone else p.detach() for p in params]
 
     def __iter__(self):
         for names, tensors in self.iter_groups():
@@ -131,19 +135,22 @@ class SeedR1TrainerEngine:
         self.client.finish_weight_update()
 
     def _buckets(self, names: list[str], sizes: list[int]):
-        """(start, end, packed uint8 buffer) per bucket; holds one bucket and one gathered layer group at most."""
+        """(start, end, packed uint8 buffer) per bucket: each tensor is copied into the bucket's buffer while its
+        layer group is gathered, so beyond the model this rank holds one bucket and one gathered group."""
         bounds = wire.bucket_bounds(sizes, self.bucket_bytes)
-        pending: list[torch.Tensor] = []
-        index, b = 0, 0
+        index, b, offset, buffer = 0, 0, 0, None
         for group_names, tensors in self.source.iter_groups():
             for name, t in zip(group_names, tensors):
                 if name != names[index]:
                     raise RuntimeError(f"weight source order changed: {name!r} where {names[index]!r} was declared")
-                pending.append(t.contiguous().view(-1).view(torch.uint8).cpu())
+                if buffer is None:
+                    buffer, offset = torch.empty(sum(sizes[bounds[b][0]:bounds[b][1]]), dtype=torch.uint8), 0
+                buffer[offset:offset + sizes[index]].copy_(t.contiguous().view(-1).view(torch.uint8))
+                offset += sizes[index]
                 index += 1
                 if index == bounds[b][1]:
-                    yield bounds[b][0], bounds[b][1], torch.cat(pending)
-                    pending, b = [], b + 1
+                    yield bounds[b][0], bounds[b][1], buffer
+                    buffer, b = None, b + 1
 
     def shutdown(self) -> None:
         if self.pg is not None:
@@ -159,7 +166,7 @@ class WeightSync:
         self.rank, self.weight_sync, self.bucket_bytes, self.timeout_s = rank, weight_sync, bucket_bytes, timeout_s
         self.gpu = torch.cuda.is_available() and any(p.is_cuda for p in module.parameters())
         self.backend, self.wire = wire.trainer_backend(weight_sync, self.gpu)
-        self.source = ZeroWeightSource(module)
+        self.source = ZeroWeightSource(module, clone=self.wire == "nccl")
         self.actors = actors  # rank 0 only
         self.client = None  # rank 0: rollout.weight_transfer.RolloutActorsClient
         self.engine = None
