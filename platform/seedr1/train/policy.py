@@ -74,6 +74,37 @@ def deepspeed_config(cfg: TrainerConfig, grad_accum: int, gpu: bool) -> dict:
     }
 
 
+def reference_deepspeed_config(cfg: TrainerConfig, hidden_size: int, gpu: bool) -> dict:
+    """ZeRO-3 for the frozen reference model, without optimizer (as TRL's ``prepare_deepspeed`` and OpenRLHF do): each
+    rank holds a shard of it, gathered layer by layer in its forward. Parameters below 10 x hidden size stay whole
+    on every rank (norms, biases), as in TRL."""
+    return {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 10 * hidden_size,
+                              "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
+                              "reduce_bucket_size": hidden_size * hidden_size},
+        "bf16": {"enabled": gpu},
+        "steps_per_print": 10 ** 9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _hidden_size(config) -> int:
+    text = getattr(config, "text_config", None) or config
+    return int(text.hidden_size)
+
+
+def layer_groups(named_params) -> list[list[tuple[str, torch.nn.Parameter]]]:
+    """Parameters by layer (``...layers.N`` / ``...blocks.N``: everything under the first numbered module), else by
+    their module (embeddings, norms, the LM head), in model order: the unit one ZeRO-3 gather brings together."""
+    groups: dict[str, list] = {}
+    for name, p in named_params:
+        parts = name.split(".")
+        cut = next((i + 1 for i, s in enumerate(parts) if s.isdigit()), len(parts) - 1)
+        groups.setdefault(".".join(parts[:cut]), []).append((name, p))
+    return list(groups.values())
+
+
 class PolicyTrainer:
     def __init__(self, model_path: str, cfg: TrainerConfig, algo: AlgoConfig, grad_accum: int, total_steps: int = 0,
                  temperature: float = 1.0, s3: S3Config | None = None):
@@ -98,16 +129,23 @@ class PolicyTrainer:
             for name, p in model.named_parameters():
                 if ".visual." in f".{name}":
                     p.requires_grad_(False)
+        if cfg.gradient_checkpointing:  # before DeepSpeed wraps it; non-reentrant: frozen inputs need no grad hack
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.engine, *_ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
             config=deepspeed_config(cfg, grad_accum, self.gpu),
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg, total_steps)))
         self.ref = None
+        self.ref_sharded = algo.beta > 0 and cfg.zero_stage == 3
         if algo.beta > 0:  # beta == 0: no reference model is loaded at all
-            self.ref = load_model(model_path, dtype=dtype, trainable=False)
-            self.ref.requires_grad_(False)
-            if self.gpu:
-                self.ref.to(self.engine.device)
+            ref = load_model(model_path, dtype=dtype, trainable=False)
+            ref.requires_grad_(False)
+            if self.ref_sharded:  # ZeRO-3: a shard per rank, not a full copy (ZeRO-2 keeps the plain copy)
+                self.ref, *_ = deepspeed.initialize(
+                    model=ref, config=reference_deepspeed_config(cfg, _hidden_size(ref.config), self.gpu))
+                self.ref.eval()
+            else:
+                self.ref = ref.to(self.engine.device) if self.gpu else ref
         self.grad_accum = grad_accum
 
     def _micro_batches(self, samples: list[TrainSample]):
@@ -142,18 +180,21 @@ class PolicyTrainer:
             if self.ref is not None:
                 t0 = time.perf_counter()
                 with torch.no_grad():
-                    ref_logp, _ = completion_logprobs(self.ref, batch, temperature=self.temperature,
-                                                      positions=positions, shared_prefix=self.cfg.shared_prefix)
+                    ref_logp = self.reference_logprobs(batch, positions)
                 sums["ref_s"] += time.perf_counter() - t0
+            shared, pad = self.cfg.shared_prefix, None
+            if self.cfg.zero_stage == 3:
+                shared, pad = self._zero3_align(self.engine, batch, shared)
             logp, mask, entropy = completion_logprobs(self.engine, batch, with_entropy=True, positions=positions,
-                                                      temperature=self.temperature,
-                                                      shared_prefix=self.cfg.shared_prefix)
+                                                      temperature=self.temperature, shared_prefix=shared)
             adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32, device=logp.device)
             weights = torch.tensor([s.weight for s in chunk], dtype=torch.float32, device=logp.device)
             loss, m = policy_loss(logp, self._old_logprobs(chunk, logp), adv, mask, ref_logp=ref_logp, beta=self.algo.beta,
                                   clip_eps_low=self.algo.clip_eps_low, clip_eps_high=self.algo.clip_eps_high,
                                   kl_kind=self.algo.kl_kind, aggregation=self.algo.aggregation, weights=weights,
                                   denominator=denominator)
+            if pad is not None:  # the dummy vision forward's backward, as every rank runs the tower's
+                loss = loss + 0.0 * pad
             self.engine.backward(loss)
             self.engine.step()
             for k in ("loss", "kl", "clip_fraction"):
@@ -178,8 +219,13 @@ class PolicyTrainer:
         stats = {"loss": 0.0, "lr": float(self.engine.get_lr()[0]), "train_tokens": 0, "target_tokens": 0}
         self.engine.train()
         for chunk, batch in self._micro_batches(samples):
-            logp, mask = completion_logprobs(self.engine, batch, shared_prefix=self.cfg.shared_prefix)
+            shared, pad = self.cfg.shared_prefix, None
+            if self.cfg.zero_stage == 3:
+                shared, pad = self._zero3_align(self.engine, batch, shared)
+            logp, mask = completion_logprobs(self.engine, batch, shared_prefix=shared)
             loss = sft_loss(logp, mask, denominator)
+            if pad is not None:
+                loss = loss + 0.0 * pad
             self.engine.backward(loss)
             self.engine.step()
             stats["loss"] += float(loss) / n_micro
@@ -187,6 +233,53 @@ class PolicyTrainer:
             stats["target_tokens"] += int(mask.sum())
         stats["optimizer_step"] = int(self.engine.global_steps)
         return stats
+
+    @torch.no_grad()
+    def reference_logprobs(self, batch: dict, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """The reference model's completion log-probs ``[B, Tc]`` for a micro-batch on the trainer's device.
+
+        Sharded (ZeRO-3), each submodule's forward gathers its parameters from every rank: all ranks must run the
+        same submodules in the same order, whatever their micro-batches hold. So they agree on the forward's shape
+        (the shared-prompt path only where every rank takes it, with the same number of forwards) and a rank with
+        fewer media kinds (image, video) than another runs the vision tower on a dummy input first."""
+        shared = self.cfg.shared_prefix
+        if self.ref_sharded:
+            shared = self._zero3_align(self.ref, batch, shared)[0]
+        logp, _ = completion_logprobs(self.ref, batch, temperature=self.temperature, positions=positions,
+                                      shared_prefix=shared)
+        return logp
+
+    def _zero3_align(self, model, batch: dict, shared: bool) -> tuple[bool, torch.Tensor | None]:
+        """Make this rank's forward of ``model`` (a ZeRO-3 engine) run the same submodules in the same order as every
+        other rank's: ZeRO-3 gathers each submodule's parameters collectively and checks the order across ranks.
+        Returns whether to take the shared-prompt path (only where every rank takes it, with as many forwards) and
+        the vision tower's output on dummy input, run here as many extra times as this rank has fewer media kinds
+        (image, video) than another (with grad: the caller adds it x 0 to the loss, so its backward matches too)."""
+        from seedr1.train.batch import _MODALITIES, _core
+        from seedr1.train.shared_prefix import can_share_prefix
+
+        # 0: one full forward; 1: the prompts only (every completion one token); 2: prompts, then completions
+        path = 2 if int(batch["completion_lens"].max()) > 1 else 1
+        path = path if shared and can_share_prefix(model, batch) else 0
+        kinds = sum(pixels in batch for pixels, _, _ in _MODALITIES.values())
+        agreed = torch.tensor([path, -path, -kinds], dtype=torch.long, device=self._comm_device())
+        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+        shared = int(agreed[0]) == -int(agreed[1]) != 0
+        extra, pad = -int(agreed[2]) - kinds, None
+        if extra:
+            vision = _core(model).config.vision_config
+            merge = vision.spatial_merge_size
+            grid = torch.tensor([[1, merge, merge]], device=self.engine.device)
+            width = vision.in_channels * vision.temporal_patch_size * vision.patch_size ** 2
+            pixels = torch.zeros(merge * merge, width, device=self.engine.device)
+            for _ in range(extra):
+                out = _core(model).get_image_features(pixels, grid, return_dict=True).pooler_output
+                out = torch.cat(list(out)) if isinstance(out, (tuple, list)) else out
+                pad = out.float().sum() if pad is None else pad + out.float().sum()
+        return shared, pad
+
+    def _comm_device(self) -> torch.device:
+        return self.engine.device if self.gpu else torch.device("cpu")
 
     @staticmethod
     def _old_logprobs(chunk: list[TrainSample], logp: torch.Tensor) -> torch.Tensor:
@@ -200,16 +293,20 @@ class PolicyTrainer:
         return old
 
     def full_state_dict(self, trainable_only: bool) -> dict | None:
-        """Full fp32 CPU tensors on rank 0, None elsewhere (every rank must call: the ZeRO-3 gather is collective)."""
+        """The full parameters as CPU tensors in their own dtype (bf16 on GPU) on rank 0, None elsewhere. Under ZeRO-3
+        one layer group is gathered at a time and only rank 0 copies it out (every rank must call: the gather is
+        collective)."""
         import deepspeed
 
         params = [(n, p) for n, p in self.engine.module.named_parameters() if p.requires_grad or not trainable_only]
-        if self.cfg.zero_stage == 3:
-            with deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=None):
-                if self.rank == 0:
-                    return {n: p.detach().to("cpu", torch.float32).clone().contiguous() for n, p in params}
-            return None
-        return {n: p.detach().to("cpu", torch.float32).contiguous() for n, p in params} if self.rank == 0 else None
+        if self.cfg.zero_stage != 3:
+            return {n: p.detach().to("cpu").contiguous() for n, p in params} if self.rank == 0 else None
+        state = {} if self.rank == 0 else None
+        for group in layer_groups(params):
+            with deepspeed.zero.GatheredParameters([p for _, p in group], modifier_rank=None):
+                if state is not None:
+                    state.update((n, p.detach().to("cpu", copy=True).contiguous()) for n, p in group)
+        return state
 
     def save_pretrained(self, out_dir) -> None:
         """A Hugging Face checkpoint of the current policy (model + processor), written by rank 0."""
