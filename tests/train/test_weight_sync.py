@@ -51,6 +51,7 @@ class GPUEngineActor:
 
 def test_a_cpu_trainer_and_a_gpu_engine_fail_at_connect_naming_the_keys(ray_cluster):
     actor = ray.remote(GPUEngineActor).options(num_cpus=0).remote()
+    ray.get(actor.weight_group_size.remote())  # started: what is timed below is the connect alone
     sync = WeightSync(torch.nn.Linear(2, 2), 0, "collective", 1 << 20, 600.0, actors=[actor])
     t0 = time.perf_counter()
     with pytest.raises(RuntimeError, match="holds its weights on the CPU.*backend 'seedr1'.*actor 0's engine has "
