@@ -222,3 +222,27 @@ def test_stop_strings_cut_the_text(engine):
     completions = [c for group in out for c in group]
     assert not any(set(c.text) & set(letters) for c in completions)
     assert sum(c.finish_reason == "stop" and len(c.token_ids) < 12 for c in completions) >= 8
+
+
+def test_an_engine_that_cannot_load_in_place_runs_one_layerwise_reload_per_sync(tiny_model_dir, monkeypatch):
+    """The GPU engines' way (and any architecture without in-place loads): vLLM's CPU backend packs the Linear
+    weights, so the buckets load through vLLM's layerwise reload, started once and finished once per sync however
+    many buckets arrive, and the engine follows the trainer to fp32 precision."""
+    from seedr1.rollout import vllm_engine_factory
+    from seedr1.rollout.vllm_engine import VLLMEngine
+
+    monkeypatch.setattr(vllm_engine_factory, "in_place_capable", lambda model_dir: False)
+    engine = VLLMEngine(tiny_model_dir, VLLMConfig(enforce_eager=True))
+    assert engine.loads_in_place() == [False]
+    record, processor = _record(21), load_processor(tiny_model_dir)
+    tokens = engine.generate([record], Sampling(n=1, max_tokens=8, temperature=1.0, seed=5))[0][0].token_ids
+    for seed in (4, 5):  # twice: the second reload starts from the first one's packed layers
+        model = _moved_model(tiny_model_dir, seed)
+        want = _trainer_logprobs(model, processor, record, tokens)
+        assert np.abs(np.asarray(engine.score([record], [tokens])[0]) - want).max() > 1e-2
+        calls, stats = _sync_through_transfer_api(engine, model, "gloo", 320 << 10)
+        seen = engine.transfer_stats()[0]
+        assert calls == ["start", "update", "finish"] and stats["buckets"] == seen["buckets"] >= 3
+        assert not seen["replays"]  # vLLM's layerwise reload, not seedr1's in-place loader replay
+        np.testing.assert_allclose(engine.score([record], [tokens])[0], want, atol=0, rtol=1e-6)
+    assert len(engine.generate([_record(22)], Sampling(n=2, max_tokens=4, temperature=1.0, seed=0))[0]) == 2

@@ -118,7 +118,8 @@ def grpo_train_loop(config: dict) -> None:
         def resync() -> None:  # a restarted actor holds the start model: every rank sends the current one again
             dist.broadcast_object_list([{"resync": True}], src=0)
             sync.connect()  # the restarted actor is in no transfer group yet
-            sync.send(group.version)
+            stats = sync.send(group.version)
+            sink.event("weights_resent", version=group.version, seconds=round(stats["seconds"], 3))
         group.resync = resync
     # Engines hold cfg.model, or newer weights when Ray Train restarted this group: give them the trainer's policy
     # (and the group's weight version) before the first rollout.
