@@ -105,6 +105,23 @@ def layer_groups(named_params) -> list[list[tuple[str, torch.nn.Parameter]]]:
     return list(groups.values())
 
 
+def load_partitioned(model_path: str, dtype: torch.dtype, ds_config: dict, trainable: bool = True):
+    """The model built under ``deepspeed.zero.Init`` when ``ds_config`` is ZeRO-3 (transformers does it while its
+    ``HfDeepSpeedConfig`` is alive): each rank materialises only its shard, never a full copy (a 0.55 B model's two
+    ranks held ~4 fp32 copies each while loading policy and reference whole). Otherwise a plain load."""
+    from seedr1.model.loading import load_model
+
+    if ds_config["zero_optimization"]["stage"] != 3:
+        return load_model(model_path, dtype=dtype, trainable=trainable)
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+    marker = HfDeepSpeedConfig(ds_config)  # noqa: F841 - transformers holds a weak reference: it must stay alive
+    try:
+        return load_model(model_path, dtype=dtype, trainable=trainable)
+    finally:
+        unset_hf_deepspeed_config()  # later loads in this process (processors, engines) are plain again
+
+
 class PolicyTrainer:
     def __init__(self, model_path: str, cfg: TrainerConfig, algo: AlgoConfig, grad_accum: int, total_steps: int = 0,
                  temperature: float = 1.0, s3: S3Config | None = None):
@@ -124,7 +141,8 @@ class PolicyTrainer:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.processor = load_processor(model_path)
         dtype = torch.bfloat16 if self.gpu else torch.float32
-        model = load_model(model_path, dtype=dtype)
+        ds_config = deepspeed_config(cfg, grad_accum, self.gpu)
+        model = load_partitioned(model_path, dtype, ds_config)
         if cfg.freeze_vision:
             for name, p in model.named_parameters():
                 if ".visual." in f".{name}":
@@ -133,18 +151,20 @@ class PolicyTrainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.engine, *_ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-            config=deepspeed_config(cfg, grad_accum, self.gpu),
+            config=ds_config,
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg, total_steps)))
         self.ref = None
         self.ref_sharded = algo.beta > 0 and cfg.zero_stage == 3
         if algo.beta > 0:  # beta == 0: no reference model is loaded at all
-            ref = load_model(model_path, dtype=dtype, trainable=False)
-            ref.requires_grad_(False)
             if self.ref_sharded:  # ZeRO-3: a shard per rank, not a full copy (ZeRO-2 keeps the plain copy)
-                self.ref, *_ = deepspeed.initialize(
-                    model=ref, config=reference_deepspeed_config(cfg, _hidden_size(ref.config), self.gpu))
+                ref_config = reference_deepspeed_config(cfg, _hidden_size(model.config), self.gpu)
+                ref = load_partitioned(model_path, dtype, ref_config, trainable=False)
+                ref.requires_grad_(False)
+                self.ref, *_ = deepspeed.initialize(model=ref, config=ref_config)
                 self.ref.eval()
             else:
+                ref = load_model(model_path, dtype=dtype, trainable=False)
+                ref.requires_grad_(False)
                 self.ref = ref.to(self.engine.device) if self.gpu else ref
         self.grad_accum = grad_accum
 
