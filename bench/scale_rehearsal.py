@@ -9,7 +9,8 @@ The model is built once with ``seedr1 model tiny --size SIZE [--set ...]`` (in a
 RSS measured) into ``<cache>/models/rehearsal-...`` and reused. The run: ``configs/grpo/tiny.yaml`` with
 ``steps=2 prompts_per_step=2 rollout.num_samples=2``, 56-pixel frames and image, 2 frames,
 ``trainer.num_workers=2 trainer.zero_stage=3``, ``rollout.vllm.in_process=false``, ``rollout.weight_sync=TRANSPORT``,
-``rollout.weight_sync_bucket_mb=BUCKET``, the engine in bf16 when this CPU has avx512_bf16 or amx_bf16 (else fp32),
+``rollout.weight_sync_bucket_mb=BUCKET``, ``trainer.gradient_checkpointing=true``, engine and trainer in bf16
+(``rollout.vllm.dtype``, ``trainer.dtype``: bf16 buckets) when this CPU has avx512_bf16 or amx_bf16 (else fp32),
 then any ``key=value`` overrides given. A thread samples the RSS of every process under this one (Ray's processes
 included) four times a second and keeps each one's peak, grouped by role (driver, rollout actor, vLLM EngineCore,
 trainer workers, the rest of Ray).
@@ -20,7 +21,9 @@ Checks:
   + one bucket + its optimizer share (+ the engine's KV cache) + a runtime allowance
   (``--runtime-mb``: what a process of that role holds with a ~1 M-parameter model: Python, torch, vLLM, Ray, the
   processor, activations); the model in the process's dtype (the trainer's fp32 copy, the engine's dtype); the
-  optimizer share of a trainer rank is ZeRO's partition of fp32 gradients and Adam's two moments, 12 B x params / N;
+  optimizer share of a trainer rank is ZeRO's partition of the fp32 master weights (DeepSpeed keeps one even when
+  training in fp32), fp32 gradients and Adam's two moments, 16 B x params / N (the "model" term covers the rank's
+  policy and reference partitions: 2 x model / N for N = 2);
 - the engine/trainer log-prob gap (``engine_logprob_gap``) <= 1e-5 with an fp32 engine, <= 1e-2 with bf16.
 """
 from __future__ import annotations
@@ -231,7 +234,8 @@ def main() -> int:
         "rollout.num_actors=1", "rollout.num_samples=2", f"rollout.max_tokens={args.max_tokens}",
         "rollout.vllm.in_process=false", f"rollout.vllm.dtype={dtype}", "rollout.vllm.max_model_len=1024",
         f"rollout.weight_sync={args.transport}", f"rollout.weight_sync_bucket_mb={args.bucket_mb}",
-        "trainer.num_workers=2", "trainer.zero_stage=3", "trainer.micro_batch_size=2", *args.overrides])
+        "trainer.num_workers=2", "trainer.zero_stage=3", "trainer.micro_batch_size=2", f"trainer.dtype={dtype}",
+        "trainer.gradient_checkpointing=true", *args.overrides])
     bucket = cfg.rollout.weight_sync_bucket_mb * MiB
     world = cfg.trainer.num_workers
     kv = cfg.rollout.vllm.cpu_kvcache_space_gb << 30
@@ -290,8 +294,8 @@ def main() -> int:
         "vLLM EngineCore": (model_engine + bucket + runtime, f"model {dtype} + bucket + runtime"),
         "vLLM Worker": (model_engine + bucket + kv + runtime,
                         f"model {dtype} + bucket + KV cache {kv >> 30} GiB + runtime"),
-        "trainer worker": (model_fp32 + bucket + 12 * params // world + runtime,
-                           f"model fp32 + bucket + optimizer share 12 B x params / {world} + runtime"),
+        "trainer worker": (model_engine + bucket + 16 * params // world + runtime,
+                           f"model {dtype} + bucket + optimizer share 16 B x params / {world} + runtime"),
     }
     print(f"\npeak RSS per process ({sampler.samples} samples, every {sampler.period} s; runtime allowance "
           f"{args.runtime_mb} MiB; sum over all processes at once peaked at {fmt_mib(sampler.total_peak)}):")

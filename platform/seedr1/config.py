@@ -187,6 +187,9 @@ class TrainerConfig:
     micro_batch_size: int = doc(4, "Sequences per forward/backward on one worker (gradient accumulation covers the "
                                 "rest).", low=1)
     freeze_vision: bool = doc(False, "Freeze the vision tower (the paper trains it).")
+    dtype: Literal["auto", "float32", "bfloat16"] = doc(
+        "auto", "Policy and reference dtype (DeepSpeed bf16 keeps fp32 master weights): auto is bf16 on GPU, fp32 on "
+        "CPU; bfloat16 on a CPU with avx512_bf16/AMX halves the weights' memory and what a sync sends.")
     gradient_checkpointing: bool = doc(False, "Recompute activations in the backward pass (much less activation "
                                        "memory, ~30% more compute): for long videos or large micro-batches on GPUs.")
     shared_prefix: bool = doc(True, "Run each prompt of a micro-batch once and its completions on its cached keys and "

@@ -140,3 +140,32 @@ def test_a_step_on_shared_prompts_equals_one_on_full_sequences(one_rank_group, t
     for name, value in ours_state.items():
         torch.testing.assert_close(value, theirs_state[name], rtol=0, atol=1e-4, msg=name)  # lr 1e-3: a wrong
         # gradient moves an Adam step by up to 2e-3; rounding differences move a near-zero one by ~1e-5
+
+
+def test_zero3_memory_settings_follow_the_model_and_the_dtype_option():
+    """ZeRO-3's buckets and live-parameter limits are sized from the hidden size (DeepSpeed's defaults kept a 0.55 B
+    model gathered whole on every CPU rank), the optimizer is torch's fused AdamW (no partition-sized temporaries),
+    and trainer.dtype turns DeepSpeed's bf16 on (fp32 master weights) on any device."""
+    from seedr1.train.policy import deepspeed_config
+
+    ds = deepspeed_config(TrainerConfig(zero_stage=3), 2, bf16=False, hidden_size=896)
+    zero = ds["zero_optimization"]
+    assert zero["stage"] == 3 and zero["reduce_bucket_size"] == 896 * 896 == 802816
+    assert zero["stage3_max_live_parameters"] == zero["stage3_max_reuse_distance"] == 30 * 802816
+    assert zero["stage3_param_persistence_threshold"] == 8960 and zero["sub_group_size"] == 300 * 802816
+    assert ds["optimizer"]["params"]["fused"] is True and ds["bf16"] == {"enabled": False}
+    assert deepspeed_config(TrainerConfig(zero_stage=2), 2, bf16=True, hidden_size=896)["zero_optimization"] == \
+        {"stage": 2}  # ZeRO-2 keeps DeepSpeed's own settings
+    assert deepspeed_config(TrainerConfig(zero_stage=2), 2, bf16=True)["bf16"] == {"enabled": True}
+
+
+def test_bf16_trainer_on_cpu_holds_bf16_weights_and_steps(one_rank_group, tiny_model_dir, media_record):
+    """trainer.dtype=bfloat16 on a CPU: the module's weights are bf16 (what a sync sends), a step runs and moves them."""
+    trainer = PolicyTrainer(tiny_model_dir, TrainerConfig(micro_batch_size=2, lr=1e-2, dtype="bfloat16"),
+                            AlgoConfig(beta=0.0), grad_accum=1)
+    params = [p for p in trainer.engine.module.parameters() if p.requires_grad]
+    assert {p.dtype for p in params} == {torch.bfloat16}
+    before = [p.detach().clone() for p in params]
+    record = media_record("s0", np.random.default_rng(0), video=True)
+    trainer.train_step([TrainSample(record, [11, 12, 13], 1.0), TrainSample(record, [21, 22], -1.0)])
+    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, params))

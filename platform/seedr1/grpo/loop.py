@@ -22,7 +22,7 @@ from seedr1.config import GRPOConfig, from_dict
 from seedr1.data.prompt_stream import PromptStream
 from seedr1.grpo.balance import balance_ranks
 from seedr1.train import checkpoint as ckpt
-from seedr1.train.policy import PolicyTrainer, TrainSample
+from seedr1.train.policy import PolicyTrainer, TrainSample, trim_host_memory
 from seedr1.train.weight_sync import WeightSync
 
 
@@ -166,6 +166,7 @@ def grpo_train_loop(config: dict) -> None:
         t["update"] = time.perf_counter()
         group.version += 1  # rank 0's group is the one that counts
         sync_stats = send_weights(sync, group, rank)
+        trim_host_memory()  # the step's activations and the sync's buckets, freed in pieces the allocator keeps
         t["sync"] = time.perf_counter()
         gathered = [None] * world
         dist.all_gather_object(gathered, stats)
