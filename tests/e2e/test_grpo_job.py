@@ -78,7 +78,7 @@ def test_grpo_runs_on_ray_with_deepspeed(ray_cluster, prometheus_watch, small_da
     fresh = [r["engine_logprob_gap"] for r in rows if r["staleness"] == 0]
     assert fresh and max(fresh) < 1e-3, fresh
     events = [json.loads(line)["kind"] for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    assert "weight_sync_fallback" not in events
+    assert "weight_sync_failed" not in events and "weights_resent" not in events
     assert (run_dir / "config.yaml").exists()
     # the final policy is a Hugging Face checkpoint (gathered from every rank under ZeRO-3)
     from transformers import AutoModelForImageTextToText, AutoProcessor

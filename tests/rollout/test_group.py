@@ -41,6 +41,9 @@ class EchoWorker:
     def version(self):
         return self.weights_version
 
+    def held_version(self):
+        return self.weights_version
+
 
 def _resync(g: RolloutGroup, weights: bytes):
     """What the GRPO loop's resync does for the group: every actor gets the current weights and their version."""

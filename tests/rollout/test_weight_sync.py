@@ -246,3 +246,4 @@ def test_an_engine_that_cannot_load_in_place_runs_one_layerwise_reload_per_sync(
         assert not seen["replays"]  # vLLM's layerwise reload, not seedr1's in-place loader replay
         np.testing.assert_allclose(engine.score([record], [tokens])[0], want, atol=0, rtol=1e-6)
     assert len(engine.generate([_record(22)], Sampling(n=2, max_tokens=4, temperature=1.0, seed=0))[0]) == 2
+    engine.llm.llm_engine.engine_core.shutdown()  # its engine core process, not left to the end of the session

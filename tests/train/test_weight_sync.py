@@ -59,3 +59,50 @@ def test_a_cpu_trainer_and_a_gpu_engine_fail_at_connect_naming_the_keys(ray_clus
         sync.send(version=1)
     assert time.perf_counter() - t0 < 30
     ray.kill(actor)
+
+
+def test_layer_groups_keep_each_unnumbered_module_apart():
+    from seedr1.train.weight_sync import layer_groups
+
+    names = ["visual.blocks.0.a", "visual.blocks.0.b", "visual.merger.mlp.w", "model.embed.w", "model.layers.0.q",
+             "model.layers.1.q", "model.norm.w", "lm_head.w"]
+    # vLLM's layerwise_groups would put merger, embeddings, norm and head into one last group
+    assert layer_groups(names) == [["visual.blocks.0.a", "visual.blocks.0.b"], ["visual.merger.mlp.w"],
+                                   ["model.embed.w"], ["model.layers.0.q"], ["model.layers.1.q"], ["model.norm.w"],
+                                   ["lm_head.w"]]
+
+
+def test_nccl_message_sizes_follow_vllms_packing_rule():
+    """vLLM's packed producer closes a message once it exceeds the buffer: a message can be buffer + one tensor."""
+    from seedr1.train.weight_sync import nccl_chunks
+
+    assert nccl_chunks([40, 30, 50, 10], 64) == [70, 60]
+    assert nccl_chunks([100], 64) == [100] and nccl_chunks([10, 10], 64) == [20] and nccl_chunks([], 64) == []
+
+
+class CountingActor:
+    def __init__(self, workers):
+        self.workers, self.info = workers, None
+
+    def weight_group_size(self):
+        return self.workers
+
+    def init_weight_transfer(self, info):
+        self.info = info
+
+    def seen(self):
+        return self.info
+
+
+def test_each_engine_gets_its_own_ranks_in_the_transfer_group(ray_cluster):
+    """vLLM's Ray client sends every engine the same init info; independent engines (2 workers, then 1) need
+    rank offsets 1 and 3 in a group of 4 (rank 0: the trainer)."""
+    from seedr1.rollout.weight_transfer import RolloutActorsClient
+
+    actors = [ray.remote(CountingActor).options(num_cpus=0).remote(n) for n in (2, 1)]
+    client = RolloutActorsClient(actors, timeout_s=600)  # the actors start within it, however busy the box
+    assert client.world_size == 4 and client.rank_offsets() == [1, 3]
+    client.init_weight_transfer_engine({"transport": "gloo", "rank_offset": 1, "world_size": 4})
+    assert [ray.get(a.seen.remote())["rank_offset"] for a in actors] == [1, 3]
+    for a in actors:
+        ray.kill(a)

@@ -85,8 +85,13 @@ def send_weights(sync: WeightSync, group, rank: int) -> dict:
     except Exception as e:
         if rank != 0:
             raise
-        sync.close()
         group.on_event("weight_sync_failed", error=f"{type(e).__name__}: {e}"[:300])
+        if sync.wire == "nccl":  # an engine stuck in an NCCL receive never returns: Ray restarts them all
+            import ray
+
+            for actor in group.actors:
+                ray.kill(actor, no_restart=False)
+        sync.close()
         for k in range(len(group.actors)):
             group.wait_for_restart(k)
         return {}

@@ -101,7 +101,7 @@ def _training(job: str, rows: dict, stages: tuple) -> dict:
                      describe("step")[0]),
               _panel("events", [(f'sum by (run, kind) (ray_seedr1_{job}_events_total{{run=~"$run"}})',
                                  "{{run}} {{kind}}")], "short",
-                     "Rare events so far: checkpoints, resumes, rollout actor restarts, weight-sync fallbacks.")]
+                     "Rare events so far: checkpoints, resumes, rollout actor restarts, weight-sync failures, weights resent.")]
     if job == "grpo":
         items.insert(-1, _panel("weight sync", [(f'{_gauge(job, "seconds/sync")}{{run=~"$run"}}', "{{run}} total"),
                                                 (f'{_gauge(job, "seconds/sync_engine")}{{run=~"$run"}}',

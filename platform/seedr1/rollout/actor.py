@@ -65,12 +65,26 @@ class RolloutWorker:
         return self.engine.weight_group_size()
 
     def init_weight_transfer(self, init_info: dict) -> None:
+        """Joins a new transfer group; the old one is left first (vLLM's NCCL engine would keep its communicator)."""
+        self._end_cut_update()
+        try:
+            self.engine.shutdown_weight_transfer()
+        except Exception:  # never initialised: nothing to leave
+            pass
         self.engine.init_weight_transfer(init_info)
+
+    def _end_cut_update(self) -> None:
+        """An update cut short (the trainer lost another engine) is ended; the next one rewrites every weight."""
+        if self.updating:
+            self.updating = False
+            try:
+                self.engine.finish_weight_update()
+            except RuntimeError:  # vLLM already ended it when its update_weights failed
+                pass
 
     def start_weight_update(self) -> None:
         t0 = time.perf_counter()
-        if self.updating:  # an update cut short (the trainer lost another engine): end it, this one rewrites all
-            self.engine.finish_weight_update()
+        self._end_cut_update()
         self.engine.start_weight_update()
         self.updating = True
         self.update_s = time.perf_counter() - t0
@@ -82,7 +96,11 @@ class RolloutWorker:
             info = {k: v for k, v in update_info.items() if k != "ref"}
             info["packed"] = ray.get(update_info["ref"]).tobytes()  # vLLM's RPC to its engine core keeps bytes
             update_info = info
-        self.engine.update_weight_chunk(update_info)
+        try:
+            self.engine.update_weight_chunk(update_info)
+        except BaseException:
+            self.updating = False  # vLLM's worker ended the update when it raised
+            raise
         self.update_s += time.perf_counter() - t0
 
     def finish_weight_update(self, version: int | None = None) -> float:
@@ -99,6 +117,10 @@ class RolloutWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def held_version(self) -> int:
+        """The weights version this engine holds (0: the start model)."""
+        return self.weights_version
 
 
 def start_rollout_group(model: str, cfg: RolloutConfig, env: dict | None = None,

@@ -97,6 +97,9 @@ class RolloutGroup:
     def _recover(self, k: int, error: Exception) -> None:
         t0 = time.perf_counter()
         self.wait_for_restart(k)
+        if isinstance(error, StaleWeightsError) and self.version > 0 and \
+                ray.get(self.actors[k].held_version.remote()) == self.version:
+            return  # stale only for a moment: a resync for another actor has caught it up already
         if self.version > 0:
             if self.resync is None:
                 raise RuntimeError(f"rollout actor {k} restarted with the start weights and this group has no way to "

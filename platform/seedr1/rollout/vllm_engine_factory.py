@@ -24,7 +24,12 @@ def build_llm(model: str, cfg: VLLMConfig, weight_transfer_backend: str | None =
     of its own, as vLLM does by default and GPUs run it, unless ``cfg.in_process``. ``weight_transfer_backend``: an
     engine that receives synced weights, through that weight-transfer engine (``rollout.weight_transfer``)."""
     cpu = on_cpu()
-    # Set, not defaulted: each engine built in this process gets the shape its own config asks for.
+    # Set, not defaulted: each engine built in this process gets the shape its own config asks for (an engine core
+    # run in this process freezes vLLM's environment reads: thaw them first)
+    import vllm.envs
+
+    if hasattr(vllm.envs, "disable_envs_cache"):
+        vllm.envs.disable_envs_cache()
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if cfg.in_process else "1"
     if cpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_space_gb))

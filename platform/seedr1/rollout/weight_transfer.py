@@ -133,8 +133,9 @@ class SeedR1WeightTransferEngine(_engine_base()):
     def init_transfer_engine(self, init_info: SeedR1InitInfo) -> None:
         self.shutdown()  # a new trainer connection replaces the old one
         self.info = init_info
-        if init_info.transport == "gloo":
-            rank = init_info.rank_offset + self.parallel_config.rank
+        if init_info.transport == "gloo":  # unique across data-parallel engines too, as vLLM's NCCL engine counts
+            pc = self.parallel_config
+            rank = init_info.rank_offset + pc.data_parallel_index * pc.world_size + pc.rank
             self.pg = join_group(init_info.master_address, init_info.master_port, rank, init_info.world_size,
                                  init_info.timeout_s)
 
@@ -162,6 +163,14 @@ class SeedR1WeightTransferEngine(_engine_base()):
     def receive_weights(self, update_info: SeedR1UpdateInfo) -> None:
         if self.info is None:
             raise RuntimeError("seedr1 weight transfer not initialised: call init_weight_transfer_engine first")
+        try:
+            self._receive(update_info)
+        except BaseException:
+            if self.layerwise:  # vLLM's worker ends the update: put the layers back as they were, not on meta
+                self.finish_weight_update()
+            raise
+
+    def _receive(self, update_info: SeedR1UpdateInfo) -> None:
         names, shapes, dtypes = update_info.names, update_info.shapes, update_info.dtype_names
         self.received["updates"] += 1
         if update_info.packed is not None:
@@ -232,14 +241,17 @@ class RolloutActorsClient:
     def _all(self, method: str, *args) -> None:
         import ray
 
-        ray.get([getattr(a, method).remote(*args) for a in self.actors])
+        ray.get([getattr(a, method).remote(*args) for a in self.actors], timeout=self.timeout_s)
 
     def init_weight_transfer_engine(self, init_info: dict) -> None:
         import ray
 
-        offsets = [1 + sum(self.workers[:k]) for k in range(len(self.actors))]
         ray.get([a.init_weight_transfer.remote({**init_info, "rank_offset": off})
-                 for a, off in zip(self.actors, offsets)])
+                 for a, off in zip(self.actors, self.rank_offsets())], timeout=self.timeout_s)
+
+    def rank_offsets(self) -> list[int]:
+        """Each engine's first rank in the transfer group (rank 0: the trainer)."""
+        return [1 + sum(self.workers[:k]) for k in range(len(self.actors))]
 
     def start_weight_update(self) -> None:
         self._all("start_weight_update")
@@ -251,7 +263,8 @@ class RolloutActorsClient:
         import ray
 
         version = self.version if weight_version is None else int(weight_version)
-        self.engine_seconds = max(ray.get([a.finish_weight_update.remote(version) for a in self.actors]))
+        self.engine_seconds = max(ray.get([a.finish_weight_update.remote(version) for a in self.actors],
+                                          timeout=self.timeout_s))
 
     def shutdown_weight_transfer_engine(self) -> None:
         import ray

@@ -23,35 +23,52 @@ def _source_base():
     return WeightSource
 
 
+def layer_groups(names: list[str]) -> list[list[str]]:
+    """Names by layer (everything under the first numbered module: ``...layers.3``, ``...blocks.0``), else by their
+    own module (embeddings, norms, the LM head, the merger), in first-appearance order: one ZeRO-3 gather each. vLLM's
+    ``layerwise_groups`` puts every un-numbered module after the first stack into one group (Qwen2-VL: merger,
+    embeddings, norm and LM head together, ~2 GB at 7B)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        parts = name.split(".")
+        cut = next((i + 1 for i, part in enumerate(parts) if part.isdigit()), len(parts) - 1)
+        groups.setdefault(".".join(parts[:cut]), []).append(name)
+    return list(groups.values())
+
+
 class ZeroWeightSource(_source_base()):
     """The policy's parameters in their own dtype, one layer group gathered at a time (ZeRO-3: a collective every
-    rank runs in the same order), never the whole model at once."""
+    rank runs in the same order), never the whole model at once. ``drain`` finishes a pass cut short, so a rank
+    whose sending failed still takes part in every gather the other ranks make."""
 
     def __init__(self, module: torch.nn.Module, trainable_only: bool = True, clone: bool = True):
         """``clone``: yield copies under ZeRO-3 (the gathered storage is released when the group's context ends;
         vLLM's packed NCCL producer keeps views past that). A consumer done with each group before asking for the
         next one needs none."""
-        from vllm.distributed.weight_transfer.base import layerwise_groups
-
         self.clone = clone
-
         params = dict((n, p) for n, p in module.named_parameters() if p.requires_grad or not trainable_only)
-        # in group order (vLLM's layerwise_groups moves un-numbered tensors after the stacks): metadata and
-        # iteration must enumerate the same names in the same order
-        self.params = [(n, params[n]) for group in layerwise_groups(list(params)) for n in group]
+        self._groups = layer_groups(list(params))
+        # metadata and iteration enumerate the same names in the same order: the groups'
+        self.params = [(n, params[n]) for group in self._groups for n in group]
         self.zero3 = any(hasattr(p, "ds_id") for _, p in self.params)
+        self.gathered = 0  # groups gathered in the current pass
+
+    def groups(self) -> list[list[str]]:
+        return self._groups
 
     def metadata(self):
         from vllm.distributed.weight_transfer.base import ParamMeta
 
         return [ParamMeta(n, p.dtype, tuple(p.ds_shape) if self.zero3 else tuple(p.shape)) for n, p in self.params]
 
-    def iter_groups(self) -> Iterator[tuple[list[str], list[torch.Tensor]]]:
+    def iter_groups(self, start: int = 0) -> Iterator[tuple[list[str], list[torch.Tensor]]]:
         import deepspeed
 
         by_name = dict(self.params)
-        for names in self.groups():
+        self.gathered = start
+        for names in self._groups[start:]:
             params = [by_name[n] for n in names]
+            self.gathered += 1
             if not self.zero3:
                 yield names, [p.detach() for p in params]
                 continue
@@ -61,6 +78,12 @@ class ZeroWeightSource(_source_base()):
     def __iter__(self):
         for names, tensors in self.iter_groups():
             yield from zip(names, tensors)
+
+    def drain(self) -> None:
+        """Gather the groups the current pass has not reached yet (none if it ended)."""
+        if self.zero3:
+            for _ in self.iter_groups(self.gathered):
+                pass
 
 
 class SeedR1TrainerEngine:
@@ -101,7 +124,7 @@ class SeedR1TrainerEngine:
         dtypes = [str(m.dtype).removeprefix("torch.") for m in meta]
         shapes = [list(m.shape) for m in meta]
         sizes = [wire.tensor_nbytes(s, d) for s, d in zip(shapes, dtypes)]
-        self.client.start_weight_update()
+        self.client.start_weight_update()  # a failure here: WeightSync.send drains the gathers
         pool = ThreadPoolExecutor(max_workers=1)
         receiving = None
         if self.wire == "gloo":  # the engines receive every bucket inside one update_weights call
@@ -116,6 +139,8 @@ class SeedR1TrainerEngine:
                 if error is not None:
                     continue  # keep gathering with the other ranks; nothing more is sent
                 try:
+                    if receiving is not None and receiving.done():  # an engine refused the update: no peer waits
+                        receiving.result()
                     if self.wire == "gloo":
                         self.pg.broadcast(buffer, 0).wait()
                     else:
@@ -158,6 +183,18 @@ class SeedR1TrainerEngine:
             self.pg = None
 
 
+def nccl_chunks(sizes: list[int], buffer_bytes: int) -> list[int]:
+    """Bytes of each message vLLM's packed NCCL producer sends (``packed_tensor.pack_tensors``): tensors are added
+    until the total exceeds the buffer, so a message can be the buffer plus one tensor."""
+    chunks, total = [], 0
+    for n in sizes:
+        total += n
+        if total > buffer_bytes:
+            chunks.append(total)
+            total = 0
+    return chunks + ([total] if total else [])
+
+
 class WeightSync:
     """One per trainer rank: sends the policy to the rollout engines. ``send`` on every rank at the same point."""
 
@@ -166,7 +203,8 @@ class WeightSync:
         self.rank, self.weight_sync, self.bucket_bytes, self.timeout_s = rank, weight_sync, bucket_bytes, timeout_s
         self.gpu = torch.cuda.is_available() and any(p.is_cuda for p in module.parameters())
         self.backend, self.wire = wire.trainer_backend(weight_sync, self.gpu)
-        self.source = ZeroWeightSource(module, clone=self.wire == "nccl")
+        # clones for vLLM's NCCL producer, which keeps views: on the sender only (the others never read them)
+        self.source = ZeroWeightSource(module, clone=self.wire == "nccl" and rank == 0)
         self.actors = actors  # rank 0 only
         self.client = None  # rank 0: rollout.weight_transfer.RolloutActorsClient
         self.engine = None
@@ -210,18 +248,23 @@ class WeightSync:
         """Every rank, at the same point: the engines then hold weights ``version``. Returns rank 0's figures:
         seconds, bytes, largest message, buckets, the slowest engine's seconds in the update."""
         t0 = time.perf_counter()
-        if self.engine is None:
-            self.connect()
-        if self.client is not None:
-            self.client.version = version
         stats = {"bytes": 0, "largest_message": 0, "buckets": 0}
-        if isinstance(self.engine, SeedR1TrainerEngine):
-            self.engine.send_weights(stats)
-        else:  # vLLM's NCCL engine packs buffers of packed_buffer_size_bytes (a tensor may overrun one)
-            self.engine.send_weights()
-            stats["bytes"] = sum(wire.tensor_nbytes(m.shape, str(m.dtype).removeprefix("torch."))
-                                 for m in self.source.metadata())
-            stats["largest_message"] = min(stats["bytes"], self.bucket_bytes)
+        self.source.gathered = 0
+        try:
+            if self.engine is None:
+                self.connect()
+            if self.client is not None:
+                self.client.version = version
+            if isinstance(self.engine, SeedR1TrainerEngine):
+                self.engine.send_weights(stats)
+            else:
+                self.engine.send_weights()
+                sizes = [wire.tensor_nbytes(m.shape, str(m.dtype).removeprefix("torch.")) for m in self.source.metadata()]
+                chunks = nccl_chunks(sizes, self.bucket_bytes)
+                stats.update(bytes=sum(sizes), largest_message=max(chunks, default=0), buckets=len(chunks))
+        except BaseException:
+            self.source.drain()  # rank 0 failed before or while gathering: the other ranks gather every group
+            raise
         stats["seconds"] = time.perf_counter() - t0
         stats["engine_seconds"] = self.client.engine_seconds if self.client is not None else 0.0
         return stats
