@@ -62,7 +62,8 @@ METRICS = (
     Metric("seconds/step", "Wall time of the whole step.", "seconds"),
     Metric("weight_sync_bytes", "Bytes trainer rank 0 sent to each rollout engine in the step's weight sync.", "bytes"),
     Metric("weight_sync_largest_message_bytes", "Largest single message (one bucket) of the step's weight sync; at "
-           "most rollout.weight_sync_bucket_mb unless one tensor is larger.", "bytes"),
+           "most rollout.weight_sync_bucket_mb unless one tensor is larger (vLLM's NCCL packing: plus one tensor).",
+           "bytes"),
     Metric("weight_sync_buckets", "Buckets in the step's weight sync (one weight update on each engine).", "buckets"),
 )
 
