@@ -62,7 +62,7 @@ def test_a_cpu_trainer_and_a_gpu_engine_fail_at_connect_naming_the_keys(ray_clus
 
 
 def test_layer_groups_keep_each_unnumbered_module_apart():
-    from seedr1.train.weight_sync import layer_groups
+    from seedr1.train.policy import layer_groups
 
     names = ["visual.blocks.0.a", "visual.blocks.0.b", "visual.merger.mlp.w", "model.embed.w", "model.layers.0.q",
              "model.layers.1.q", "model.norm.w", "lm_head.w"]

@@ -111,14 +111,17 @@ def _hidden_size(config) -> int:
     return int(text.hidden_size)
 
 
-def layer_groups(named_params) -> list[list[tuple[str, torch.nn.Parameter]]]:
-    """Parameters by layer (``...layers.N`` / ``...blocks.N``: everything under the first numbered module), else by
-    their module (embeddings, norms, the LM head), in model order: the unit one ZeRO-3 gather brings together."""
-    groups: dict[str, list] = {}
-    for name, p in named_params:
+def layer_groups(names: list[str]) -> list[list[str]]:
+    """Names by layer (everything under the first numbered module: ``...layers.3``, ``...blocks.0``), else by their
+    own module (embeddings, norms, the LM head, the merger), in first-appearance order: the unit one ZeRO-3 gather
+    brings together (checkpoints here, weight syncs in ``train.weight_sync``). vLLM's ``layerwise_groups`` would put
+    every un-numbered module after the first stack into one group (Qwen2-VL: merger, embeddings, norm and LM head,
+    ~2 GB at 7B)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
         parts = name.split(".")
-        cut = next((i + 1 for i, s in enumerate(parts) if s.isdigit()), len(parts) - 1)
-        groups.setdefault(".".join(parts[:cut]), []).append((name, p))
+        cut = next((i + 1 for i, part in enumerate(parts) if part.isdigit()), len(parts) - 1)
+        groups.setdefault(".".join(parts[:cut]), []).append(name)
     return list(groups.values())
 
 
@@ -360,7 +363,8 @@ class PolicyTrainer:
         if self.cfg.zero_stage != 3:
             return {n: p.detach().to("cpu").contiguous() for n, p in params} if self.rank == 0 else None
         state = {} if self.rank == 0 else None
-        for group in layer_groups(params):
+        by_name = dict(params)
+        for group in ([(n, by_name[n]) for n in names] for names in layer_groups(list(by_name))):
             with deepspeed.zero.GatheredParameters([p for _, p in group], modifier_rank=None):
                 if state is not None:
                     state.update((n, p.detach().to("cpu", copy=True).contiguous()) for n, p in group)

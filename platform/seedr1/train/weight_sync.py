@@ -15,25 +15,13 @@ from typing import Iterator
 import torch
 
 from seedr1.rollout import weight_transfer as wire
+from seedr1.train.policy import layer_groups
 
 
 def _source_base():
     from vllm.distributed.weight_transfer.base import WeightSource
 
     return WeightSource
-
-
-def layer_groups(names: list[str]) -> list[list[str]]:
-    """Names by layer (everything under the first numbered module: ``...layers.3``, ``...blocks.0``), else by their
-    own module (embeddings, norms, the LM head, the merger), in first-appearance order: one ZeRO-3 gather each. vLLM's
-    ``layerwise_groups`` puts every un-numbered module after the first stack into one group (Qwen2-VL: merger,
-    embeddings, norm and LM head together, ~2 GB at 7B)."""
-    groups: dict[str, list[str]] = {}
-    for name in names:
-        parts = name.split(".")
-        cut = next((i + 1 for i, part in enumerate(parts) if part.isdigit()), len(parts) - 1)
-        groups.setdefault(".".join(parts[:cut]), []).append(name)
-    return list(groups.values())
 
 
 class ZeroWeightSource(_source_base()):
