@@ -112,9 +112,6 @@ class RolloutWorker:
             self.weights_version = version
         return self.update_s + time.perf_counter() - t0
 
-    def shutdown_weight_transfer(self) -> None:
-        self.engine.shutdown_weight_transfer()
-
     def pid(self) -> int:
         return os.getpid()
 

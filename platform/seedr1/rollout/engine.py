@@ -132,13 +132,10 @@ class RolloutEngine(ABC):
 
     def update_weight_chunk(self, update_info: dict) -> None:
         """One bucket: ``names``, ``dtype_names``, ``shapes`` and its ``packed`` bytes."""
-        import torch
+        from seedr1.rollout.weight_transfer import unpack_bytes
 
-        from seedr1.rollout.weight_transfer import unpack
-
-        buffer = torch.frombuffer(bytearray(update_info["packed"]), dtype=torch.uint8)
-        self.update_weights(dict(unpack(buffer, update_info["names"], update_info["shapes"],
-                                        update_info["dtype_names"])))
+        self.update_weights(dict(unpack_bytes(update_info["packed"], update_info["names"], update_info["shapes"],
+                                              update_info["dtype_names"])))
 
     def finish_weight_update(self) -> None:
         self.reset_caches()

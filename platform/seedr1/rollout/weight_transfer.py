@@ -26,16 +26,17 @@ SEEDR1_BACKEND = "seedr1"
 TRANSPORTS = ("gloo", "object_store")
 
 
-def engine_backend(weight_sync: str, gpu: bool) -> str:
-    """The engine's ``weight_transfer_config.backend`` for a transport, decided where the engine's tensors live."""
-    return "nccl" if weight_sync == "collective" and gpu else SEEDR1_BACKEND
-
-
 def trainer_backend(weight_sync: str, gpu: bool) -> tuple[str, str]:
     """(engine backend it needs, wire) for trainer rank 0, decided where the trainer's tensors live."""
     if weight_sync == "collective":
         return ("nccl", "nccl") if gpu else (SEEDR1_BACKEND, "gloo")
     return SEEDR1_BACKEND, "object_store"
+
+
+def engine_backend(weight_sync: str, gpu: bool) -> str:
+    """The engine's ``weight_transfer_config.backend`` for a transport, decided where the engine's tensors live: the
+    same rule as the trainer's, so a trainer and engines on the same kind of device always agree."""
+    return trainer_backend(weight_sync, gpu)[0]
 
 
 def bucket_bounds(nbytes: list[int], bucket_bytes: int) -> list[tuple[int, int]]:
@@ -63,6 +64,11 @@ def unpack(buffer: torch.Tensor, names: list, shapes: list, dtype_names: list) -
         out.append((name, buffer[offset:offset + n].view(getattr(torch, dtype_name)).view(list(shape))))
         offset += n
     return out
+
+
+def unpack_bytes(packed: bytes, names: list, shapes: list, dtype_names: list) -> list[tuple[str, torch.Tensor]]:
+    """The named tensors of one bucket that came inline (object store): copied once into a writable buffer."""
+    return unpack(torch.frombuffer(bytearray(packed), dtype=torch.uint8), names, shapes, dtype_names)
 
 
 def join_group(host: str, port: int, rank: int, world_size: int, timeout_s: float):
@@ -174,8 +180,7 @@ class SeedR1WeightTransferEngine(_engine_base()):
         names, shapes, dtypes = update_info.names, update_info.shapes, update_info.dtype_names
         self.received["updates"] += 1
         if update_info.packed is not None:
-            buffer = torch.frombuffer(bytearray(update_info.packed), dtype=torch.uint8)
-            self._load(unpack(buffer, names, shapes, dtypes))
+            self._load(unpack_bytes(update_info.packed, names, shapes, dtypes))
             return
         if self.pg is None:
             raise RuntimeError("this update carries no bytes and no gloo group is joined (transport "
@@ -265,12 +270,3 @@ class RolloutActorsClient:
         version = self.version if weight_version is None else int(weight_version)
         self.engine_seconds = max(ray.get([a.finish_weight_update.remote(version) for a in self.actors],
                                           timeout=self.timeout_s))
-
-    def shutdown_weight_transfer_engine(self) -> None:
-        import ray
-
-        for a in self.actors:  # a dead actor has no group left to leave
-            try:
-                ray.get(a.shutdown_weight_transfer.remote(), timeout=self.timeout_s)
-            except Exception:
-                pass
