@@ -194,9 +194,8 @@ class PolicyTrainer:
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg, total_steps)))
         trim_host_memory()  # ZeRO's flattening copies, freed in pieces
         self.ref = None
-        self.ref_sharded = algo.beta > 0 and cfg.zero_stage == 3
         if algo.beta > 0:  # beta == 0: no reference model is loaded at all
-            if self.ref_sharded:  # ZeRO-3: a shard per rank, not a full copy (ZeRO-2 keeps the plain copy)
+            if cfg.zero_stage == 3:  # ZeRO-3: a shard per rank, not a full copy (ZeRO-2 keeps the plain copy)
                 ref_config = reference_deepspeed_config(cfg, hidden, bf16)
                 ref = load_partitioned(model_path, dtype, ref_config, trainable=False)
                 ref.requires_grad_(False)
@@ -243,9 +242,7 @@ class PolicyTrainer:
                 with torch.no_grad():
                     ref_logp = self.reference_logprobs(batch, positions)
                 sums["ref_s"] += time.perf_counter() - t0
-            shared, pad = self.cfg.shared_prefix, None
-            if self.cfg.zero_stage == 3:
-                shared, pad = self._zero3_align(self.engine, batch, shared)
+            shared, pad = self._zero3_align(self.engine, batch)
             logp, mask, entropy = completion_logprobs(self.engine, batch, with_entropy=True, positions=positions,
                                                       temperature=self.temperature, shared_prefix=shared)
             adv = torch.tensor([s.advantage for s in chunk], dtype=torch.float32, device=logp.device)
@@ -280,9 +277,7 @@ class PolicyTrainer:
         stats = {"loss": 0.0, "lr": float(self.engine.get_lr()[0]), "train_tokens": 0, "target_tokens": 0}
         self.engine.train()
         for chunk, batch in self._micro_batches(samples):
-            shared, pad = self.cfg.shared_prefix, None
-            if self.cfg.zero_stage == 3:
-                shared, pad = self._zero3_align(self.engine, batch, shared)
+            shared, pad = self._zero3_align(self.engine, batch)
             logp, mask = completion_logprobs(self.engine, batch, shared_prefix=shared)
             loss = sft_loss(logp, mask, denominator)
             if pad is not None:
@@ -303,19 +298,21 @@ class PolicyTrainer:
         same submodules in the same order, whatever their micro-batches hold. So they agree on the forward's shape
         (the shared-prompt path only where every rank takes it, with the same number of forwards) and a rank with
         fewer media kinds (image, video) than another runs the vision tower on a dummy input first."""
-        shared = self.cfg.shared_prefix
-        if self.ref_sharded:
-            shared = self._zero3_align(self.ref, batch, shared)[0]
+        shared = self._zero3_align(self.ref, batch)[0]
         logp, _ = completion_logprobs(self.ref, batch, temperature=self.temperature, positions=positions,
                                       shared_prefix=shared)
         return logp
 
-    def _zero3_align(self, model, batch: dict, shared: bool) -> tuple[bool, torch.Tensor | None]:
+    def _zero3_align(self, model, batch: dict) -> tuple[bool, torch.Tensor | None]:
         """Make this rank's forward of ``model`` (a ZeRO-3 engine) run the same submodules in the same order as every
         other rank's: ZeRO-3 gathers each submodule's parameters collectively and checks the order across ranks.
         Returns whether to take the shared-prompt path (only where every rank takes it, with as many forwards) and
         the vision tower's output on dummy input, run here as many extra times as this rank has fewer media kinds
-        (image, video) than another (with grad: the caller adds it x 0 to the loss, so its backward matches too)."""
+        (image, video) than another (with grad: the caller adds it x 0 to the loss, so its backward matches too).
+        Below ZeRO-3 (policy and reference whole on every rank): ``trainer.shared_prefix`` as set, no dummy."""
+        shared = self.cfg.shared_prefix
+        if self.cfg.zero_stage != 3:
+            return shared, None
         from seedr1.train.batch import _MODALITIES, _core
         from seedr1.train.shared_prefix import can_share_prefix
 
