@@ -37,6 +37,22 @@ def media_record():
     return _media_record
 
 
+def _interleaved_samples(seed: int) -> list:
+    """Two prompts (one with a video, one without) x 3 completions of 2-7 tokens, interleaved, advantages -1/0/1."""
+    from seedr1.train.policy import TrainSample
+
+    rng = np.random.default_rng(seed)
+    a, b = _media_record("a", rng, True), _media_record("b", rng, False)
+    return [TrainSample(r, rng.integers(11, 200, 2 + i).tolist(), float(i % 3) - 1.0)
+            for i, r in enumerate([a, b, a, b, a, b])]
+
+
+@pytest.fixture
+def interleaved_samples():
+    """``_interleaved_samples(seed)``: the step both trainer-equivalence tests compare two ways."""
+    return _interleaved_samples
+
+
 @pytest.fixture(scope="module")
 def model_and_processor(tiny_model_dir):
     from seedr1.model.loading import load_model, load_processor

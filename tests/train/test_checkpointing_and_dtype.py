@@ -2,14 +2,13 @@
 aside under it while training: transformers drops the cache then); HF checkpoints keep the policy's dtype."""
 import json
 
-import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
 from seedr1.config import AlgoConfig, TrainerConfig
 from seedr1.train.batch import completion_logprobs, rope_positions
-from seedr1.train.policy import PolicyTrainer, TrainSample
+from seedr1.train.policy import PolicyTrainer
 from seedr1.train.shared_prefix import can_share_prefix
 
 
@@ -38,12 +37,9 @@ def test_checkpointed_forward_gives_the_same_log_probs_and_gradients(tiny_model_
     assert can_share_prefix(checkpointed, grouped_batch)
 
 
-def test_a_step_with_gradient_checkpointing_equals_one_without(one_rank_group, tiny_model_dir, media_record):
+def test_a_step_with_gradient_checkpointing_equals_one_without(one_rank_group, tiny_model_dir, interleaved_samples):
     """One GRPO step (KL term, shared prompts) with trainer.gradient_checkpointing: same statistics and parameters."""
-    rng = np.random.default_rng(7)
-    a, b = media_record("a", rng, True), media_record("b", rng, False)
-    samples = [TrainSample(r, rng.integers(11, 200, 2 + i).tolist(), float(i % 3) - 1.0)
-               for i, r in enumerate([a, b, a, b, a, b])]
+    samples = interleaved_samples(7)
     results = {}
     for checkpointing in (True, False):
         cfg = TrainerConfig(num_workers=1, zero_stage=2, lr=1e-3, micro_batch_size=3,

@@ -117,14 +117,11 @@ def test_trainer_fetches_an_s3_model_with_the_jobs_config(one_rank_group, tiny_m
     assert no_aws_env in Path(trainer.processor.tokenizer.name_or_path).parents
 
 
-def test_a_step_on_shared_prompts_equals_one_on_full_sequences(one_rank_group, tiny_model_dir, media_record):
+def test_a_step_on_shared_prompts_equals_one_on_full_sequences(one_rank_group, tiny_model_dir, interleaved_samples):
     """Two GRPO steps with the KL term, two prompts x 3 interleaved over 2 micro-batches: the shared-prompt path
     (``trainer.shared_prefix``) leaves the same parameters and statistics as full sequences, and DeepSpeed's
     backward bookkeeping stays balanced (one engine forward per backward)."""
-    rng = np.random.default_rng(4)
-    a, b = media_record("a", rng, True), media_record("b", rng, False)
-    samples = [TrainSample(r, rng.integers(11, 200, 2 + i).tolist(), float(i % 3) - 1.0)
-               for i, r in enumerate([a, b, a, b, a, b])]
+    samples = interleaved_samples(4)
     results = {}
     for shared in (True, False):
         cfg = TrainerConfig(num_workers=1, zero_stage=2, lr=1e-3, micro_batch_size=3, shared_prefix=shared)
