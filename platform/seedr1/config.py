@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import types
@@ -127,9 +128,19 @@ class DataConfig:
     min_records_for_bad_fraction: int = doc(20, "Records seen before the bad-fraction check applies.")
     rejects_path: str = doc("", "JSONL file for rejected records (default: <run_dir>/rejects.jsonl).")
     decode_concurrency: int = doc(2, "Parallel decode tasks in the Ray Data pipeline.", low=1)
-    progress_bars: bool = doc(False, "Ray Data's progress bars in the job log (off: outside a terminal each update is a "
+    progress_bars: bool = doc(False, "Ray Data's progress bars and execution plans in the job log (off: outside a "
+                              "terminal each update is a "
                               "log line, ~40% of a tiny GRPO run's log).")
     s3: S3Config = doc(S3Config, "S3 endpoint and credentials.")
+
+
+@dataclass
+class ClusterConfig:
+    """The Ray cluster a job runs on (checked before the job starts anything: ``seedr1.cluster``)."""
+
+    wait_for_nodes_s: float = doc(600.0, "When the job does not fit the cluster and an autoscaler can add nodes "
+                                  "(KubeRay with autoscaling on): seconds to wait for them before failing. Without an "
+                                  "autoscaler a job that does not fit fails at once.", low=0.0)
 
 
 @dataclass
@@ -140,6 +151,8 @@ class RolloutConfig:
     num_actors: int = doc(1, "Rollout actors (each one engine).", low=1)
     cpus_per_actor: float = doc(1.0, "CPUs reserved per rollout actor.", low=0.0)
     gpus_per_actor: float = doc(0.0, "GPUs reserved per rollout actor (0 on CPU machines).", low=0.0)
+    node_labels: dict[str, str] = doc({}, "Ray node labels the rollout actors' nodes must have (e.g. "
+                                      "{seedr1.io/group: rollout}: `ray start --labels`, the chart's rollout group).")
     num_samples: int = doc(8, "Completions per prompt (the GRPO group size G; advantages are relative to it).",
                            low=2)
     temperature: float = doc(1.0, "Sampling temperature; the update's log-probs (ratio, KL, entropy) are of "
@@ -175,6 +188,8 @@ class TrainerConfig:
     num_workers: int = doc(2, "Trainer workers (data parallel ranks).", low=1)
     cpus_per_worker: float = doc(1.0, "CPUs reserved per trainer worker.", low=0.0)
     gpus_per_worker: float = doc(0.0, "GPUs per trainer worker (0: CPU, fp32 over gloo; >0: bf16 over NCCL).", low=0.0)
+    node_labels: dict[str, str] = doc({}, "Ray node labels the trainer workers' nodes must have (e.g. "
+                                      "{seedr1.io/group: trainer}: `ray start --labels`, the chart's trainer group).")
     zero_stage: int = doc(2, "DeepSpeed ZeRO stage (0-3; 2 or 3 in practice).", low=0, high=3)
     lr: float = doc(1e-6, "Peak learning rate (AdamW).", low=0.0)
     warmup_steps: int = doc(0, "Linear learning-rate warm-up steps.", low=0)
@@ -195,7 +210,10 @@ class TrainerConfig:
     shared_prefix: bool = doc(True, "Run each prompt of a micro-batch once and its completions on its cached keys and "
                               "values (same log-probs and gradients; off: one full sequence per completion).")
     torch_threads: int = doc(1, "torch threads per worker on CPU (more threads than cores slows everything down).", low=1)
-    max_failures: int = doc(0, "Ray Train restarts of the trainer group after a lost worker.")
+    max_failures: int = doc(0, "Ray Train restarts of the trainer group after a lost worker (each resumes from the last "
+                            "checkpoint of this launch; 0: a lost worker ends the job; -1: unlimited).", low=-1)
+    start_timeout_s: float = doc(600.0, "Seconds the trainer group may wait for its workers' resources (e.g. held by "
+                                 "another job) before the job fails; never retried without bound.", low=1.0)
 
 
 @dataclass
@@ -232,6 +250,7 @@ class GRPOConfig:
     algo: AlgoConfig = doc(AlgoConfig, "GRPO objective.")
     checkpoint: CheckpointConfig = doc(CheckpointConfig, "Checkpoint cadence, retention and location.")
     resume: str = doc("auto", "auto: continue from the latest complete checkpoint if any; never; or a checkpoint path.")
+    cluster: ClusterConfig = doc(ClusterConfig, "The Ray cluster (fit check, autoscaler wait).")
     overlap: bool = doc(False, "One-step off-policy: generate step t+1 while training step t (importance ratios "
                         "against the behaviour policy's log-probs).")
 
@@ -254,6 +273,7 @@ class SFTConfig:
     trainer: TrainerConfig = doc(TrainerConfig, "Trainer group.")
     checkpoint: CheckpointConfig = doc(CheckpointConfig, "Checkpoint cadence, retention and location.")
     resume: str = doc("auto", "auto: continue from the latest complete checkpoint if any; never; or a checkpoint path.")
+    cluster: ClusterConfig = doc(ClusterConfig, "The Ray cluster (fit check, autoscaler wait).")
 
 
 @dataclass
@@ -279,10 +299,12 @@ class EvaluateConfig:
     num_actors: int = doc(1, "vLLM actors sharing the questions (data parallel).", low=1)
     cpus_per_actor: float = doc(1.0, "CPUs reserved per actor.", low=0.0)
     gpus_per_actor: float = doc(0.0, "GPUs per actor.", low=0.0)
+    node_labels: dict[str, str] = doc({}, "Ray node labels the actors' nodes must have (`ray start --labels`).")
     vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")
     seed: int = doc(0, "Sampling seed.")
     html_report: bool = doc(True, "Write report.html: every prediction with its frames, browsable and filterable.")
     data: DataConfig = doc(DataConfig, "Where the annotation files and media are (data.root or data.shards).")
+    cluster: ClusterConfig = doc(ClusterConfig, "The Ray cluster (fit check, autoscaler wait).")
 
 
 @dataclass
@@ -366,9 +388,11 @@ class ServeConfig:
     max_ongoing_requests: int = doc(16, "Requests one replica takes at once (more wait in Serve's queue).")
     cpus_per_replica: float = doc(1.0, "CPUs per replica.", low=0.0)
     gpus_per_replica: float = doc(0.0, "GPUs per replica.", low=0.0)
+    node_labels: dict[str, str] = doc({}, "Ray node labels the replicas' nodes must have (`ray start --labels`).")
     vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")
     limits: ServeLimits = doc(ServeLimits, "Request limits and media fetching rules.")
     s3: S3Config = doc(S3Config, "S3 endpoint and credentials for s3:// media and checkpoints.")
+    cluster: ClusterConfig = doc(ClusterConfig, "The Ray cluster (fit check, autoscaler wait).")
 
 
 @dataclass
@@ -530,6 +554,24 @@ def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(_masked(to_dict(cfg)), sort_keys=False)
 
 
+def _flat(cfg: Any, prefix: str = "") -> dict:
+    """A config's leaves as dotted keys (secrets masked)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(_flat(value, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = "***" if f.name in SECRET_KEYS and value else value
+    return out
+
+
+def changed_settings(cfg: Any) -> dict:
+    """The settings of ``cfg`` that differ from its class's defaults, as dotted keys (secrets masked)."""
+    default = _flat(type(cfg)())
+    return {k: v for k, v in _flat(cfg).items() if default.get(k, object()) != v}
+
+
 def save_config(cfg: Any, run_dir: str | os.PathLike) -> Path:
     """Write the resolved config as ``config.yaml`` in ``run_dir``."""
     out = Path(run_dir) / "config.yaml"
@@ -557,13 +599,25 @@ def describe(cls: type, prefix: str = "") -> list[str]:
 
 def run_job(run: Callable[[Any], Any], cls: type[T], default_config: str | None = None, description: str = ""):
     """A job's ``__main__``: ``parse_job_args``, then ``run(cfg)``. A ConfigError the job raises while checking its
-    settings (before any work) exits 2 with the message, like one found while parsing, not with a traceback."""
+    settings (before any work) exits 2 with the message, like one found while parsing, not with a traceback. Any other
+    failure exits 1: the traceback, then one line with the cause and the setting that changes it
+    (``seedr1.cluster.failures``)."""
     cfg = parse_job_args(cls, default_config=default_config, description=description)
+    job = cls.__name__.removesuffix("Config").lower()
     try:
         return run(cfg)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except Exception as e:  # noqa: BLE001 - every failure gets its line
+        import traceback
+
+        from seedr1.cluster.failures import explain
+
+        traceback.print_exc()
+        sys.stdout.flush()
+        print(f"[{job}] failed: {explain(e)}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def parse_job_args(cls: type[T], argv: Optional[list[str]] = None, default_config: str | None = None,
@@ -599,6 +653,11 @@ def parse_job_args(cls: type[T], argv: Optional[list[str]] = None, default_confi
         cfg = load_config(cls, args.config, args.overrides)
     except ConfigError as e:
         parser.exit(2, f"config error: {e}\n")
-    print(f"# resolved config ({cls.__name__}" + (f" from {args.config}" if args.config else "") + ")")
-    print(to_yaml(cfg), flush=True)
+    # The settings that differ from the defaults, one line each; every key is in config.yaml where the job saves one.
+    changed = changed_settings(cfg)
+    print(f"# config ({cls.__name__}" + (f" from {args.config}" if args.config else "")
+          + f"): {len(changed)} settings differ from the defaults (all keys: --help-config)")
+    for key, value in changed.items():
+        print(f"#   {key} = {json.dumps(value, default=str)}")
+    sys.stdout.flush()
     return cfg

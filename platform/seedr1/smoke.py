@@ -28,7 +28,9 @@ def run_smoke(cfg: SmokeConfig) -> dict:
     from seedr1.rollout.engine import Sampling
     from seedr1.rollout.vllm_engine import VLLMEngine
 
-    run_dir = Path(cfg.run_dir)
+    from seedr1.cluster.outputs import output_path
+
+    run_dir = Path(output_path(cfg.run_dir))  # never inside Ray's unpacked working directory
     save_config(cfg, run_dir)
     report: dict = {}
 

@@ -289,3 +289,29 @@ def get_storage(uri: str | os.PathLike, options: S3Config | None = None) -> Stor
         if key not in _S3_CLIENTS:
             _S3_CLIENTS[key] = S3Storage(resolved)
         return _S3_CLIENTS[key]
+
+
+def check_store(uri: str, options: S3Config | None = None, write: bool = False, timeout_s: float = 5.0) -> None:
+    """Fail fast (StorageError naming ``uri`` and the cause) unless ``uri`` is there to read (``write``: its bucket
+    or parent folder takes a new object), with one short attempt: a job checks its stores before it starts Ray
+    actors, so an unreachable endpoint or a wrong key shows in seconds, not from inside a worker minutes later."""
+    if not is_s3(uri):
+        path = Path(uri)
+        if write:
+            parent = next((p for p in [path, *path.parents] if p.exists()), None)
+            if parent is None or not os.access(parent, os.W_OK):
+                raise StorageError(f"{uri}: cannot create it ({parent} is not writable)")
+        elif not path.exists():
+            raise StorageNotFound(f"{uri}: no such file or folder")
+        return
+    fast = replace(resolve_s3(options), connect_timeout_s=min(timeout_s, resolve_s3(options).connect_timeout_s),
+                   read_timeout_s=timeout_s, max_attempts=1)
+    store = S3Storage(fast)  # its own client: the shared one retries and waits longer
+    bucket, key = split_s3(uri)
+    listed = store._call("list", uri, store.client.list_objects_v2, Bucket=bucket, Prefix=key.rstrip("/"), MaxKeys=1)
+    if write:
+        probe = f"s3://{bucket}/{key.rstrip('/')}/.seedr1-write-check".replace("//.seedr1", "/.seedr1")
+        store.write_bytes(probe, b"")
+        store._call("delete", probe, store.client.delete_object, Bucket=bucket, Key=split_s3(probe)[1])
+    elif not listed.get("KeyCount"):
+        raise StorageNotFound(f"{uri}: nothing there (bucket {bucket} has no key under {key or '/'})")

@@ -105,14 +105,25 @@ def test_every_field_has_a_doc():
 
 
 def test_job_args_print_and_save(tmp_path, capsys):
-    cfg = parse_job_args(SmokeConfig, ["run_dir=" + str(tmp_path), "model.seed=4"])
+    cfg = parse_job_args(SmokeConfig, ["run_dir=" + str(tmp_path), "model.seed=4", "vllm.max_model_len=1536"])
     assert cfg.model.seed == 4
-    assert "seed: 4" in capsys.readouterr().out
+    out = capsys.readouterr().out  # only what differs from the defaults, one dotted key a line
+    assert "2 settings differ" not in out and "3 settings differ from the defaults" in out
+    assert "#   model.seed = 4\n" in out and "#   vllm.max_model_len = 1536\n" in out and "frame_size" not in out
     saved = save_config(cfg, tmp_path)
     assert load_config(SmokeConfig, saved) == cfg  # round trip
     with pytest.raises(SystemExit) as e:
         parse_job_args(SmokeConfig, ["model.sed=4"])
     assert e.value.code == 2
+
+
+def test_secrets_are_masked_in_the_printed_settings(capsys):
+    from seedr1.config import EvaluateConfig
+
+    parse_job_args(EvaluateConfig, ["api_key=sk-123", "data.s3.secret_key=abc", "data.s3.region=eu-west-1"])
+    out = capsys.readouterr().out
+    assert "sk-123" not in out and "abc" not in out
+    assert '#   api_key = "***"' in out and '#   data.s3.region = "eu-west-1"' in out
 
 
 def test_flag_overrides_work_before_after_and_between_dotted_ones(tmp_path):

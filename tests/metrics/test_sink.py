@@ -167,3 +167,19 @@ def test_gauges_set_in_an_actor_reach_the_prometheus_endpoint(ray_cluster, tmp_p
     page = metrics_page()
     assert "# HELP ray_seedr1_grpo_reward_mean Mean total (weighted) reward" in page
     assert 'kind="rollout_actor_restarted"' in page
+
+
+def test_events_carry_the_step_in_progress(tmp_path):
+    import json
+
+    from seedr1.metrics.sink import MetricsSink
+
+    sink = MetricsSink(tmp_path, job="grpo", total_steps=5, tensorboard=False, ray_metrics=False, progress=False)
+    sink.log({"step": 3, "loss": 0.1})
+    sink.event("before")  # between steps: the last logged one
+    sink.begin_step(4)
+    sink.event("rollout_actor_restarted", actor=0)  # during step 4, before its row
+    sink.event("checkpoint", step=2)  # an explicit step wins
+    sink.close()
+    steps = [(e["kind"], e["step"]) for e in map(json.loads, (tmp_path / "events.jsonl").read_text().splitlines())]
+    assert steps == [("before", 3), ("rollout_actor_restarted", 4), ("checkpoint", 2)]

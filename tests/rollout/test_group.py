@@ -110,3 +110,17 @@ def test_a_restart_after_a_sync_without_a_resync_is_an_error(group):
     os.kill(ray.get(g.actors[1].pid.remote()), signal.SIGKILL)
     with pytest.raises(RuntimeError, match="no way to send it weights version 1"):
         g.generate(records(2), seed=0)
+
+
+def test_a_restart_seen_by_a_failed_sync_is_counted_once_in_that_step(group):
+    """The GRPO loop's failed-sync path: the restarted actor is counted when the sync fails (its step), and the stale
+    weights the next call finds are resent without counting it again."""
+    g, events = group
+    g.pids = ray.get([a.pid.remote() for a in g.actors])
+    _sync(g, b"v1")
+    os.kill(g.pids[1], signal.SIGKILL)
+    g.wait_for_restarts(RuntimeError("sync failed"))
+    assert g.restarts == 1 and [e[1]["actor"] for e in events] == [1] and events[0][1]["error"] == "RuntimeError"
+    out, _ = g.generate(records(2), seed=0)
+    assert all("@v1#" in o for o in out) and g.resyncs == 1  # resent
+    assert g.restarts == 1 and len(events) == 1  # not counted twice

@@ -298,6 +298,7 @@ def build_dataset(cfg: DataConfig, files: list[str], epoch: int = 0, shuffle: bo
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # deterministic order: a data position can be resumed
     ctx.enable_progress_bars = cfg.progress_bars
+    ctx.print_on_execution_start = cfg.progress_bars  # the dataset's id and plan: 2-3 lines each time a stream opens
     names = [Path(f).name for f in files]
     if cfg.shards:
         from seedr1.data.shards import read_manifest

@@ -15,6 +15,8 @@ from typing import Iterator
 import numpy as np
 
 from seedr1.algo.rewards import is_correct
+from seedr1.cluster.outputs import output_path
+from seedr1.cluster.stores import check_stores
 from seedr1.config import ConfigError, EvaluateConfig, RolloutConfig, save_config
 from seedr1.data.schema import Sample
 from seedr1.evaluate.scoring import read_samples, score_draws
@@ -166,12 +168,14 @@ class _EnginePool:
 
     def __init__(self, cfg: EvaluateConfig, model: str):
         from seedr1.rollout.group import RolloutGroup
-        from seedr1.train.launch import ensure_ray, worker_env
+        from seedr1.cluster.demands import evaluate_groups
+        from seedr1.train.launch import start_ray, worker_env
 
         rollout = RolloutConfig(engine="vllm", num_actors=cfg.num_actors, cpus_per_actor=cfg.cpus_per_actor,
-                                gpus_per_actor=cfg.gpus_per_actor, num_samples=cfg.samples,
-                                temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, vllm=cfg.vllm)
-        ensure_ray(cfg.num_actors * cfg.cpus_per_actor, worker_env())
+                                gpus_per_actor=cfg.gpus_per_actor, node_labels=dict(cfg.node_labels),
+                                num_samples=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
+                                max_tokens=cfg.max_tokens, vllm=cfg.vllm)
+        start_ray("evaluate", evaluate_groups(cfg), cfg.cluster, worker_env())
         self.group = RolloutGroup.start(model, rollout, worker_env(), s3=cfg.data.s3)
 
     def generate(self, records: list, seed: int) -> list[list[str]]:
@@ -205,10 +209,13 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     from seedr1.evaluate.reasoning import answer_letter, is_consistent
     from seedr1.evaluate.table import bar_chart, markdown_table
 
-    out = Path(cfg.out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     if not cfg.data.root and not cfg.data.shards:
         raise ConfigError("data.root (or data.shards) is required: where the annotation files and media are")
+    check_stores(cfg)
+    out = Path(output_path(cfg.out_dir))  # never inside Ray's unpacked working directory
+    cfg.out_dir = str(out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[evaluate] outputs: {out}", flush=True)
     if cfg.samples > 1 and cfg.temperature == 0:
         raise ConfigError("samples > 1 needs temperature > 0 (greedy answers are all the same)")
     if not cfg.endpoint:  # the local vLLM pool's actors

@@ -92,8 +92,7 @@ def send_weights(sync: WeightSync, group, rank: int) -> dict:
             for actor in group.actors:
                 ray.kill(actor, no_restart=False)
         sync.close()
-        for k in range(len(group.actors)):
-            group.wait_for_restart(k)
+        group.wait_for_restarts(e)
         return {}
 
 
@@ -139,6 +138,7 @@ def grpo_train_loop(config: dict) -> None:
         t = {"start": time.perf_counter()}
         payload, next_take_s = None, 0.0
         if rank == 0:
+            sink.begin_step(step + 1)  # events from here on belong to this step
             if pending is None:
                 pending = group.launch(stream.take(P), sampling_seed(cfg, step))
                 pending.update(position=stream.position, version=group.version)
@@ -179,7 +179,8 @@ def grpo_train_loop(config: dict) -> None:
             update_s = t["update"] - t_update
             gap_tokens = sum(g["engine_gap"][1] for g in gathered)
             train_tokens = sum(g["train_tokens"] for g in gathered)
-            sink.log({"step": step + 1, **info, "lr": stats["lr"], "optimizer_step": stats["optimizer_step"],
+            sink.log({"step": step + 1, **info, "rollout_restarts": group.restarts,  # those of this step's sync too
+                      "lr": stats["lr"], "optimizer_step": stats["optimizer_step"],
                       "train_tokens": train_tokens,
                       "rank_token_imbalance": max(g["train_tokens"] for g in gathered) * world / max(train_tokens, 1),
                       "train_tokens_per_s": train_tokens / max(update_s, 1e-9),

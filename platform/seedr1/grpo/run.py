@@ -5,7 +5,9 @@ from pathlib import Path
 
 from seedr1.algo.rewards import check_rewards
 from seedr1.config import ConfigError, GRPOConfig, to_dict
-from seedr1.train.launch import ensure_ray, prepare_run, run_trainer_group, worker_env
+from seedr1.cluster.demands import grpo_groups
+from seedr1.cluster.stores import check_stores
+from seedr1.train.launch import prepare_run, run_trainer_group, start_ray, worker_env
 
 
 def check_grpo(cfg: GRPOConfig) -> None:
@@ -47,10 +49,10 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     from seedr1.rollout.group import RolloutGroup
 
     check_grpo(cfg)
-    world = cfg.trainer.num_workers
+    check_stores(cfg)
     cfg = prepare_run(cfg, "grpo")
     env = worker_env()
-    ensure_ray(cfg.rollout.num_actors * cfg.rollout.cpus_per_actor + world * cfg.trainer.cpus_per_worker, env)
+    start_ray("grpo", grpo_groups(cfg), cfg.cluster, env)
     restarts = cfg.rollout.max_restarts
     group = RolloutGroup.start(cfg.model, cfg.rollout, env, s3=cfg.data.s3,
                                max_recoveries=restarts if restarts >= 0 else 10 ** 6)

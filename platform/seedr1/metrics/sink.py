@@ -142,7 +142,7 @@ class MetricsSink:
         self.events_path = self.run_dir / "events.jsonl"
         self.tensorboard_dir = self.run_dir / "tensorboard"
         self.use_tensorboard, self.ray_metrics, self.progress = tensorboard, ray_metrics, progress
-        self.step = 0  # the last logged step; events without their own step carry it
+        self.step = 0  # the step in progress (``begin_step``), else the last logged: events without a step carry it
         self._metrics = open(self.metrics_path, "a", encoding="utf-8")
         self._event_file = None  # opened on the first row, so a resume's purge marker comes first
         self._purge_step: Optional[int] = None
@@ -176,6 +176,10 @@ class MetricsSink:
         eta = mean * max(self.total_steps - step, 0)
         shown = "".join(f" {label} {format(flat[name], spec)}" for name, label, spec in self.PROGRESS if name in flat)
         return f"[{self.job}] step {step}/{self.total_steps}{shown} {seconds:.2f} s/step ETA {eta:.0f} s"
+
+    def begin_step(self, step: int) -> None:
+        """Step ``step`` (1-based, as its row will say) has begun: events from now on carry it."""
+        self.step = step
 
     def event(self, kind: str, **fields) -> None:
         """Record a rare event: an events.jsonl line, a log line and +1 on ``seedr1_<job>_events_total{kind}``."""

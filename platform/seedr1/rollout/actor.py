@@ -127,7 +127,8 @@ def start_rollout_group(model: str, cfg: RolloutConfig, env: dict | None = None,
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     bundle = {"CPU": cfg.cpus_per_actor, **({"GPU": cfg.gpus_per_actor} if cfg.gpus_per_actor else {})}
-    pg = placement_group([bundle] * cfg.num_actors, strategy="PACK")
+    labels = [dict(cfg.node_labels)] * cfg.num_actors if cfg.node_labels else None  # only on the rollout nodes
+    pg = placement_group([bundle] * cfg.num_actors, strategy="PACK", bundle_label_selector=labels)
     ray.get(pg.ready(), timeout=600)
     actor_cls = ray.remote(RolloutWorker)
     # A dead actor is restarted by Ray (same bundle); its in-flight calls fail and RolloutGroup re-issues them.

@@ -28,6 +28,7 @@ class RolloutGroup:
         self.resync = resync
         self.version = 0  # syncs so far; the actors' weights_version must match
         self.restarts = 0
+        self.pids: list = [None] * len(actors)  # each actor's process, as last seen: a new one is a restart
         self.restart_timeout_s = 900.0  # an engine can take minutes to come back (weights, compilation)
         self.placement_group = None  # set by ``start``: the group's own resources, released by ``close``
 
@@ -40,6 +41,7 @@ class RolloutGroup:
         actors, pg = start_rollout_group(model, cfg, env, s3)
         group = cls(actors, **kwargs)
         group.placement_group = pg
+        group.pids = ray.get([a.pid.remote() for a in actors])
         return group
 
     def close(self) -> None:
@@ -105,6 +107,24 @@ class RolloutGroup:
                 raise RuntimeError(f"rollout actor {k} restarted with the start weights and this group has no way to "
                                    f"send it weights version {self.version}") from error
             self.resync()
+        self._count_restart(k, error, t0)
+
+    def wait_for_restarts(self, error: Exception) -> None:
+        """After a call every actor took part in failed (a weight sync): until Ray has them all back; the restarted
+        ones are counted now, in the step they died in (their weights are resent when the next call finds them
+        stale)."""
+        t0 = time.perf_counter()
+        for k in range(len(self.actors)):
+            self.wait_for_restart(k)
+            if self.pids[k] is not None:  # unknown processes are counted when found stale
+                self._count_restart(k, error, t0)
+
+    def _count_restart(self, k: int, error: Exception, t0: float) -> None:
+        """Count and report actor ``k``'s restart once per new process."""
+        pid = ray.get(self.actors[k].pid.remote())
+        if self.pids[k] is not None and pid == self.pids[k]:
+            return  # the same process as before: this restart was counted already
+        self.pids[k] = pid
         self.restarts += 1
         self.on_event("rollout_actor_restarted", actor=k, error=type(error).__name__,
                       seconds=round(time.perf_counter() - t0, 2))

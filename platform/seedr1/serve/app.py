@@ -347,6 +347,7 @@ def deployment_options(cfg: ServeConfig) -> dict:
     return {"num_replicas": None if autoscaling else cfg.min_replicas, "autoscaling_config": autoscaling,
             "max_ongoing_requests": cfg.max_ongoing_requests,
             "ray_actor_options": {"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica,
+                                  **({"label_selector": dict(cfg.node_labels)} if cfg.node_labels else {}),
                                   "runtime_env": {"env_vars": env}}}
 
 

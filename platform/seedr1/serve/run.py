@@ -9,10 +9,13 @@ def start(cfg: ServeConfig) -> str:
     from ray import serve
 
     from seedr1.serve.app import build
-    from seedr1.train.launch import ensure_ray, worker_env
+    from seedr1.cluster.demands import serve_groups
+    from seedr1.cluster.stores import check_stores
+    from seedr1.train.launch import start_ray, worker_env
 
     app = build(cfg)  # refuses early, before any Ray work, when no API key is configured
-    ensure_ray(cfg.min_replicas * cfg.cpus_per_replica, worker_env())
+    check_stores(cfg)
+    start_ray("serve", serve_groups(cfg), cfg.cluster, worker_env())
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(app, name="seedr1", route_prefix=cfg.route_prefix)
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host

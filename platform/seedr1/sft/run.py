@@ -5,7 +5,9 @@ import math
 from pathlib import Path
 
 from seedr1.config import ConfigError, SFTConfig, to_dict
-from seedr1.train.launch import ensure_ray, prepare_run, run_trainer_group, worker_env
+from seedr1.cluster.demands import sft_groups
+from seedr1.cluster.stores import check_stores
+from seedr1.train.launch import prepare_run, run_trainer_group, start_ray, worker_env
 from seedr1.train.resources import check_trainer_gpus
 
 
@@ -29,12 +31,13 @@ def run_sft(cfg: SFTConfig) -> Path:
         raise ConfigError(f"batch_size {cfg.batch_size} must split into trainer.num_workers = {world} equal shards "
                          f"of whole micro-batches (trainer.micro_batch_size = {cfg.trainer.micro_batch_size})")
     check_trainer_gpus(cfg.trainer.gpus_per_worker)
+    check_stores(cfg)
     cfg = prepare_run(cfg, "sft")
     if cfg.steps <= 0:
         n = record_count(cfg.data, training_file(cfg))
         cfg.steps = max(1, math.ceil(cfg.epochs * n / cfg.batch_size))
         print(f"[sft] {n} records x {cfg.epochs} epochs / batch {cfg.batch_size} = {cfg.steps} steps", flush=True)
-    ensure_ray(world * cfg.trainer.cpus_per_worker, worker_env())
+    start_ray("sft", sft_groups(cfg), cfg.cluster, worker_env())
     run_trainer_group(sft_train_loop, {"cfg": to_dict(cfg)}, cfg.trainer, cfg.run_dir, cfg.checkpoint.keep)
     print(f"[sft] done: run folder {cfg.run_dir} (metrics.jsonl, tensorboard/, checkpoints/, config.yaml)", flush=True)
     return Path(cfg.run_dir)

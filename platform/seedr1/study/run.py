@@ -74,8 +74,14 @@ def run_study(cfg: StudyConfig) -> dict:
     grpo = copy.deepcopy(cfg.grpo)
     grpo.data = cfg.data  # what run_seed gives it
     check_grpo(grpo)  # before the base evaluation and the SFT stage, not hours later
-    out = Path(cfg.out_dir).resolve()
+    from seedr1.cluster.outputs import output_path
+    from seedr1.cluster.stores import check_stores
+
+    check_stores(cfg)
+    out = Path(output_path(cfg.out_dir))  # never inside Ray's unpacked working directory
+    cfg.out_dir = str(out)
     out.mkdir(parents=True, exist_ok=True)
+    print(f"[study] outputs: {out}", flush=True)
     if not cfg.data.root and not cfg.data.shards:
         from seedr1.data.synthetic import SynthSpec, write_synthetic
 
@@ -85,13 +91,18 @@ def run_study(cfg: StudyConfig) -> dict:
         cfg.data.root = str(root)
     save_config(cfg, out)
     # One embedded Ray for every stage, sized for the largest (a cluster sized by the first, small stage would leave
-    # GRPO's data tasks waiting for a CPU forever).
+    # GRPO's data tasks waiting for a CPU forever); every stage checked to fit before the first starts.
+    from seedr1.cluster.check import check_fits
+    from seedr1.cluster.demands import evaluate_groups, grpo_groups, prefixed, sft_groups
+    from seedr1.cluster.fit import total
     from seedr1.train.launch import ensure_ray, worker_env
 
-    g, t = cfg.grpo, cfg.sft.trainer
-    ensure_ray(max(g.rollout.num_actors * g.rollout.cpus_per_actor + g.trainer.num_workers * g.trainer.cpus_per_worker,
-                   t.num_workers * t.cpus_per_worker, cfg.evaluate.num_actors * cfg.evaluate.cpus_per_actor),
-               worker_env())
+    stages = {"grpo": (prefixed(grpo_groups(grpo), "grpo."), cfg.grpo.cluster),
+              "sft": (prefixed(sft_groups(cfg.sft), "sft."), cfg.sft.cluster),
+              "evaluate": (prefixed(evaluate_groups(cfg.evaluate), "evaluate."), cfg.evaluate.cluster)}
+    ensure_ray(max(total(groups).get("CPU", 0.0) for groups, _ in stages.values()), worker_env())
+    for name, (groups, cluster) in stages.items():
+        check_fits(f"study ({name} stage)", groups, cluster.wait_for_nodes_s)
     per_seed = {seed: run_seed(cfg, seed, out / f"seed{seed}") for seed in range(cfg.seeds)}
 
     mean, spread = {}, {}

@@ -1,0 +1,35 @@
+"""Where a job's relative output folders go, so that they outlive the job.
+
+``ray job submit --working-dir .`` runs the driver inside Ray's unpacked copy of the project
+(``<ray temp>/session_*/runtime_resources/working_dir_files/_ray_pkg_*``), which vanishes with the Ray session: a
+relative ``run_dir`` resolved there loses the checkpoints, metrics and final model. Relative output folders therefore
+resolve under ``$SEEDR1_HOME`` when it is set, else under ``~/seedr1`` when the job runs in such a working directory,
+else under the current folder, as any command line tool does. Absolute paths and ``s3://`` URIs are kept as given.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RAY_WORKING_DIR_MARKER = os.path.join("runtime_resources", "working_dir_files")
+
+
+def in_ray_working_dir(cwd: str | os.PathLike | None = None) -> bool:
+    """Whether ``cwd`` (default: the current folder) is inside a working directory Ray unpacked for a job."""
+    return RAY_WORKING_DIR_MARKER in str(Path(cwd or os.getcwd()).resolve())
+
+
+def output_root(cwd: str | os.PathLike | None = None) -> Path:
+    """The folder relative output paths resolve against (see the module docstring)."""
+    if os.environ.get("SEEDR1_HOME"):
+        return Path(os.environ["SEEDR1_HOME"]).expanduser().resolve()
+    if in_ray_working_dir(cwd):
+        return Path.home() / "seedr1"
+    return Path(cwd or os.getcwd()).resolve()
+
+
+def output_path(path: str, cwd: str | os.PathLike | None = None) -> str:
+    """``path`` made absolute under ``output_root``; ``s3://``, absolute and empty paths as given."""
+    if not path or path.startswith("s3://") or os.path.isabs(os.path.expanduser(path)):
+        return os.path.expanduser(path) if path and not path.startswith("s3://") else path
+    return str(output_root(cwd) / path)
