@@ -32,16 +32,35 @@ def cluster_nodes() -> list[Node]:
     return nodes
 
 
-def autoscaler_running() -> bool:
-    """Whether an autoscaler watches this cluster (it may add nodes for what does not fit now)."""
+def autoscaler_running(max_age_s: float = 60.0) -> bool:
+    """Whether an autoscaler that can add nodes watches this cluster. A plain ``ray start --head`` runs one too, but
+    with the read-only provider, which names every node ``node_<id>``; KubeRay's names them by worker group."""
+    import json
+
     import ray
 
     try:
-        from ray.autoscaler.v2.sdk import get_cluster_status
+        from ray.autoscaler.v2.utils import is_autoscaler_v2
 
-        status = get_cluster_status(ray.get_runtime_context().gcs_address, timeout=5)
-        return bool(getattr(status, "autoscaler_state_version", 0) or getattr(status, "cluster_resource_state_version", 0) and status.pending_launches)
-    except Exception:  # no v2 autoscaler state: none reporting to this cluster
+        if is_autoscaler_v2(fetch_from_server=True):
+            from ray.autoscaler.v2.sdk import get_cluster_status
+
+            status = get_cluster_status(ray.get_runtime_context().gcs_address)
+            if not status.stats or status.stats.autoscaler_version in (None, "", "0"):
+                return False
+            nodes = status.active_nodes + status.idle_nodes + status.pending_nodes
+            return any(n.ray_node_type_name != f"node_{n.node_id}" for n in nodes)
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        raw = _internal_kv_get("__autoscaling_status")  # the v1 monitor's report
+        if not raw:
+            return False
+        report = json.loads(raw)
+        if time.time() - float(report.get("time", 0)) > max_age_s:  # its monitor is gone
+            return False
+        mapping = (report.get("autoscaler_report") or {}).get("node_type_mapping") or {}
+        return any(kind != f"node_{node}" for node, kind in mapping.items())
+    except Exception:  # noqa: BLE001 - no autoscaler state to read: none that can add nodes
         return False
 
 

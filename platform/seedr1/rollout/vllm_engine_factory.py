@@ -37,7 +37,7 @@ def build_llm(model: str, cfg: VLLMConfig, weight_transfer_backend: str | None =
 
     dtype = cfg.dtype if cfg.dtype != "auto" else ("float32" if cpu else "bfloat16")
     kwargs = dict(model=resolve_checkpoint(model), dtype=dtype, enforce_eager=cfg.enforce_eager,
-                  max_model_len=cfg.max_model_len, seed=cfg.seed,
+                  max_model_len=cfg.max_model_len, seed=cfg.seed, use_tqdm_on_load=False,
                   limit_mm_per_prompt={"image": cfg.limit_images, "video": cfg.limit_videos})
     if cpu:
         kwargs["distributed_executor_backend"] = "uni"

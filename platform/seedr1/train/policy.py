@@ -4,6 +4,9 @@ Independent of the launcher: it needs an initialised torch.distributed group (Ra
 """
 from __future__ import annotations
 
+import contextlib
+import io
+
 import math
 import time
 from dataclasses import dataclass
@@ -173,6 +176,9 @@ class PolicyTrainer:
         self.gpu = torch.cuda.is_available()
         if not self.gpu:
             torch.set_num_threads(cfg.torch_threads)
+            # DeepSpeed's CPU shared-memory op prints "built successfully" in every rank as it loads (from the cache)
+            with contextlib.redirect_stdout(io.StringIO()):
+                deepspeed.init_distributed(dist_backend="gloo")
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.processor = load_processor(model_path)
         bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and self.gpu)
