@@ -166,6 +166,13 @@ def test_rendered_job_configs_load_with_seedr1(renders, tmp_path, served_config,
             assert loaded[kind].checkpoint.dir.startswith("s3://")
             # the run folder's name is the metrics' run label: each release's own (the tests' release is "t")
             assert loaded[kind].run_dir.startswith("/tmp/") and Path(loaded[kind].run_dir).name.startswith("t-")
+            # each group on the worker group labelled for it (the chart's Ray node labels)
+            assert loaded[kind].trainer.node_labels == {"seedr1.io/group": "trainer"}
+            if kind == "grpo.yaml":
+                assert loaded[kind].rollout.node_labels == {"seedr1.io/group": "rollout"}
+            groups = {g["groupName"]: g["labels"] for d in renders[name] if d["kind"] == "RayJob"
+                      for g in d["spec"]["rayClusterSpec"]["workerGroupSpecs"]}
+            assert groups.get("trainer") == {"seedr1.io/group": "trainer"}
     assert "serve.yaml" not in data  # inline in serveConfigV2 (a mounted copy could be stale)
     if any(d["kind"] == "RayService" for d in renders[name]):
         serve = served_config(renders[name])
@@ -296,6 +303,7 @@ def test_cpu_toy_trains_like_configs_grpo_tiny(renders, repo_root, tmp_path):
     tiny = config.to_dict(config.load_config(config.GRPOConfig, repo_root / "configs" / "grpo" / "tiny.yaml"))
     for cfg in (ours, tiny):
         cfg.pop("run_dir"), cfg["checkpoint"].pop("dir"), cfg["data"].pop("root"), cfg["data"].pop("shards")
+        cfg["rollout"].pop("node_labels"), cfg["trainer"].pop("node_labels")  # the chart's placement
     assert ours == tiny
 
 

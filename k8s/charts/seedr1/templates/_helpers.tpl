@@ -100,12 +100,24 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+A job config's group (rollout | trainer) placed on its own worker group: node_labels {seedr1.io/group: <group>},
+the Ray label the chart gives that worker group's nodes, unless the config names labels itself. Args: dict cfg, group.
+*/}}
+{{- define "seedr1.groupLabels" -}}
+{{- $section := deepCopy (default dict (get .cfg .group)) -}}
+{{- if not (hasKey $section "node_labels") }}{{ $_ := set $section "node_labels" (dict "seedr1.io/group" .group) }}{{ end -}}
+{{- $_ := set .cfg .group $section -}}
+{{- end -}}
+
 {{- define "seedr1.grpoConfig" -}}
 {{- $g := .Values.training.grpo -}}
 {{- $cfg := deepCopy (default dict $g.config) -}}
 {{- $ckpt := merge (dict "dir" $g.checkpointDir) (deepCopy (default dict (get $cfg "checkpoint"))) -}}
 {{- $_ := set $cfg "checkpoint" $ckpt -}}
 {{- if not (hasKey $cfg "run_dir") }}{{ $_ := set $cfg "run_dir" (printf "/tmp/seedr1/runs/%s-grpo" (include "seedr1.fullname" $)) }}{{ end -}}
+{{- include "seedr1.groupLabels" (dict "cfg" $cfg "group" "rollout") -}}
+{{- include "seedr1.groupLabels" (dict "cfg" $cfg "group" "trainer") -}}
 {{- $_ := include "seedr1.setData" (dict "cfg" $cfg "data" $g.data) -}}
 {{- include "seedr1.noLiteralSecrets" (dict "cfg" $cfg "key" "training.grpo.config") -}}
 {{- toYaml $cfg -}}
@@ -117,6 +129,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- $ckpt := merge (dict "dir" $s.checkpointDir) (deepCopy (default dict (get $cfg "checkpoint"))) -}}
 {{- $_ := set $cfg "checkpoint" $ckpt -}}
 {{- if not (hasKey $cfg "run_dir") }}{{ $_ := set $cfg "run_dir" (printf "/tmp/seedr1/runs/%s-sft" (include "seedr1.fullname" $)) }}{{ end -}}
+{{- include "seedr1.groupLabels" (dict "cfg" $cfg "group" "trainer") -}}
 {{- $_ := include "seedr1.setData" (dict "cfg" $cfg "data" $s.data) -}}
 {{- include "seedr1.noLiteralSecrets" (dict "cfg" $cfg "key" "training.sft.config") -}}
 {{- toYaml $cfg -}}
