@@ -29,3 +29,16 @@ def test_absolute_s3_and_empty_paths_are_kept(tmp_path, monkeypatch):
     assert output_path("s3://bucket/runs/a") == "s3://bucket/runs/a"
     assert output_path("") == ""
     assert output_path("~/runs/a") == str(Path.home() / "runs" / "a")
+
+
+def test_relative_inputs_are_found_where_earlier_jobs_put_them(tmp_path, monkeypatch):
+    from seedr1.cluster.outputs import input_path
+
+    monkeypatch.setenv("SEEDR1_HOME", str(tmp_path / "home"))
+    pkg = tmp_path / RAY_PKG
+    (pkg / "configs").mkdir(parents=True)
+    (tmp_path / "home" / "runs" / "grpo-tiny" / "data").mkdir(parents=True)
+    assert input_path("configs", cwd=pkg) == str(pkg / "configs")  # in the working dir: there
+    assert input_path("runs/grpo-tiny/data", cwd=pkg) == str(tmp_path / "home" / "runs" / "grpo-tiny" / "data")
+    for as_given in ("tiny", "Qwen/Qwen2-VL-7B-Instruct", "s3://b/m", "/abs/m", "runs/missing"):
+        assert input_path(as_given, cwd=pkg) == as_given

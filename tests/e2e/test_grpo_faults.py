@@ -57,6 +57,8 @@ def test_run_survives_a_dead_actor_and_a_raising_reward(grpo_job, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     restarts = [e for e in grpo_job.events(run_dir) if e["kind"] == "rollout_actor_restarted"]
     assert len(restarts) == 1 and rows[-1]["rollout_restarts"] == 1
+    # the event carries the step it happened in, the step whose row first counts it
+    assert restarts[0]["step"] == next(r["step"] for r in rows if r["rollout_restarts"] == 1)
     # the restarted actor got the current weights through the sync's own path (every trainer rank sent them again):
     # its weights version is set only by a finished weight update, and a generate at another version is refused
     resent = [e for e in grpo_job.events(run_dir) if e["kind"] == "weights_resent"]

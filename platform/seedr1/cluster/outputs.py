@@ -33,3 +33,27 @@ def output_path(path: str, cwd: str | os.PathLike | None = None) -> str:
     if not path or path.startswith("s3://") or os.path.isabs(os.path.expanduser(path)):
         return os.path.expanduser(path) if path and not path.startswith("s3://") else path
     return str(output_root(cwd) / path)
+
+
+def input_path(path: str, cwd: str | os.PathLike | None = None) -> str:
+    """A relative input (a data root, a model folder) as a job finds it: under the current folder if it is there, else
+    under ``output_root`` (an earlier job's outputs, e.g. ``runs/grpo-tiny/data`` written by a submitted GRPO job);
+    anything else as given (``tiny``, a hub id, ``s3://``, a path to report missing)."""
+    if not path or path.startswith("s3://") or os.path.isabs(os.path.expanduser(path)):
+        return path
+    for root in (Path(cwd or os.getcwd()), output_root(cwd)):
+        if (root / path).exists():
+            return str((root / path).resolve())
+    return path
+
+
+def resolve_inputs(cfg) -> None:
+    """``input_path`` for the inputs a job config names (data root and shards, model, base model, resume path)."""
+    data = getattr(cfg, "data", None)
+    if data is not None:
+        data.root, data.shards = input_path(data.root), input_path(data.shards)
+    for key in ("model", "base_model"):
+        if isinstance(getattr(cfg, key, None), str):
+            setattr(cfg, key, input_path(getattr(cfg, key)))
+    if getattr(cfg, "resume", "auto") not in ("auto", "never"):
+        cfg.resume = input_path(cfg.resume)

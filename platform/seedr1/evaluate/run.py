@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from seedr1.algo.rewards import is_correct
-from seedr1.cluster.outputs import output_path
+from seedr1.cluster.outputs import output_path, resolve_inputs
 from seedr1.cluster.stores import check_stores
 from seedr1.config import ConfigError, EvaluateConfig, RolloutConfig, save_config
 from seedr1.data.schema import Sample
@@ -211,6 +211,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
 
     if not cfg.data.root and not cfg.data.shards:
         raise ConfigError("data.root (or data.shards) is required: where the annotation files and media are")
+    resolve_inputs(cfg)
     check_stores(cfg)
     out = Path(output_path(cfg.out_dir))  # never inside Ray's unpacked working directory
     cfg.out_dir = str(out)

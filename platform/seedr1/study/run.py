@@ -74,9 +74,10 @@ def run_study(cfg: StudyConfig) -> dict:
     grpo = copy.deepcopy(cfg.grpo)
     grpo.data = cfg.data  # what run_seed gives it
     check_grpo(grpo)  # before the base evaluation and the SFT stage, not hours later
-    from seedr1.cluster.outputs import output_path
+    from seedr1.cluster.outputs import output_path, resolve_inputs
     from seedr1.cluster.stores import check_stores
 
+    resolve_inputs(cfg)
     check_stores(cfg)
     out = Path(output_path(cfg.out_dir))  # never inside Ray's unpacked working directory
     cfg.out_dir = str(out)
