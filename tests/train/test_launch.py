@@ -78,3 +78,28 @@ def test_no_aws_secrets_from_inside_a_ray_task(ray_cluster, monkeypatch):
 
     env = ray_cluster.get(env_from_a_task.remote())
     assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+
+
+def _never_runs(config):
+    raise AssertionError("the worker group should never have started")
+
+
+def test_a_trainer_group_that_cannot_start_fails_once_within_its_timeout(ray_cluster, tmp_path, monkeypatch):
+    """Ray Train alone retries a worker group it cannot place every 60 s forever; ours fails after
+    trainer.start_timeout_s, once, with the line that names the setting."""
+    import time
+
+    import pytest
+    from ray.train import ControllerError
+
+    from seedr1.cluster.failures import explain
+    from seedr1.config import TrainerConfig
+    from seedr1.train.launch import run_trainer_group
+
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")  # restored after: launch sets it
+    trainer = TrainerConfig(num_workers=1, cpus_per_worker=64.0, start_timeout_s=3.0)  # the session cluster has 8
+    t0 = time.time()
+    with pytest.raises(ControllerError) as e:
+        run_trainer_group(_never_runs, {}, trainer, str(tmp_path), keep=1)
+    assert time.time() - t0 < 60
+    assert "trainer.start_timeout_s" in explain(e.value)
