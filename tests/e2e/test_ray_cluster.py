@@ -198,9 +198,11 @@ def test_two_nodes_rollout_and_trainer_each_on_their_own(machine):
                           "rollout.node_labels={seedr1.io/group: rollout}",
                           "trainer.node_labels={seedr1.io/group: trainer}")
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    # the state API is given this cluster's address: on a machine with several Ray instances it would not guess
     placed = machine.state(
         "from ray.util.state import list_actors, list_nodes\n"
-        "group = {n.node_id: n.labels.get('seedr1.io/group') for n in list_nodes(detail=True)}\n"
-        "out = sorted({(a.class_name, group[a.node_id]) for a in list_actors(limit=1000, detail=True)\n"
+        f"where = {machine.dashboard!r}\n"
+        "group = {n.node_id: n.labels.get('seedr1.io/group') for n in list_nodes(address=where, detail=True)}\n"
+        "out = sorted({(a.class_name, group[a.node_id]) for a in list_actors(address=where, limit=1000, detail=True)\n"
         "              if a.class_name in ('RolloutWorker', 'RayTrainWorker')})")
     assert placed == [["RayTrainWorker", "trainer"], ["RolloutWorker", "rollout"]], placed
