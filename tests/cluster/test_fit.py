@@ -73,3 +73,13 @@ def test_sft_and_study_prefixes():
     assert groups[0].count_key == "sft.trainer.num_workers" and groups[0].keys["CPU"] == "sft.trainer.cpus_per_worker"
     # 8 / n must be a whole number of micro-batches of 2 per worker: 3 is refused, 2 fits
     assert fixes(groups, [Node("a", {"CPU": 4.0})]) == ["sft.trainer.num_workers=2"]
+
+
+def test_gpu_requests_on_a_cluster_without_gpus_suggest_none():
+    cfg = tiny_grpo(**{"trainer.gpus_per_worker": 1, "rollout.gpus_per_actor": 1})
+    groups = grpo_groups(cfg)
+    nodes = [Node("head", {"CPU": 6.0})]
+    assert unplaced(groups, nodes) == {"rollout actor": 1, "trainer worker": 2}
+    assert fixes(groups, nodes) == ["rollout.gpus_per_actor=0 trainer.gpus_per_worker=0"]
+    assert "fits with: rollout.gpus_per_actor=0 trainer.gpus_per_worker=0 or give" in \
+        too_small_message("grpo", groups, nodes, unplaced(groups, nodes))

@@ -60,9 +60,14 @@ def unplaced(groups: list[Group], nodes: list[Node]) -> dict[str, int]:
 
 
 def fixes(groups: list[Group], nodes: list[Node]) -> list[str]:
-    """Overrides that would make the job fit, one group changed at a time: the largest count it accepts, else (the
-    count at 1 still not fitting) the CPUs per worker halved until it fits."""
+    """Overrides that would make the job fit, one group changed at a time: no GPUs where the cluster has none, the
+    largest count it accepts, else (the count at 1 still not fitting) the CPUs per worker halved until it fits."""
     out = []
+    if not any(n.resources.get("GPU", 0) for n in nodes):  # a CPU cluster: every GPU request to 0, together
+        cpu_only = [replace(g, resources={k: v for k, v in g.resources.items() if k != "GPU"}) for g in groups]
+        asked = [g.keys["GPU"] for g in groups if g.resources.get("GPU", 0) > 0 and g.keys.get("GPU")]
+        if asked and not unplaced(cpu_only, nodes):
+            return [" ".join(f"{key}=0" for key in asked)]
     for i, g in enumerate(groups):
         if not g.count_key and not g.keys.get("CPU"):
             continue
