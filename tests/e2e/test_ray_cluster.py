@@ -106,9 +106,9 @@ class Machine:
         return self.run("ray", "job", "submit", "--address", self.dashboard, "--working-dir", ".", "--",
                         *entrypoint, timeout=timeout)
 
-    def stop(self) -> None:
+    def stop(self, kill_tree) -> None:
         # SIGTERM to `ray start --block` alone lets it drain its node; what is still up after a few seconds (its
-        # process group: raylet, GCS, workers) is killed. Nothing else on the machine is touched.
+        # process tree and group: raylet, GCS, workers) is killed. Nothing else on the machine is touched.
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -118,19 +118,15 @@ class Machine:
                 p.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 pass
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(timeout=30)
+            kill_tree(p)
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
 @pytest.fixture()
-def machine(tmp_path):
+def machine(tmp_path, grpo_job):
     m = Machine(tmp_path)
     yield m
-    m.stop()
+    m.stop(grpo_job.kill_tree)
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from seedr1.cluster.fit import Group, Node, too_small_message, unplaced
+from seedr1.cluster.fit import Group, Node, bundles, too_small_message, unplaced
 from seedr1.config import ConfigError
 
 
@@ -64,10 +64,6 @@ def autoscaler_running(max_age_s: float = 60.0) -> bool:
         return False
 
 
-def _bundles(groups: list[Group]) -> list[dict]:
-    return [{k: v for k, v in g.resources.items() if v > 0} for g in groups for _ in range(g.count)]
-
-
 def check_fits(job: str, groups: list[Group], wait_for_nodes_s: float = 0.0, poll_s: float = 5.0) -> None:
     """Raise ClusterTooSmall unless every group fits the cluster's nodes (waiting for an autoscaler, if any)."""
     nodes = cluster_nodes()
@@ -77,7 +73,7 @@ def check_fits(job: str, groups: list[Group], wait_for_nodes_s: float = 0.0, pol
     if wait_for_nodes_s > 0 and autoscaler_running():
         from ray.autoscaler.sdk import request_resources
 
-        request_resources(bundles=_bundles(groups))
+        request_resources(bundles=bundles(groups))
         deadline, said = time.monotonic() + wait_for_nodes_s, 0.0
         while missing and time.monotonic() < deadline:
             if time.monotonic() - said >= 30:

@@ -39,6 +39,11 @@ def _demand(resources: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in resources.items() if v > 0 and k not in _IGNORED}
 
 
+def bundles(groups: list[Group]) -> list[dict[str, float]]:
+    """One resource bundle per worker, as the job's placement groups ask Ray (and an autoscaler) for them."""
+    return [_demand(g.resources) for g in groups for _ in range(g.count)]
+
+
 def unplaced(groups: list[Group], nodes: list[Node]) -> dict[str, int]:
     """How many workers of each group no node has room for (empty: the job fits)."""
     free = [dict(n.resources) for n in nodes]

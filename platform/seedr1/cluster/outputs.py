@@ -35,6 +35,14 @@ def output_path(path: str, cwd: str | os.PathLike | None = None) -> str:
     return str(output_root(cwd) / path)
 
 
+def make_output_dir(path: str, job: str) -> Path:
+    """``output_path`` of a job's local output folder, created, and said at the job's start."""
+    out = Path(output_path(path))
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[{job}] outputs: {out}", flush=True)
+    return out
+
+
 def input_path(path: str, cwd: str | os.PathLike | None = None) -> str:
     """A relative input (a data root, a model folder) as a job finds it: under the current folder if it is there, else
     under ``output_root`` (an earlier job's outputs, e.g. ``runs/grpo-tiny/data`` written by a submitted GRPO job);

@@ -41,6 +41,15 @@ def job_stores(cfg) -> list[tuple[str, str, object, bool]]:
     return out
 
 
+def check_inputs(cfg) -> None:
+    """A job's inputs before it starts anything: relative ones resolved where the job finds them
+    (``outputs.resolve_inputs``), then every store it names checked (``check_stores``)."""
+    from seedr1.cluster.outputs import resolve_inputs
+
+    resolve_inputs(cfg)
+    check_stores(cfg)
+
+
 def check_stores(cfg) -> None:
     """Raise StoreCheckFailed naming the first store ``cfg`` needs that does not answer as it must."""
     from seedr1.storage import StorageError, check_store

@@ -15,8 +15,8 @@ from typing import Iterator
 import numpy as np
 
 from seedr1.algo.rewards import is_correct
-from seedr1.cluster.outputs import output_path, resolve_inputs
-from seedr1.cluster.stores import check_stores
+from seedr1.cluster.outputs import make_output_dir
+from seedr1.cluster.stores import check_inputs
 from seedr1.config import ConfigError, EvaluateConfig, RolloutConfig, save_config
 from seedr1.data.schema import Sample
 from seedr1.evaluate.scoring import read_samples, score_draws
@@ -211,12 +211,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
 
     if not cfg.data.root and not cfg.data.shards:
         raise ConfigError("data.root (or data.shards) is required: where the annotation files and media are")
-    resolve_inputs(cfg)
-    check_stores(cfg)
-    out = Path(output_path(cfg.out_dir))  # never inside Ray's unpacked working directory
+    check_inputs(cfg)
+    out = make_output_dir(cfg.out_dir, "evaluate")  # never inside Ray's unpacked working directory
     cfg.out_dir = str(out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"[evaluate] outputs: {out}", flush=True)
     if cfg.samples > 1 and cfg.temperature == 0:
         raise ConfigError("samples > 1 needs temperature > 0 (greedy answers are all the same)")
     if not cfg.endpoint:  # the local vLLM pool's actors

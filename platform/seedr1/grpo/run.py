@@ -6,8 +6,7 @@ from pathlib import Path
 from seedr1.algo.rewards import check_rewards
 from seedr1.config import ConfigError, GRPOConfig, to_dict
 from seedr1.cluster.demands import grpo_groups
-from seedr1.cluster.outputs import resolve_inputs
-from seedr1.cluster.stores import check_stores
+from seedr1.cluster.stores import check_inputs
 from seedr1.train.launch import prepare_run, run_trainer_group, start_ray, worker_env
 
 
@@ -50,8 +49,7 @@ def run_grpo(cfg: GRPOConfig) -> Path:
     from seedr1.rollout.group import RolloutGroup
 
     check_grpo(cfg)
-    resolve_inputs(cfg)
-    check_stores(cfg)
+    check_inputs(cfg)
     cfg = prepare_run(cfg, "grpo")
     env = worker_env()
     start_ray("grpo", grpo_groups(cfg), cfg.cluster, env)

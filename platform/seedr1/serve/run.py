@@ -10,13 +10,11 @@ def start(cfg: ServeConfig) -> str:
 
     from seedr1.serve.app import build
     from seedr1.cluster.demands import serve_groups
-    from seedr1.cluster.outputs import resolve_inputs
-    from seedr1.cluster.stores import check_stores
+    from seedr1.cluster.stores import check_inputs
     from seedr1.train.launch import start_ray, worker_env
 
     app = build(cfg)  # refuses early, before any Ray work, when no API key is configured
-    resolve_inputs(cfg)
-    check_stores(cfg)
+    check_inputs(cfg)
     start_ray("serve", serve_groups(cfg), cfg.cluster, worker_env())
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(app, name="seedr1", route_prefix=cfg.route_prefix)

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from seedr1.config import ConfigError, SFTConfig, to_dict
 from seedr1.cluster.demands import sft_groups
-from seedr1.cluster.outputs import resolve_inputs
-from seedr1.cluster.stores import check_stores
+from seedr1.cluster.stores import check_inputs
 from seedr1.train.launch import prepare_run, run_trainer_group, start_ray, worker_env
 from seedr1.train.resources import check_trainer_gpus
 
@@ -32,8 +31,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         raise ConfigError(f"batch_size {cfg.batch_size} must split into trainer.num_workers = {world} equal shards "
                          f"of whole micro-batches (trainer.micro_batch_size = {cfg.trainer.micro_batch_size})")
     check_trainer_gpus(cfg.trainer.gpus_per_worker)
-    resolve_inputs(cfg)
-    check_stores(cfg)
+    check_inputs(cfg)
     cfg = prepare_run(cfg, "sft")
     if cfg.steps <= 0:
         n = record_count(cfg.data, training_file(cfg))

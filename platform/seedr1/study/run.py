@@ -74,15 +74,12 @@ def run_study(cfg: StudyConfig) -> dict:
     grpo = copy.deepcopy(cfg.grpo)
     grpo.data = cfg.data  # what run_seed gives it
     check_grpo(grpo)  # before the base evaluation and the SFT stage, not hours later
-    from seedr1.cluster.outputs import output_path, resolve_inputs
-    from seedr1.cluster.stores import check_stores
+    from seedr1.cluster.outputs import make_output_dir
+    from seedr1.cluster.stores import check_inputs
 
-    resolve_inputs(cfg)
-    check_stores(cfg)
-    out = Path(output_path(cfg.out_dir))  # never inside Ray's unpacked working directory
+    check_inputs(cfg)
+    out = make_output_dir(cfg.out_dir, "study")  # never inside Ray's unpacked working directory
     cfg.out_dir = str(out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"[study] outputs: {out}", flush=True)
     if not cfg.data.root and not cfg.data.shards:
         from seedr1.data.synthetic import SynthSpec, write_synthetic
 
