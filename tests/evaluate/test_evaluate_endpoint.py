@@ -93,7 +93,7 @@ def test_endpoint_target_scores_with_the_official_rule(stub_server, data_root, t
     kinds = [[p["type"] for p in r["body"]["messages"][0]["content"]] for r in StubChat.requests]
     assert all(k[-2:] == ["image_url", "text"] for k in kinds) and any(k[0] == "video_url" for k in kinds)
     video = next(r for r in StubChat.requests if r["body"]["messages"][0]["content"][0]["type"] == "video_url")
-    assert video["body"]["messages"][0]["content"][0]["video_url"]["url"].startswith("data:video/mp4;base64,")
+    assert video["body"]["messages"][0]["content"][0]["video_url"]["url"].startswith("data:video/jpeg;base64,")
     # the same numbers as scoring the predictions file with `seedr1 score`
     from seedr1.evaluate.scoring import score_files
 
@@ -159,7 +159,7 @@ def test_longvideobench_file_evaluates_through_the_same_path(stub_server, data_r
     for r in StubChat.requests:
         parts = r["body"]["messages"][0]["content"]
         assert [p["type"] for p in parts] == ["video_url", "text"]  # no current-observation image in this format
-        assert parts[0]["video_url"]["url"].startswith("data:video/mp4;base64,")
+        assert parts[0]["video_url"]["url"].startswith("data:video/jpeg;base64,")
     five = next(_question_of(r) for r in StubChat.requests if "E. open" in _question_of(r))
     assert "A. cut\nB. stir\nC. wash\nD. pour\nE. open\n" in five
 
@@ -220,23 +220,26 @@ def test_a_server_error_fails_the_run_after_writing_what_came_back(stub_server, 
     assert len(StubChat.requests) == len(failed)
 
 
-def test_video_is_sent_at_the_rate_its_frames_stand_for():
-    """The endpoint re-samples the mp4 the evaluator sends with its own settings (2 fps, 4..16 frames, as the data
-    pipeline's): the same frames and rate come back, including records whose frame count the bounds set (a 1 s clip
-    sampled up to 4 frames stands for 4 fps; a 32 s one cut to 16 frames for 0.5 fps)."""
-    import base64
-
+def test_video_is_sent_as_its_exact_frames_at_their_rate():
+    """The clip travels as the sampled frames themselves (lossless PNGs in vLLM's frame-list form) with the rate they
+    stand for; the server's parser reads back the very pixels, whatever the frame count."""
     import numpy as np
 
-    from seedr1.data.media import decode_clip
-    from seedr1.evaluate.http_target import mp4_data_url
+    from seedr1.config import ServeLimits
+    from seedr1.data.pipeline import PromptRecord
+    from seedr1.evaluate.http_target import chat_body
+    from seedr1.serve.media import parse_chat
 
+    rng = np.random.default_rng(0)
     for count, fps in ((8, 2.0), (4, 4.0), (16, 0.5)):
-        frames = np.repeat(np.arange(count, dtype=np.uint8)[:, None, None, None] * 15, 32, 1).repeat(32, 2).repeat(3, 3)
-        data = base64.b64decode(mp4_data_url(frames, fps).split(",", 1)[1])
-        back, rate = decode_clip(data, "sent.mp4", fps=2.0, min_frames=4, max_frames=16, size=None)
-        assert len(back) == count and rate == pytest.approx(fps)
-        assert np.allclose(back.reshape(count, -1).mean(1), frames.reshape(count, -1).mean(1), atol=4)
+        frames = rng.integers(0, 255, (count, 32, 32, 3), dtype=np.uint8)
+        record = PromptRecord(sample_id="s", kind="chat", video=frames, image=None, gold_letter=None, video_fps=fps,
+                              messages=[{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "q"}]}])
+        body = chat_body(record)
+        assert body["messages"][0]["content"][0]["video_url"]["url"].startswith("data:video/jpeg;base64,")
+        assert body["media_io_kwargs"]["video"]["fps"] == fps and body["media_io_kwargs"]["video"]["num_frames"] == -1
+        back = parse_chat(body["messages"], ServeLimits(frame_size=32), frames_fps=fps)
+        assert np.array_equal(back.video, frames) and back.video_fps == fps
 
 
 # ---- resume safety, failed requests, rejected media ------------------------------------------------------------------

@@ -1,15 +1,14 @@
 """An OpenAI-compatible chat endpoint as an evaluation target (this project's server, vLLM's, any other).
 
-Media travel inline as data URLs: the current-observation image as PNG (`image_url`), the task-progress clip as an
-mp4 encoded from the sampled frames (`video_url`), in the prompt's order. Bounded concurrency, retries with backoff.
-A request the server refuses for its content (400, 413, 422: e.g. a prompt over the model's length), or answers with
+Media travel inline and lossless, in the prompt's order: the current-observation image as a PNG data URL
+(`image_url`), the task-progress clip as its sampled frames in vLLM's frame-list form (`video_url`
+``data:video/jpeg;base64,<png>,<png>,...`` with ``media_io_kwargs`` giving their rate; ``serve.wire``; vLLM's own
+server takes it when started with ``--trust-request-mm-kwargs``). Bounded concurrency, retries with backoff. A request the server refuses for its content (400, 413, 422: e.g. a prompt over the model's length), or answers with
 fewer choices than the ``n`` asked for, fails only its sample; anything else (auth, 5xx or no connection after the
 retries) fails the run.
 """
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import time
@@ -18,50 +17,14 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
-import numpy as np
+from seedr1.serve.wire import openai_messages
 
 
-def png_data_url(image: np.ndarray) -> str:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def mp4_data_url(frames: np.ndarray, fps: float = 2.0) -> str:
-    """The sampled frames as a small H.264 mp4 at the rate they stand for (the server samples its frames from it
-    again, and Qwen2.5-VL's temporal positions follow the rate)."""
-    from fractions import Fraction
-
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.height, stream.width = frames.shape[1] - frames.shape[1] % 2, frames.shape[2] - frames.shape[2] % 2
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:stream.height, :stream.width]),
-                                                 format="rgb24")
-            for packet in stream.encode(picture):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return "data:video/mp4;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def chat_messages(record) -> list[dict]:
-    """The record's user turn in OpenAI's content-part format: [video?, image?, text] as in the prompt."""
-    parts = []
-    for part in record.messages[0]["content"]:
-        if part["type"] == "video" and record.video is not None:
-            parts.append({"type": "video_url", "video_url": {"url": mp4_data_url(record.video, record.video_fps)}})
-        elif part["type"] == "image" and record.image is not None:
-            parts.append({"type": "image_url", "image_url": {"url": png_data_url(record.image)}})
-        elif part["type"] == "text":
-            parts.append({"type": "text", "text": part["text"]})
-    return [{"role": "user", "content": parts}]
+def chat_body(record) -> dict:
+    """The record as OpenAI chat content, its media lossless (``serve.wire``): a served model sees the pixels the
+    evaluation job's own engine sees. vLLM's own server takes this form too."""
+    messages, media_io_kwargs = openai_messages(record)
+    return {"messages": messages, **({"media_io_kwargs": media_io_kwargs} if media_io_kwargs else {})}
 
 
 class Rejected(RuntimeError):
@@ -101,7 +64,7 @@ class EndpointTarget:
 
     def answer(self, record, n: int, temperature: float, top_p: float, max_tokens: int,
                seed: Optional[int] = None) -> list[str]:
-        body = {"model": self.model, "messages": chat_messages(record), "n": n, "temperature": temperature,
+        body = {"model": self.model, **chat_body(record), "n": n, "temperature": temperature,
                 "top_p": top_p, "max_tokens": max_tokens}
         if seed is not None:
             body["seed"] = seed

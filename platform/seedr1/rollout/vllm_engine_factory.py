@@ -19,6 +19,19 @@ RECEIVER = "seedr1.rollout.weight_receiver.WeightReceiver"
 IN_PLACE_RECEIVER = "seedr1.rollout.weight_receiver_in_place.InPlaceWeightReceiver"
 
 
+def engine_kwargs(cfg: VLLMConfig, cpu: bool) -> dict:
+    """vLLM engine arguments from ``cfg``, the same for rollout actors, evaluation and serving (``vllm.LLM`` and
+    Ray Serve LLM's ``engine_kwargs`` both take them)."""
+    kwargs = dict(dtype=cfg.dtype if cfg.dtype != "auto" else ("float32" if cpu else "bfloat16"),
+                  enforce_eager=cfg.enforce_eager, max_model_len=cfg.max_model_len, seed=cfg.seed,
+                  use_tqdm_on_load=False, limit_mm_per_prompt={"image": cfg.limit_images, "video": cfg.limit_videos})
+    if cpu:
+        kwargs["distributed_executor_backend"] = "uni"
+    else:
+        kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+    return kwargs
+
+
 def build_llm(model: str, cfg: VLLMConfig, weight_transfer_backend: str | None = None):
     """A ``vllm.LLM`` for ``model`` (any location ``resolve_checkpoint`` accepts). Its engine core runs in a process
     of its own, as vLLM does by default and GPUs run it, unless ``cfg.in_process``. ``weight_transfer_backend``: an
@@ -35,14 +48,7 @@ def build_llm(model: str, cfg: VLLMConfig, weight_transfer_backend: str | None =
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_space_gb))
     from vllm import LLM
 
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("float32" if cpu else "bfloat16")
-    kwargs = dict(model=resolve_checkpoint(model), dtype=dtype, enforce_eager=cfg.enforce_eager,
-                  max_model_len=cfg.max_model_len, seed=cfg.seed, use_tqdm_on_load=False,
-                  limit_mm_per_prompt={"image": cfg.limit_images, "video": cfg.limit_videos})
-    if cpu:
-        kwargs["distributed_executor_backend"] = "uni"
-    else:
-        kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+    kwargs = dict(model=resolve_checkpoint(model), **engine_kwargs(cfg, cpu))
     # on CPU a receiving engine's Linear layers compute from their own weights, so a sync loads in place: in an
     # engine core process of its own its worker extension sets that up, in this process a scoped patch does
     in_place = bool(weight_transfer_backend) and cpu and in_place_capable(kwargs["model"])

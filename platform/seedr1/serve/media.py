@@ -9,6 +9,8 @@ carry text only; an assistant message's ``content`` may be null, taken for empty
 * ``{"type": "video", "video": [URL, ...]}``: a video given as image frames, at most ``limits.max_frames``,
   each resized to ``limits.frame_size``; an odd count is padded by repeating the last frame (Qwen's temporal
   patch is 2), so one frame becomes a two-frame video;
+* ``{"type": "video_url", "video_url": {"url": "data:video/jpeg;base64,<frame>,<frame>,..."}}``: frames as vLLM's
+  own server takes them (base64 images, PNG or JPEG, joined by ","), read as a frame list;
 * ``{"type": "video_url", "video_url": {"url": URL}}`` (or ``"video_url": URL``): an encoded video, refused
   when longer than ``limits.max_video_seconds``, sampled with decord like the data pipeline (``limits.fps``,
   ``limits.min_frames``..``limits.sampled_max_frames``, ``limits.frame_size``).
@@ -58,6 +60,7 @@ ROLES = ("system", "developer", "user", "assistant")  # developer: OpenAI's newe
 PART_TYPES = ("text", "image_url", "video", "video_url")
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")  # no exotic parsers (EPS would run Ghostscript)
 SCHEMES = ("data", "s3", "http", "https")
+FRAMES_DATA_URL = "data:video/jpeg;base64,"  # vLLM's form of a video as frames: base64 images joined by ","
 MAX_URL_CHARS = 8192  # for non-data URLs
 ENGINE_MAX_IMAGES = ENGINE_MAX_VIDEOS = 1  # a PromptRecord carries one image and one video
 # Videos are decoded in a separate process: decord segfaults on some corrupt files (e.g. an mp4 whose sample
@@ -157,7 +160,14 @@ def _check_messages(messages, limits: ServeLimits) -> tuple[list[dict], list[_Jo
                 raise bad_request(f"at most {max_videos} video(s) per request", param=pw, code="too_many_videos")
             if kind == "video_url":
                 url, param = _url_of(part, "video_url", pw)
-                jobs.append(_Job("video", param, url=url))
+                if url[:23].lower() == FRAMES_DATA_URL:  # sampled frames, as vLLM's own server takes them
+                    frames = [f"data:image/png;base64,{x}" for x in url[23:].split(",")]
+                    if len(frames) > limits.max_frames:
+                        raise bad_request(f"{len(frames)} frames; at most {limits.max_frames} per video",
+                                          param=param, code="too_many_frames")
+                    jobs.append(_Job("frames", param, urls=frames))
+                else:
+                    jobs.append(_Job("video", param, url=url))
             else:
                 frames = part.get("video")
                 if not isinstance(frames, list) or not frames:
@@ -174,12 +184,14 @@ def _check_messages(messages, limits: ServeLimits) -> tuple[list[dict], list[_Jo
     return out, jobs
 
 
-def parse_chat(messages: list, limits: ServeLimits, s3: Optional[S3Config] = None) -> PromptRecord:
-    """OpenAI-style chat messages -> a PromptRecord with media placeholders and decoded media (APIError otherwise)."""
+def parse_chat(messages: list, limits: ServeLimits, s3: Optional[S3Config] = None,
+               frames_fps: Optional[float] = None) -> PromptRecord:
+    """OpenAI-style chat messages -> a PromptRecord with media placeholders and decoded media (APIError otherwise).
+    ``frames_fps``: the rate a video given as frames stands for (default ``limits.fps``, the serving rate)."""
     try:
         out, jobs = _check_messages(messages, limits)
         video = image = None
-        fps = limits.fps  # a video given as image frames is taken for one sampled at the serving rate
+        fps = frames_fps or limits.fps
         for job in jobs:
             if job.kind == "image":
                 image = load_image(job.url, limits, s3, param=job.param)
