@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 KEY = "bench-key"
 MAX_MODEL_LEN = 1024
+SETTLE_S = 10.0
 
 
 def _port() -> int:
@@ -40,22 +41,27 @@ def measure(base_url: str, bodies: list[dict], max_tokens: int) -> dict:
 
     client = OpenAI(base_url=base_url, api_key=KEY, max_retries=0, timeout=300)
 
+    def args(body) -> dict:  # media_io_kwargs is vLLM's field, not the client's
+        extra = {k: v for k, v in body.items() if k != "messages"}
+        return {"model": "seedr1", "max_tokens": max_tokens, "temperature": 0.0, "messages": body["messages"],
+                "extra_body": extra}
+
     def ask(body) -> float:
         t = time.perf_counter()
-        client.chat.completions.create(model="seedr1", max_tokens=max_tokens, temperature=0.0, **body)
+        client.chat.completions.create(**args(body))
         return time.perf_counter() - t
 
     def stream(body) -> tuple[float, float, int]:
         t, first, chunks = time.perf_counter(), None, 0
-        for chunk in client.chat.completions.create(model="seedr1", max_tokens=max_tokens, temperature=0.0,
-                                                    stream=True, **body):
+        for chunk in client.chat.completions.create(stream=True, **args(body)):
             if chunk.choices and chunk.choices[0].delta.content:
                 first = first or time.perf_counter() - t
                 chunks += 1
         return first or 0.0, time.perf_counter() - t, chunks
 
-    for body in bodies[:2]:
+    for body in bodies[:8]:
         ask(body)  # warm-up (compilation, caches)
+    time.sleep(SETTLE_S)  # start-up work still running beside the server (Ray's idle workers, telemetry) ends
     out = {}
     for c in (1, 8):
         t0 = time.perf_counter()
@@ -113,6 +119,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--only", choices=("seedr1", "vllm"), help="measure one server (no ratios)")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["SEEDR1_API_KEYS"] = KEY
@@ -129,21 +136,25 @@ def main() -> None:
     model = resolve_checkpoint("tiny")
     rounds = {"seedr1": [], "vllm": []}
     for _ in range(args.rounds):
-        rounds["vllm"].append(run_vllm(model, bodies, args.max_tokens))
-        rounds["seedr1"].append(run_seedr1(model, bodies, args.max_tokens))
+        if args.only != "seedr1":
+            rounds["vllm"].append(run_vllm(model, bodies, args.max_tokens))
+        if args.only != "vllm":
+            rounds["seedr1"].append(run_seedr1(model, bodies, args.max_tokens))
 
     def fig(name, *keys):
         return statistics.median(r[keys[0]][keys[1]] for r in rounds[name])
 
     print(f"\n{len(bodies)} SEED-Bench-R1-mini requests (frames + image + question), {args.max_tokens} tokens, greedy, "
           f"tiny model, {args.rounds} round(s)")
-    for name in ("vllm", "seedr1"):
+    for name in [n for n in ("vllm", "seedr1") if rounds[n]]:
         label = "vllm serve" if name == "vllm" else "seedr1"
         print(f"{label:>10}: c=1 {fig(name, 1, 'rps'):6.2f} req/s p50 {fig(name, 1, 'p50') * 1e3:5.0f} ms "
               f"p95 {fig(name, 1, 'p95') * 1e3:5.0f} ms | c=8 {fig(name, 8, 'rps'):6.2f} req/s "
               f"p50 {fig(name, 8, 'p50') * 1e3:5.0f} ms p95 {fig(name, 8, 'p95') * 1e3:5.0f} ms | stream first "
               f"{fig(name, 'stream', 'first') * 1e3:4.0f} ms last {fig(name, 'stream', 'last') * 1e3:4.0f} ms "
               f"({fig(name, 'stream', 'chunks'):.0f} chunks)")
+    if args.only:
+        return
     ratios = {"c=8 req/s (target >= 1.0)": fig("seedr1", 8, "rps") / fig("vllm", 8, "rps"),
               "c=1 p50 (target <= 1.15)": fig("seedr1", 1, "p50") / fig("vllm", 1, "p50"),
               "first chunk p50 (target <= 1.5)": fig("seedr1", "stream", "first") / fig("vllm", "stream", "first")}

@@ -275,7 +275,7 @@ def test_serving_and_evaluation_dashboards_have_data(server, client, prometheus_
 
 
 def test_the_access_log_writes_a_json_line_per_request(server, ray_cluster):
-    """One line per request, with Ray's request id, in the replica's log file."""
+    """One JSON line per request, with Ray's request id, in seedr1-access-<pid>.log among Ray Serve's logs."""
     import glob
     import time
 
@@ -286,8 +286,8 @@ def test_the_access_log_writes_a_json_line_per_request(server, ray_cluster):
         assert r.status == 200
     logs = ray_cluster._private.worker._global_node.get_logs_dir_path()
     for _ in range(30):
-        lines = [json.loads(line) for f in glob.glob(f"{logs}/*.err") for line in open(f, errors="replace")
-                 if "access-log-probe-1" in line and line.startswith("{")]
+        lines = [json.loads(line) for f in glob.glob(f"{logs}/serve/seedr1-access-*.log") for line in open(f)
+                 if "access-log-probe-1" in line]
         if lines:
             break
         time.sleep(1)

@@ -152,3 +152,25 @@ def test_usage_is_read_from_answers_and_stream_events():
                       ({"choices": [{"delta": {"content": "a"}}], "usage": None}, {"choices": [], "usage": usage}))
     assert _usage(events + b"data: [DONE]\n\n") == usage
     assert _usage(b'data: {"choices": [], "usage": null}\n\n') is None
+
+
+# --- the Ray Serve LLM config a ServeConfig makes --------------------------------------------------------------------
+def test_llm_config_on_cpu_and_gpu():
+    from seedr1.config import VLLMConfig
+    from seedr1.serve.app import llm_config
+
+    cpu = llm_config(ServeConfig(model="m", served_model_name="name", cpus_per_replica=3, min_replicas=1,
+                                 max_replicas=3, node_labels={"seedr1.io/group": "serve"},
+                                 vllm=VLLMConfig(max_model_len=512)))
+    assert cpu.accelerator_config.kind == "cpu" and cpu.placement_group_config["bundles"] == [{"CPU": 3}]
+    assert cpu.model_id == "name" and cpu.engine_kwargs["max_model_len"] == 512
+    assert cpu.engine_kwargs["dtype"] == "float32" and cpu.engine_kwargs["trust_request_mm_kwargs"] is True
+    deployment = cpu.deployment_config
+    assert deployment["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 4.0}
+    assert deployment["placement_group_bundle_label_selector"] == [{"seedr1.io/group": "serve"}]
+    assert deployment["logging_config"] == {"enable_access_log": False}  # seedr1's own access log has each request
+    assert cpu.runtime_env["env_vars"]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"  # the engine core in its own process
+    gpu = llm_config(ServeConfig(model="m", gpus_per_replica=1, min_replicas=2, max_replicas=2))
+    assert gpu.accelerator_config.kind == "gpu" and gpu.placement_group_config["bundles"] == [{"CPU": 1.0, "GPU": 1}]
+    assert gpu.engine_kwargs["dtype"] == "bfloat16" and gpu.engine_kwargs["gpu_memory_utilization"] == 0.85
+    assert gpu.deployment_config["num_replicas"] == 2 and "autoscaling_config" not in gpu.deployment_config

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 
 from ray import serve
+from ray.llm._internal.serve.core.configs.accelerators import CPUConfig
+from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
 from ray.serve.llm import LLMConfig
 from ray.serve.llm.deployment import LLMServer
 
@@ -27,6 +29,19 @@ def load_api_keys(cfg: ServeConfig) -> set[str]:
     if cfg.api_keys_file:
         keys |= {line.strip() for line in Path(cfg.api_keys_file).read_text().splitlines() if line.strip()}
     return keys
+
+
+class Seedr1Engine(VLLMEngine):
+    """Ray Serve LLM's vLLM engine, on CPU with one worker run inside the engine core (vLLM's ``uni`` executor), as
+    `vllm serve` and seedr1's rollout engines run it: Ray Serve LLM's CPU default (``mp``) adds a worker process and
+    a message hop per engine step."""
+
+    def _prepare_engine_config(self, callback_ctx):
+        args, frontend, config = super()._prepare_engine_config(callback_ctx)
+        parallel = config.parallel_config
+        if isinstance(self.llm_config.accelerator_config, CPUConfig) and parallel.world_size == 1:
+            parallel.distributed_executor_backend = args.distributed_executor_backend = "uni"
+        return args, frontend, config
 
 
 class Seedr1Server(LLMServer):
@@ -49,7 +64,7 @@ class Seedr1Server(LLMServer):
         # never sample a vision token, as the rollout and evaluation engines (VLLMEngine.banned_bias)
         self.banned_bias = {str(i): -100.0 for i in vision_token_ids(tokenizer)}
         start_access_log()
-        await super().__init__(llm_config)
+        await super().__init__(llm_config, engine_cls=Seedr1Engine)
 
     async def __serve_build_asgi_app__(self):
         app = await super().__serve_build_asgi_app__()
@@ -72,7 +87,8 @@ def llm_config(cfg: ServeConfig) -> LLMConfig:
     if cpu:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.vllm.cpu_kvcache_space_gb)
     deployment = {"max_ongoing_requests": cfg.max_ongoing_requests,
-                  "ray_actor_options": {"num_cpus": 0}}  # the replica's CPUs are the bundle's
+                  "ray_actor_options": {"num_cpus": 0},  # the replica's CPUs are the bundle's
+                  "logging_config": {"enable_access_log": False}}  # seedr1's access log has each request
     if cfg.max_replicas > cfg.min_replicas:
         deployment["autoscaling_config"] = {"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
                                             "target_ongoing_requests": cfg.target_ongoing_requests}

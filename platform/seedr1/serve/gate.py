@@ -13,8 +13,10 @@ import hashlib
 import json
 import logging
 import math
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 from seedr1.config import ServeConfig
@@ -36,14 +38,24 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def start_access_log() -> None:
-    """One JSON line per request on the replica's stderr (Ray keeps it in the replica's log file)."""
-    if not access_log.handlers:
+def start_access_log() -> str:
+    """One JSON line per request in ``seedr1-access-<pid>.log`` beside Ray Serve's own logs (``<ray logs>/serve/``,
+    shown by Ray's dashboard); stderr outside Ray. Returns where it writes."""
+    if access_log.handlers:
+        return getattr(access_log.handlers[0], "baseFilename", "<stderr>")
+    try:
+        import ray
+
+        folder = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"  # no public accessor
+        folder.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(folder / f"seedr1-access-{os.getpid()}.log")
+    except (AttributeError, OSError):  # not in a Ray worker
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(handler)
-        access_log.setLevel(logging.INFO)
-        access_log.propagate = False
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+    return getattr(handler, "baseFilename", "<stderr>")
 
 
 def keep_served_routes(app) -> None:

@@ -55,12 +55,12 @@ from seedr1.config import S3Config, ServeLimits
 from seedr1.data.media import MediaError, decode_clip
 from seedr1.data.pipeline import PromptRecord
 from seedr1.serve.errors import APIError, bad_request, server_busy, too_large
+from seedr1.serve.wire import FRAMES_DATA_URL, remember_png
 
 ROLES = ("system", "developer", "user", "assistant")  # developer: OpenAI's newer name for system
 PART_TYPES = ("text", "image_url", "video", "video_url")
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")  # no exotic parsers (EPS would run Ghostscript)
 SCHEMES = ("data", "s3", "http", "https")
-FRAMES_DATA_URL = "data:video/jpeg;base64,"  # vLLM's form of a video as frames: base64 images joined by ","
 MAX_URL_CHARS = 8192  # for non-data URLs
 ENGINE_MAX_IMAGES = ENGINE_MAX_VIDEOS = 1  # a PromptRecord carries one image and one video
 # Videos are decoded in a separate process: decord segfaults on some corrupt files (e.g. an mp4 whose sample
@@ -232,10 +232,14 @@ def decode_image_checked(data: bytes, size: int, limits: ServeLimits, param: Opt
             raise bad_request(f"image is {width}x{height} = {width * height} pixels; at most "
                               f"{limits.max_image_pixels}", param=param, code="image_too_large")
         try:  # the same conversion as seedr1.data.media.decode_image (RGB, bicubic resize to a square)
+            as_is = im.format == "PNG" and im.mode == "RGB" and (not size or im.size == (size, size))
             rgb = im.convert("RGB")
             if size:
                 rgb = rgb.resize((size, size), Image.BICUBIC)
-            return np.asarray(rgb, dtype=np.uint8).copy()
+            pixels = np.asarray(rgb, dtype=np.uint8).copy()
+            if as_is:  # these bytes are these pixels: sent on to the engine as they came (serve.wire)
+                remember_png(pixels, data)
+            return pixels
         except Exception as e:  # noqa: BLE001 - truncated or corrupt pixel data
             raise bad_request(f"cannot decode image ({type(e).__name__}: {str(e)[:200]})", param=param,
                               code="invalid_image") from None

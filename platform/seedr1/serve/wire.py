@@ -8,17 +8,40 @@ rate they stand for, the metadata the engine gets in process (``model.multimodal
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import threading
+from collections import OrderedDict
 
 import numpy as np
 
 from seedr1.model.multimodal import video_metadata
-from seedr1.serve.media import FRAMES_DATA_URL
+
+FRAMES_DATA_URL = "data:video/jpeg;base64,"  # vLLM's form of a video as frames: base64 images joined by ","
+_KNOWN_PNGS: OrderedDict = OrderedDict()  # pixels' digest -> a PNG of exactly them that a request brought
+_KNOWN_LOCK = threading.Lock()
+KNOWN_PNGS = 512
+
+
+def _digest(image: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest() + bytes(str(image.shape), "ascii")
+
+
+def remember_png(image: np.ndarray, png: bytes) -> None:
+    """``png`` decodes to exactly ``image``: a server handing ``image`` on sends these bytes, not a new encoding."""
+    with _KNOWN_LOCK:
+        _KNOWN_PNGS[_digest(image)] = png
+        while len(_KNOWN_PNGS) > KNOWN_PNGS:
+            _KNOWN_PNGS.popitem(last=False)
 
 
 def png_base64(image: np.ndarray) -> str:
     from PIL import Image
 
+    with _KNOWN_LOCK:
+        known = _KNOWN_PNGS.pop(_digest(image), None) if _KNOWN_PNGS else None
+    if known is not None:
+        return base64.b64encode(known).decode()
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", compress_level=1)  # lossless, quick
     return base64.b64encode(buf.getvalue()).decode()
