@@ -293,6 +293,7 @@ def test_the_access_log_writes_a_json_line_per_request(server, ray_cluster):
         time.sleep(1)
     assert lines and lines[0]["status"] == 200 and lines[0]["path"] == "/v1/chat/completions"
     assert lines[0]["completion_tokens"] == 4 and lines[0]["prompt_tokens"] > 0
+    assert 0 < lines[0]["gate_ms"] < lines[0]["ms"]
 
 
 def test_the_openapi_schema_documents_bodies_and_errors_and_a_fuzz_finds_no_5xx(server):

@@ -158,7 +158,7 @@ class Gate:
         path = path[len(root):] or "/" if root and path.startswith(root) else path
         if path in PUBLIC:
             return await self.app(scope, receive, send)
-        t0, status, usage = time.perf_counter(), [0], [None]
+        t0, status, usage, prepared = time.perf_counter(), [0], [None], [None]
         try:
             if path not in GENERATE and path != "/v1/models" and not path.startswith("/v1/models/"):
                 raise APIError(404, f"no route {scope['method']} {path}", code="not_found")
@@ -177,10 +177,11 @@ class Gate:
                     logging.getLogger("seedr1.serve").exception("request preparation failed")
                     raise APIError(500, f"internal error: {type(e).__name__}", "server_error") from e
                 scope, receive = _with_body(scope, json.dumps(body).encode(), receive)
+                prepared[0] = time.perf_counter() - t0
         except APIError as e:
             status[0] = e.status
             await _send_json(send, e.status, e.body())
-            self._log(scope, path, status[0], t0, None)
+            self._log(scope, path, status[0], t0, None, None)
             return
 
         buffered = bytearray()
@@ -202,10 +203,12 @@ class Gate:
         try:
             await self.app(scope, receive, observe)
         finally:
-            self._log(scope, path, status[0] or 500, t0, usage[0])
+            self._log(scope, path, status[0] or 500, t0, usage[0], prepared[0])
 
     @staticmethod
-    def _log(scope, path: str, status: int, t0: float, usage: Optional[dict]) -> None:
+    def _log(scope, path: str, status: int, t0: float, usage: Optional[dict], prepared: Optional[float]) -> None:
+        """Metrics and the access line: ``ms`` the whole request in this replica, ``gate_ms`` its part here (body,
+        checks, media fetched and decoded) before vLLM's server had it."""
         seconds = time.perf_counter() - t0
         if path in GENERATE:
             ray_metrics.serve_request(status, seconds, usage)
@@ -213,6 +216,7 @@ class Gate:
         access_log.info(json.dumps({"time": round(time.time(), 3), "request_id": request_id,
                                     "method": scope["method"], "path": path, "status": status,
                                     "ms": round(1000 * seconds, 1),
+                                    "gate_ms": None if prepared is None else round(1000 * prepared, 1),
                                     "prompt_tokens": usage and usage.get("prompt_tokens"),
                                     "completion_tokens": usage and usage.get("completion_tokens")}))
 
