@@ -37,8 +37,11 @@ def _q(values: list[float], q: int) -> float:
 
 def measure(base_url: str, bodies: list[dict], max_tokens: int) -> dict:
     """req/s and latencies at c=1 and c=8; first/last chunk of streamed answers at c=1 (seconds)."""
+    import logging
+
     from openai import OpenAI
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request once Ray has set up logging
     client = OpenAI(base_url=base_url, api_key=KEY, max_retries=0, timeout=300)
 
     def args(body) -> dict:  # media_io_kwargs is vLLM's field, not the client's
