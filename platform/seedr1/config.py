@@ -159,6 +159,8 @@ class RolloutConfig:
                              "softmax(logits / T), as in TRL (0: greedy, for evaluation; GRPO refuses it). overlap needs T=1.", low=0.0)
     top_p: float = doc(1.0, "Nucleus sampling threshold (the update's log-probs do not truncate, as in TRL).",
                        low=0.01, high=1.0)
+    top_k: int = doc(0, "Sample among the k likeliest tokens only; 0: off (the official rollouts: 50, transformers' "
+                     "GenerationConfig default; the update's log-probs do not truncate, as in TRL).", low=0)
     max_tokens: int = doc(256, "Longest completion in tokens.", low=1)
     vllm: VLLMConfig = doc(VLLMConfig, "vLLM engine settings.")
     max_restarts: int = doc(3, "Restarts of a dead rollout actor (its prompts are generated again); -1: unlimited.", low=-1)
@@ -195,8 +197,10 @@ class TrainerConfig:
     warmup_steps: int = doc(0, "Linear learning-rate warm-up steps.", low=0)
     warmup_ratio: float = doc(0.0, "Warm-up as a share of the run's steps (used when > 0, instead of warmup_steps).",
                               low=0.0, high=1.0)
-    schedule: Literal["constant", "cosine"] = doc("constant", "Learning rate after the warm-up: constant, or cosine "
-                                                  "decay to 0 at the last step.")
+    schedule: Literal["constant", "cosine", "linear"] = doc(
+        "constant", "Learning rate: constant or cosine decay to 0 after seedr1's warm-up (step 0 already trains), or "
+        "linear: Hugging Face's default schedule, as the official GRPO script gets it (lr 0 at step 0 of a warm-up, "
+        "then linear decay to 0 at the end of the run).")
     weight_decay: float = doc(0.0, "AdamW weight decay.", low=0.0)
     grad_clip: float = doc(1.0, "Gradient norm clipping.", low=0.0)
     micro_batch_size: int = doc(4, "Sequences per forward/backward on one worker (gradient accumulation covers the "
@@ -294,6 +298,7 @@ class EvaluateConfig:
     samples: int = doc(1, "Answers per question: 1 greedy (deterministic); k > 1 sampled at temperature, mean +- std.")
     temperature: float = doc(0.0, "Sampling temperature (0: greedy).")
     top_p: float = doc(1.0, "Nucleus sampling threshold.")
+    top_k: int = doc(0, "Sample among the k likeliest tokens only (k > 1 samples); 0: off.", low=0)
     max_tokens: int = doc(256, "Longest answer in tokens.")
     batch_size: int = doc(32, "Questions per round sent to the engine pool (spread over the actors).")
     num_actors: int = doc(1, "vLLM actors sharing the questions (data parallel).", low=1)

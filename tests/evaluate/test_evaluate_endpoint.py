@@ -443,3 +443,16 @@ def test_an_answer_stands_when_its_media_fail_only_on_a_rerun(stub_server, data_
         assert again[source]["by_level"]["L3"] == first[source]["by_level"]["L3"], source
     assert len((tmp_path / "by-root" / "rejects.jsonl").read_text().splitlines()) == 1  # this run's reject, logged
 
+
+
+def test_top_k_is_sent_only_when_asked_for(stub_server):
+    """evaluate.top_k goes to the endpoint as vLLM's sampling extra; off, the request is plain OpenAI."""
+    from seedr1.data.pipeline import PromptRecord
+    from seedr1.evaluate.http_target import EndpointTarget
+
+    record = PromptRecord(sample_id="k", kind="validation", video=None, image=None, gold_letter="A",
+                          messages=[{"role": "user", "content": [{"type": "text", "text": "q"}]}])
+    target = EndpointTarget(stub_server, "seedr1", "k")
+    target.answer(record, 1, 1.0, 1.0, 8, top_k=50)
+    target.answer(record, 1, 1.0, 1.0, 8)
+    assert StubChat.requests[0]["body"]["top_k"] == 50 and "top_k" not in StubChat.requests[1]["body"]

@@ -204,6 +204,7 @@ def test_paper_example_matches_paper_config(renders, repo_root, tmp_path):
         (paper.rollout.num_actors, paper.rollout.gpus_per_actor, paper.rollout.num_samples) == (4, 1, 8)
     assert (ours.trainer.num_workers, ours.trainer.gpus_per_worker, ours.trainer.zero_stage, ours.trainer.lr) == \
         (paper.trainer.num_workers, paper.trainer.gpus_per_worker, paper.trainer.zero_stage, paper.trainer.lr)
+    assert (ours.trainer.schedule, ours.rollout.top_k) == (paper.trainer.schedule, paper.rollout.top_k) == ("linear", 50)
     assert ours.algo.beta == paper.algo.beta and ours.algo.rewards == paper.algo.rewards
 
 

@@ -112,3 +112,17 @@ def test_hf_engine_runs_in_the_chosen_dtype_with_inputs_on_the_models_device(tin
     for c, s in zip(completions, scores):  # bf16: the sampling and scoring forwards agree to bf16's precision
         assert len(s) == len(c.token_ids) and np.isfinite(s).all()
         np.testing.assert_allclose(c.logprobs, s, atol=0.1)
+
+
+def test_top_k_1_samples_the_greedy_answer(tiny_model_dir):
+    """top_k reaches the sampler: at temperature 1 with k=1 every sample is the greedy completion; without it the
+    samples differ."""
+    record = PromptRecord(sample_id="k0", kind="validation", gold_letter="A",
+                          messages=user_message("What next?\nA. a\nB. b\nC. c\nD. d\n", False, True), video=None,
+                          image=np.random.default_rng(2).integers(0, 255, (56, 56, 3), dtype=np.uint8))
+    engine = HFEngine(tiny_model_dir)
+    greedy = engine.generate([record], Sampling(n=1, max_tokens=8, temperature=0.0))[0][0].token_ids
+    top1 = engine.generate([record], Sampling(n=4, max_tokens=8, temperature=1.0, top_k=1, seed=5))[0]
+    assert all(c.token_ids == greedy for c in top1)
+    free = engine.generate([record], Sampling(n=4, max_tokens=8, temperature=1.0, seed=5))[0]
+    assert any(c.token_ids != greedy for c in free)

@@ -247,3 +247,16 @@ def test_an_engine_that_cannot_load_in_place_runs_one_layerwise_reload_per_sync(
         np.testing.assert_allclose(engine.score([record], [tokens])[0], want, atol=0, rtol=1e-6)
     assert len(engine.generate([_record(22)], Sampling(n=2, max_tokens=4, temperature=1.0, seed=0))[0]) == 2
     engine.llm.llm_engine.engine_core.shutdown()  # its engine core process, not left to the end of the session
+
+
+def test_top_k_1_samples_the_greedy_answer(engine):
+    """rollout.top_k reaches vLLM's sampler: at temperature 1 with k=1 every sample is the greedy completion;
+    without it the samples differ."""
+    from seedr1.rollout.engine import Sampling
+
+    record = _record(7)
+    greedy = engine.generate([record], Sampling(n=1, max_tokens=8, temperature=0.0))[0][0].token_ids
+    top1 = engine.generate([record], Sampling(n=4, max_tokens=8, temperature=1.0, top_k=1))[0]
+    assert all(c.token_ids == greedy for c in top1)
+    free = engine.generate([record], Sampling(n=4, max_tokens=8, temperature=1.0))[0]
+    assert any(c.token_ids != greedy for c in free)

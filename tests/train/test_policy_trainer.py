@@ -42,6 +42,27 @@ def test_warmup_schedule_trains_from_the_first_step():
     assert warmup_schedule(0)(0) == 1.0
 
 
+def test_linear_schedule_is_hugging_faces():
+    """schedule=linear, as the official GRPO script gets it from the HF Trainer: by hand, and against transformers'
+    get_linear_schedule_with_warmup step by step."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from seedr1.config import TrainerConfig
+    from seedr1.train.policy import linear_schedule, lr_schedule
+
+    assert [linear_schedule(2, 6)(s) for s in range(7)] == [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0]
+    assert [linear_schedule(0, 4)(s) for s in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    for warmup, total in ((0, 10), (3, 10), (10, 10), (5, 750)):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        hf = get_linear_schedule_with_warmup(opt, warmup, total)
+        ours = lr_schedule(TrainerConfig(schedule="linear", warmup_steps=warmup), total)
+        for step in range(total + 1):
+            assert abs(ours(step) - opt.param_groups[0]["lr"]) < 1e-12, (warmup, total, step)
+            opt.step()
+            hf.step()
+
+
 def test_engine_gap_compares_completion_tokens_only():
     from seedr1.train.policy import TrainSample, _add_engine_gap
 

@@ -63,23 +63,25 @@ class EndpointTarget:
         raise AssertionError("unreachable")
 
     def answer(self, record, n: int, temperature: float, top_p: float, max_tokens: int,
-               seed: Optional[int] = None) -> list[str]:
+               seed: Optional[int] = None, top_k: int = 0) -> list[str]:
         body = {"model": self.model, **chat_body(record), "n": n, "temperature": temperature,
                 "top_p": top_p, "max_tokens": max_tokens}
         if seed is not None:
             body["seed"] = seed
+        if top_k:  # vLLM's sampling extra (OpenAI's API has none): sent only when asked for
+            body["top_k"] = top_k
         choices = self._post(body)["choices"]
         if len(choices) != n:  # a server ignoring ``n``: the missing draws would silently count wrong
             raise Rejected(f"asked for n={n} answers, the server returned {len(choices)}")
         return [c["message"]["content"] or "" for c in sorted(choices, key=lambda c: c.get("index", 0))]
 
     def generate(self, records: list, n: int, temperature: float, top_p: float, max_tokens: int,
-                 seed: Optional[int] = None) -> list:
+                 seed: Optional[int] = None, top_k: int = 0) -> list:
         """``n`` answers per record, ``concurrency`` requests in flight; a record whose request failed gets its
         exception instead (``Rejected`` for a refused sample), so the caller keeps the answers that came back."""
         def one(record):
             try:
-                return self.answer(record, n, temperature, top_p, max_tokens, seed)
+                return self.answer(record, n, temperature, top_p, max_tokens, seed, top_k)
             except Exception as e:  # noqa: BLE001 - handed to the caller in the record's place
                 return e
 

@@ -83,6 +83,7 @@ def answer_settings(cfg: EvaluateConfig, model: str) -> dict:
         "model": model, "vllm.max_model_len": cfg.vllm.max_model_len, "vllm.dtype": cfg.vllm.dtype,
         "vllm.seed": cfg.vllm.seed}
     settings = {**target, "samples": cfg.samples, "temperature": cfg.temperature, "top_p": cfg.top_p,
+                **({"top_k": cfg.top_k} if cfg.top_k else {}),  # absent when off: earlier runs' settings still match
                 "max_tokens": cfg.max_tokens, "seed": cfg.seed, "files": cfg.files,
                 **{f"data.{k}": getattr(d, k) for k in ("root", "shards", "fps", "min_frames", "max_frames",
                                                          "frame_size", "image_size", "question_template",
@@ -174,7 +175,7 @@ class _EnginePool:
         rollout = RolloutConfig(engine="vllm", num_actors=cfg.num_actors, cpus_per_actor=cfg.cpus_per_actor,
                                 gpus_per_actor=cfg.gpus_per_actor, node_labels=dict(cfg.node_labels),
                                 num_samples=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_tokens=cfg.max_tokens, vllm=cfg.vllm)
+                                top_k=cfg.top_k, max_tokens=cfg.max_tokens, vllm=cfg.vllm)
         start_ray("evaluate", evaluate_groups(cfg), cfg.cluster, worker_env())
         self.group = RolloutGroup.start(model, rollout, worker_env(), s3=cfg.data.s3)
 
@@ -256,7 +257,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                 target = EndpointTarget(cfg.endpoint, cfg.served_model, cfg.api_key, cfg.concurrency,
                                         cfg.request_timeout_s) if cfg.endpoint else _EnginePool(cfg, model)
             if cfg.endpoint:
-                texts = target.generate(todo, cfg.samples, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
+                texts = target.generate(todo, cfg.samples, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed,
+                                        top_k=cfg.top_k)
             else:
                 texts = target.generate(todo, cfg.seed)
             failure = None

@@ -43,7 +43,7 @@ class RolloutWorker:
             raise StaleWeightsError(f"actor holds weights version {self.weights_version}, caller expects "
                                     f"{weights_version} (restarted?)")
         s = Sampling(n=self.cfg.num_samples, max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature,
-                     top_p=self.cfg.top_p, **({"seeds": seed} if isinstance(seed, list) else {"seed": seed}))
+                     top_p=self.cfg.top_p, top_k=self.cfg.top_k, **({"seeds": seed} if isinstance(seed, list) else {"seed": seed}))
         t0 = time.perf_counter()
         out = self.engine.generate(prompts, s)
         return out, time.perf_counter() - t0

@@ -58,6 +58,7 @@ class Sampling:
     max_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # the k likeliest tokens only; 0: off
     seed: Optional[int] = None  # the call's seed; each prompt's own derives from it and the prompt's sample_id
     stop: Optional[list[str]] = None  # stop strings (not included in the text)
     seeds: Optional[list[int]] = None  # each prompt's own seed, given (a served request's), instead of ``seed``

@@ -55,7 +55,8 @@ class HFEngine(RolloutEngine):
                 torch.manual_seed(seeds[i])
             inputs = _to(record_inputs(self.processor, r), self.device)
             out = self.model.generate(**inputs, do_sample=sampling.temperature > 0, temperature=sampling.temperature,
-                                      top_p=sampling.top_p, max_new_tokens=sampling.max_tokens,
+                                      top_p=sampling.top_p, top_k=sampling.top_k or None,
+                                      max_new_tokens=sampling.max_tokens,
                                       num_return_sequences=sampling.n, suppress_tokens=self.banned,
                                       pad_token_id=tok.pad_token_id, return_dict_in_generate=True,
                                       output_logits=True)

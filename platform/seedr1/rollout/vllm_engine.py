@@ -68,7 +68,7 @@ class VLLMEngine(RolloutEngine):
         # samples x 32 tokens: 0.39 -> 0.30 s per call. Stop strings need vLLM's incremental detokenizer.
         detokenize = bool(sampling.stop)
         params = SamplingParams(n=sampling.n, max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                                top_p=sampling.top_p, logprobs=0, logit_bias=self.banned_bias,
+                                top_p=sampling.top_p, top_k=sampling.top_k, logprobs=0, logit_bias=self.banned_bias,
                                 stop=sampling.stop or None, detokenize=detokenize)
         if seeds is not None:
             params = [params.clone() for _ in prompts]

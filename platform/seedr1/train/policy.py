@@ -57,9 +57,21 @@ def warmup_schedule(warmup_steps: int, total_steps: int = 0, cosine: bool = Fals
     return factor
 
 
+def linear_schedule(warmup_steps: int, total_steps: int):
+    """Hugging Face's ``get_linear_schedule_with_warmup`` (the Trainer's default, which the official GRPO script
+    runs with): ``step / warmup`` during the warm-up (0 at step 0), then linear decay to 0 at ``total_steps``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return factor
+
+
 def lr_schedule(cfg: TrainerConfig, total_steps: int):
     """The schedule ``cfg`` asks for over a run of ``total_steps`` optimizer steps."""
     warmup = round(cfg.warmup_ratio * total_steps) if cfg.warmup_ratio > 0 else cfg.warmup_steps
+    if cfg.schedule == "linear":
+        return linear_schedule(warmup, total_steps)
     return warmup_schedule(warmup, total_steps, cosine=cfg.schedule == "cosine")
 
 
