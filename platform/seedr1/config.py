@@ -225,13 +225,21 @@ class AlgoConfig:
     """GRPO objective."""
 
     beta: float = doc(0.1, "KL weight to the frozen reference model; 0 loads no reference model at all.", low=0.0)
-    kl_kind: Literal["k3", "k1"] = doc("k3", "KL estimator: k3 = exp(ref-logp)-(ref-logp)-1, k1 = logp-ref.")
+    kl_kind: Literal["k3", "k1"] = doc("k3", "KL estimator: k3 = exp(ref-logp)-(ref-logp)-1, k1 = logp-ref (as a loss "
+                                       "term k1's expected gradient is zero: it regularises nothing).")
+    kl_clamp: float = doc(0.0, "Bound on ref-logp before the estimator (the official trainer: 11); 0: none.", low=0.0)
+    kl_bias_correction: bool = doc(False, "Multiply the KL term by the importance ratio (TRL's use_bias_correction_kl: "
+                                   "the gradient then follows KL(policy || ref)).")
     clip_eps_low: float = doc(0.2, "Lower clip of the probability ratio (1 - eps_low).", low=0.0, high=1.0)
     clip_eps_high: float = doc(0.2, "Upper clip of the probability ratio (1 + eps_high).", low=0.0)
-    aggregation: Literal["seq_mean_token_mean", "token_mean"] = doc(
+    aggregation: Literal["seq_mean_token_mean", "token_mean", "dr_grpo"] = doc(
         "seq_mean_token_mean", "Loss aggregation: per-sequence token mean then mean over the batch's sequences (GRPO), "
-        "or mean over the batch's tokens (DAPO); over the whole batch, whatever the micro-batches and ranks.")
-    scale_by_std: bool = doc(True, "Divide advantages by the group std (False: Dr. GRPO).")
+        "mean over the batch's tokens (DAPO), or token sum over sequences x rollout.max_tokens (Dr. GRPO); over the "
+        "whole batch, whatever the micro-batches and ranks.")
+    scale_by_std: bool = doc(True, "Divide advantages by the group std (False: Dr. GRPO's advantages, with "
+                             "aggregation=dr_grpo for its loss).")
+    mask_truncated_completions: bool = doc(False, "Leave completions cut at rollout.max_tokens (no end token) out of "
+                                           "the loss and its count; their rewards still shape the group's advantages.")
     adv_eps: float = doc(1e-4, "Added to the group std.", low=0.0)
     drop_uninformative: bool = doc(False, "Leave groups whose rewards are all equal (no signal) out of the loss and its "
                                      "count, KL included; count reported as groups_dropped.")

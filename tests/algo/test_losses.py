@@ -299,3 +299,37 @@ def test_sft_micro_batches_over_the_batch_token_count_make_the_batch_mean():
     mask = torch.tensor([[True, True, False], [True, False, False]])
     parts = [float(sft_loss(logp[i:i + 1], mask[i:i + 1], denominator=3)) for i in range(2)]
     assert sum(parts) == pytest.approx(3.5 / 3) == pytest.approx(float(sft_loss(logp, mask)))
+
+
+def test_kl_clamp_bounds_ref_minus_logp_before_the_estimator():
+    logp, ref = torch.zeros(3), torch.tensor([20.0, -20.0, 1.0])
+    # d clamped to [11, -11, 1]: exp(11) - 12, exp(-11) + 10, e - 2
+    torch.testing.assert_close(kl_penalty(logp, ref, "k3", clamp=11.0),
+                               torch.tensor([math.exp(11) - 12, math.exp(-11) + 10, math.e - 2]))
+    assert kl_penalty(logp, ref, "k3")[0].item() == pytest.approx(math.exp(20) - 21, rel=1e-6)  # off by default
+    torch.testing.assert_close(kl_penalty(logp, ref, "k1", clamp=11.0), torch.tensor([-11.0, 11.0, -1.0]))
+
+
+def test_kl_bias_correction_weighs_the_kl_term_by_the_ratio():
+    logp, old, adv, mask = _example()
+    loss, _ = policy_loss(logp, old, adv, mask, ref_logp=_ref_for(logp), beta=0.1, kl_bias_correction=True, **KW)
+    # row 0: ratios 1.0, 1.5, 0.5 (mean 1.0) x k3 0.306853; row 1: ratios 1.1, 0.7 (mean 0.9) x k3 0.193147
+    # (-2.8 / 3 + 0.1 * 0.306853 + 3.8 / 2 + 0.1 * 0.193147 * 0.9) / 2 = 0.5073676
+    assert loss.item() == pytest.approx(0.5073676, abs=1e-6)
+    # TRL's formula: the per-token KL times exp(logp - old_logp), inside the same aggregation
+    ratio = torch.exp(logp - old)
+    kl = kl_penalty(logp, _ref_for(logp))
+    trl = -torch.minimum(ratio * adv[:, None], torch.clamp(ratio, 0.8, 1.3) * adv[:, None]) + 0.1 * kl * ratio
+    assert loss.item() == pytest.approx(masked_mean(trl, mask, dim=1).mean().item(), abs=1e-6)
+
+
+def test_dr_grpo_divides_token_sums_by_sequences_times_the_longest_completion():
+    logp, old, adv, mask = _example()
+    # token sums: row 0 -2.8, row 1 3.8 -> 1.0; / (2 sequences x max_length)
+    assert policy_loss(logp, old, adv, mask, aggregation="dr_grpo", **KW)[0].item() == pytest.approx(1.0 / 6)
+    loss, _ = policy_loss(logp, old, adv, mask, aggregation="dr_grpo", max_length=10, **KW)
+    assert loss.item() == pytest.approx(1.0 / 20)
+    assert loss_denominator([3, 2], [1.0, 1.0], "dr_grpo", 10) == 20.0
+    assert loss_denominator([3, 0], [1.0, 0.0], "dr_grpo", 10) == 10.0  # a weight-0 sequence is out of the count
+    with pytest.raises(ValueError, match="max_length"):
+        loss_denominator([3, 2], [1.0, 1.0], "dr_grpo")

@@ -73,3 +73,18 @@ def test_overlap_refuses_completions_without_sampling_logprobs():
     assert samples[0].behaviour_logprobs == [-0.5, -0.25]  # the importance ratio's denominator
     with pytest.raises(RuntimeError, match="log-prob"):  # a ratio of 1 would silently train stale samples on-policy
         score_rollouts(cfg, records, [[_completion(RIGHT, logprobs=()), _completion(WRONG_FORMAT)]])
+
+
+def test_truncated_completions_can_be_left_out_of_the_loss():
+    cfg = GRPOConfig(rollout=RolloutConfig(num_samples=2))
+    cfg.algo.rewards = {"accuracy": 1.0}
+    records = [SimpleNamespace(gold_letter="A", sample_id="s1")]
+    cut = Completion(text=WRONG_FORMAT, token_ids=[1, 2], logprobs=[-0.5, -0.25], finish_reason="length",
+                     prompt_tokens=9)
+    unmasked, info = score_rollouts(cfg, records, [[_completion(RIGHT), cut]])
+    assert [s.weight for s in unmasked] == [1.0, 1.0] and info["truncated_rate"] == 0.5
+    cfg.algo.mask_truncated_completions = True
+    masked, _ = score_rollouts(cfg, records, [[_completion(RIGHT), cut]])
+    assert [s.weight for s in masked] == [1.0, 0.0]
+    # the cut completion's reward still shaped its group: the kept one's advantage is the unmasked run's
+    assert masked[0].advantage == unmasked[0].advantage > 0

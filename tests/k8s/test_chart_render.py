@@ -206,6 +206,7 @@ def test_paper_example_matches_paper_config(renders, repo_root, tmp_path):
         (paper.trainer.num_workers, paper.trainer.gpus_per_worker, paper.trainer.zero_stage, paper.trainer.lr)
     assert (ours.trainer.schedule, ours.rollout.top_k) == (paper.trainer.schedule, paper.rollout.top_k) == ("linear", 50)
     assert ours.algo.beta == paper.algo.beta and ours.algo.rewards == paper.algo.rewards
+    assert ours.algo.kl_clamp == paper.algo.kl_clamp == 11.0
 
 
 def _jobs_in(command: str) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Literal
 import torch
 
 KLKind = Literal["k3", "k1"]
-Aggregation = Literal["seq_mean_token_mean", "token_mean"]
+Aggregation = Literal["seq_mean_token_mean", "token_mean", "dr_grpo"]
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -19,13 +19,18 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return total.sum(dim) / m.sum(dim).clamp(min=1)
 
 
-def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: KLKind = "k3") -> torch.Tensor:
-    """Per-token KL(policy || ref) estimate. k3 (Schulman) is unbiased and always >= 0; k1 is plain `logp - ref`."""
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: KLKind = "k3", clamp: float = 0.0) -> torch.Tensor:
+    """Per-token KL(policy || ref) estimate from samples of the policy. k3 (Schulman) is unbiased and always >= 0;
+    k1 is plain ``logp - ref``: its value estimates the KL, but as a loss term its expected gradient is zero, so it
+    regularises nothing (a metric, not a penalty). ``clamp`` > 0 bounds ``ref - logp`` to +-clamp first, as the
+    official SEED-Bench-R1 trainer does (11)."""
+    d = ref_logp - logp
+    if clamp > 0:
+        d = torch.clamp(d, -clamp, clamp)
     if kind == "k3":
-        d = ref_logp - logp
         return torch.exp(d) - d - 1
     if kind == "k1":
-        return logp - ref_logp
+        return -d
     raise ValueError(f"unknown kl kind {kind!r}; expected 'k3' or 'k1'")
 
 
@@ -42,12 +47,18 @@ def policy_loss(
     aggregation: Aggregation = "seq_mean_token_mean",
     weights: torch.Tensor | None = None,
     denominator: float | None = None,
+    kl_clamp: float = 0.0,
+    kl_bias_correction: bool = False,
+    max_length: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped-surrogate GRPO loss over completion tokens.
 
     logp/old_logp/ref_logp/mask: [B, T] (mask 1 on completion tokens); advantages: [B].
     "seq_mean_token_mean" averages each sequence's tokens, then sequences (GRPO paper);
     sequences without masked tokens are left out of that mean. "token_mean" averages all masked tokens (DAPO).
+    "dr_grpo" sums the tokens and divides by sequences x ``max_length`` (the longest completion allowed, default T).
+    kl_clamp: bounds ``ref - logp`` before the estimator (``kl_penalty``). kl_bias_correction: the KL term times the
+    importance ratio (TRL's ``use_bias_correction_kl``), whose gradient follows KL(policy || ref).
     weights: [B] per-sequence weight; 0 leaves a sequence out of the loss and its count (dropped groups); default 1.
     denominator: what the summed per-sequence (or per-token) terms are divided by; default this batch's own count
     (``loss_denominator``). A batch split over micro-batches and ranks passes the whole batch's count (see
@@ -63,7 +74,7 @@ def policy_loss(
         raise ValueError(f"ref_logp shape {tuple(ref_logp.shape)} != logp shape {tuple(logp.shape)}")
     if beta > 0 and ref_logp is None:
         raise ValueError("beta > 0 needs ref_logp")
-    if aggregation not in ("seq_mean_token_mean", "token_mean"):
+    if aggregation not in ("seq_mean_token_mean", "token_mean", "dr_grpo"):
         raise ValueError(f"unknown aggregation {aggregation!r}")
 
     w = torch.ones_like(advantages, dtype=torch.float32) if weights is None else weights.float()
@@ -82,16 +93,17 @@ def policy_loss(
 
     kl = None
     if ref_logp is not None:
-        kl = kl_penalty(logp, torch.where(m, ref_logp.float(), logp.detach()), kl_kind)
+        kl = kl_penalty(logp, torch.where(m, ref_logp.float(), logp.detach()), kl_kind, kl_clamp)
         if beta > 0:
-            per_token = per_token + beta * kl
+            per_token = per_token + beta * (kl * ratio if kl_bias_correction else kl)
 
     if aggregation == "seq_mean_token_mean":
         per_seq = masked_mean(per_token, m, dim=1)  # 0 for a sequence without tokens
-    else:
+    else:  # token_mean, dr_grpo: token sums (the denominator differs)
         per_seq = torch.where(m, per_token, torch.zeros_like(per_token)).sum(dim=1)
     if denominator is None:
-        denominator = loss_denominator(m.sum(dim=1).tolist(), w.tolist(), aggregation)
+        denominator = loss_denominator(m.sum(dim=1).tolist(), w.tolist(), aggregation,
+                                       logp.shape[1] if max_length is None else max_length)
     loss = (per_seq * w).sum() / float(denominator)
 
     with torch.no_grad():
@@ -105,11 +117,17 @@ def policy_loss(
     return loss, metrics
 
 
-def loss_denominator(lengths, weights, aggregation: Aggregation) -> float:
-    """What ``policy_loss`` divides by: the weighted count of sequences with tokens ("seq_mean_token_mean") or of
-    their tokens ("token_mean"); 1 when nothing counts. ``lengths``: completion tokens per sequence."""
-    pairs = [(n, w) for n, w in zip(lengths, weights) if n > 0]
-    total = sum(w for _, w in pairs) if aggregation == "seq_mean_token_mean" else sum(n * w for n, w in pairs)
+def loss_denominator(lengths, weights, aggregation: Aggregation, max_length: int | None = None) -> float:
+    """What ``policy_loss`` divides by: the weighted count of sequences with tokens ("seq_mean_token_mean"), of
+    their tokens ("token_mean"), or of all sequences times ``max_length``, the longest completion allowed
+    ("dr_grpo", Dr. GRPO's constant normaliser); 1 when nothing counts. ``lengths``: completion tokens per sequence."""
+    if aggregation == "dr_grpo":
+        if not max_length:
+            raise ValueError("the dr_grpo aggregation needs max_length (the rollout's max_tokens)")
+        total = sum(weights) * max_length
+    else:
+        pairs = [(n, w) for n, w in zip(lengths, weights) if n > 0]
+        total = sum(w for _, w in pairs) if aggregation == "seq_mean_token_mean" else sum(n * w for n, w in pairs)
     return float(total) if total > 0 else 1.0
 
 

@@ -54,6 +54,9 @@ def score_rollouts(cfg: GRPOConfig, records: list, groups: list) -> tuple[list[T
     keep, dropped = torch.ones(len(flat), dtype=torch.bool), 0
     if cfg.algo.drop_uninformative:
         keep, dropped = drop_uninformative(rewards, G)
+    truncated = torch.tensor([c.finish_reason == "length" for _, c in flat], dtype=torch.bool)
+    if cfg.algo.mask_truncated_completions:  # out of the loss and its count; their rewards shaped the advantages
+        keep = keep & ~truncated
     if cfg.overlap and any(len(c.logprobs or []) != len(c.token_ids) for _, c in flat):
         raise RuntimeError("overlap=true needs the sampling log-prob of every completion token (the importance "
                            f"ratio's denominator); the {cfg.rollout.engine!r} engine returned fewer")
@@ -71,6 +74,7 @@ def score_rollouts(cfg: GRPOConfig, records: list, groups: list) -> tuple[list[T
             "accuracy": float(np.mean(accuracy_reward(texts, golds))),
             "format_rate": float(np.mean(format_reward(texts, golds))),
             "groups_dropped": int(dropped),
+            "truncated_rate": float(truncated.float().mean()),
             "response_length": float(np.mean([len(c.token_ids) for _, c in flat])),
             "rollout_tokens": int(sum(len(c.token_ids) for _, c in flat)),
             "sample_ids": [r.sample_id for r in records]}
@@ -107,7 +111,8 @@ def grpo_train_loop(config: dict) -> None:
     grad_accum = -(-(P * G // world) // cfg.trainer.micro_batch_size)
     torch.manual_seed(cfg.seed + rank)
     trainer = PolicyTrainer(cfg.model, cfg.trainer, cfg.algo, grad_accum, total_steps=cfg.steps,
-                            temperature=train_temperature(cfg), s3=cfg.data.s3)
+                            temperature=train_temperature(cfg), s3=cfg.data.s3,
+                            max_completion_tokens=cfg.rollout.max_tokens)
 
     start, position, uri = ckpt.resume_trainer(trainer, cfg, config.get("launch_id"))
     sync = WeightSync(trainer.engine.module, rank, cfg.rollout.weight_sync, cfg.rollout.weight_sync_bucket_mb << 20,
@@ -166,7 +171,7 @@ def grpo_train_loop(config: dict) -> None:
         samples, info, position = box[0]["samples"], box[0]["info"], box[0]["position"]
         t_update = time.perf_counter()
         denominator = loss_denominator([len(s.token_ids) for s in samples], [s.weight for s in samples],
-                                       cfg.algo.aggregation)  # the whole batch's, over all ranks
+                                       cfg.algo.aggregation, cfg.rollout.max_tokens)  # the whole batch's, all ranks
         stats = trainer.train_step(rank_shard(samples, rank, world), denominator)
         t["update"] = time.perf_counter()
         group.version += 1  # rank 0's group is the one that counts

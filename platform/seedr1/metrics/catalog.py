@@ -41,6 +41,8 @@ METRICS = (
     Metric("loss", "GRPO loss of the step (mean over ranks).", "loss"),
     Metric("response_length", "Mean completion length.", "tokens"),
     Metric("groups_dropped", "Prompt groups dropped because all their rewards were equal (no signal).", "groups"),
+    Metric("truncated_rate", "Fraction of completions cut at rollout.max_tokens without an end token (left out of the "
+           "loss with algo.mask_truncated_completions).", "fraction"),
     Metric("rollout_tokens", "Completion tokens generated in the step.", "tokens"),
     Metric("rollout_tokens_per_s", "Completion tokens generated per second of generation.", "tokens/s"),
     Metric("generate_s", "Generation time of the slowest rollout actor in the step.", "seconds"),

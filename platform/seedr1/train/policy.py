@@ -174,9 +174,10 @@ def load_partitioned(model_path: str, dtype: torch.dtype, ds_config: dict, train
 
 class PolicyTrainer:
     def __init__(self, model_path: str, cfg: TrainerConfig, algo: AlgoConfig, grad_accum: int, total_steps: int = 0,
-                 temperature: float = 1.0, s3: S3Config | None = None):
+                 temperature: float = 1.0, s3: S3Config | None = None, max_completion_tokens: int | None = None):
         """``temperature``: the rollouts' sampling temperature; the update's log-probs (policy, reference, ratio, KL,
         entropy) are those of ``softmax(logits / temperature)``, the distribution the completions came from.
+        ``max_completion_tokens``: the rollouts' ``max_tokens`` (the dr_grpo aggregation divides by it).
         ``s3``: how to reach an ``s3://`` model (the job's ``data.s3``; empty fields: the AWS variables)."""
         import deepspeed
 
@@ -185,6 +186,7 @@ class PolicyTrainer:
         model_path = resolve_checkpoint(model_path, s3)  # into this node's cache, once
 
         self.cfg, self.algo, self.temperature = cfg, algo, temperature
+        self.max_completion_tokens = max_completion_tokens
         self.gpu = torch.cuda.is_available()
         if not self.gpu:
             torch.set_num_threads(cfg.torch_threads)
@@ -246,7 +248,7 @@ class PolicyTrainer:
                              f"expected gradient_accumulation_steps={self.grad_accum}")
         if batch_denominator is None:
             batch_denominator = loss_denominator([len(s.token_ids) for s in samples], [s.weight for s in samples],
-                                                 self.algo.aggregation)
+                                                 self.algo.aggregation, self.max_completion_tokens)
         denominator = batch_denominator / (self.grad_accum * self.world)
         sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "ref_s": 0.0,
                 "lr": float(self.engine.get_lr()[0]), "train_tokens": 0}
@@ -268,7 +270,8 @@ class PolicyTrainer:
             loss, m = policy_loss(logp, self._old_logprobs(chunk, logp), adv, mask, ref_logp=ref_logp, beta=self.algo.beta,
                                   clip_eps_low=self.algo.clip_eps_low, clip_eps_high=self.algo.clip_eps_high,
                                   kl_kind=self.algo.kl_kind, aggregation=self.algo.aggregation, weights=weights,
-                                  denominator=denominator)
+                                  denominator=denominator, kl_clamp=self.algo.kl_clamp,
+                                  kl_bias_correction=self.algo.kl_bias_correction)
             if pad is not None:  # the dummy vision forward's backward, as every rank runs the tower's
                 loss = loss + 0.0 * pad
             self.engine.backward(loss)
