@@ -265,6 +265,8 @@ class GRPOConfig:
     cluster: ClusterConfig = doc(ClusterConfig, "The Ray cluster (fit check, autoscaler wait).")
     overlap: bool = doc(False, "One-step off-policy: generate step t+1 while training step t (importance ratios "
                         "against the behaviour policy's log-probs).")
+    log_rollouts_every: int = doc(10, "Every completion of every N-th step (and the first) to run_dir/rollouts.jsonl: "
+                                  "prompt id, text, each reward, advantage, weight; 0: never.", low=0)
 
 
 @dataclass

@@ -80,6 +80,10 @@ def test_grpo_runs_on_ray_with_deepspeed(ray_cluster, prometheus_watch, small_da
     events = [json.loads(line)["kind"] for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert "weight_sync_failed" not in events and "weights_resent" not in events
     assert (run_dir / "config.yaml").exists()
+    # rollouts.jsonl has step 1 (the first is always logged; the next at step 10): 2 prompts x 4 completions
+    logged = [json.loads(line) for line in (run_dir / "rollouts.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1] * 8 and all(r["tokens"] <= 8 for r in logged)
+    assert all(set(r["rewards"]) == set(cfg.algo.rewards) and isinstance(r["text"], str) for r in logged)
     # the final policy is a Hugging Face checkpoint (gathered from every rank under ZeRO-3)
     from transformers import AutoModelForImageTextToText, AutoProcessor
 

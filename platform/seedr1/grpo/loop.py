@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from seedr1.algo.advantages import drop_uninformative, group_advantages
 from seedr1.algo.losses import loss_denominator
+from seedr1.grpo.rollout_log import RolloutLog, logged, rollout_rows
 from seedr1.algo.rewards import accuracy_reward, combine_rewards, format_reward
 from seedr1.config import GRPOConfig, from_dict
 from seedr1.data.prompt_stream import PromptStream
@@ -77,7 +78,8 @@ def score_rollouts(cfg: GRPOConfig, records: list, groups: list) -> tuple[list[T
             "truncated_rate": float(truncated.float().mean()),
             "response_length": float(np.mean([len(c.token_ids) for _, c in flat])),
             "rollout_tokens": int(sum(len(c.token_ids) for _, c in flat)),
-            "sample_ids": [r.sample_id for r in records]}
+            "sample_ids": [r.sample_id for r in records],
+            "per_reward": per_fn}  # for rollouts.jsonl; not a metric (the loop takes it out)
     return samples, info
 
 
@@ -117,10 +119,11 @@ def grpo_train_loop(config: dict) -> None:
     start, position, uri = ckpt.resume_trainer(trainer, cfg, config.get("launch_id"))
     sync = WeightSync(trainer.engine.module, rank, cfg.rollout.weight_sync, cfg.rollout.weight_sync_bucket_mb << 20,
                       cfg.rollout.weight_sync_timeout_s, actors=group.actors if rank == 0 else None)
-    sink = stream = None
+    sink = stream = rollout_log = None
     if rank == 0:
         sink = MetricsSink(cfg.run_dir, job="grpo", total_steps=cfg.steps)
         sink.truncate_after(start)  # steps after the checkpoint are redone
+        rollout_log = RolloutLog(cfg.run_dir, start) if cfg.log_rollouts_every else None
         group.on_event = sink.event
         stream = PromptStream(cfg.data, [cfg.data.train_file], str(Path(cfg.run_dir) / "rejects.jsonl"), position)
 
@@ -157,6 +160,9 @@ def grpo_train_loop(config: dict) -> None:
                 pending = group.launch(next_records, sampling_seed(cfg, step + 1))
                 pending.update(position=stream.position, version=group.version)
             samples, info = score_rollouts(cfg, current["records"], groups)
+            per_reward = info.pop("per_reward")
+            if rollout_log is not None and logged(step + 1, cfg.log_rollouts_every):
+                rollout_log.write(rollout_rows(step + 1, current["records"], groups, per_reward, samples))
             samples = balance_ranks(samples, groups, world)  # ranks wait for the busiest one at each reduction
             info.update(generate_s=gen_s, rollout_tokens_per_s=info["rollout_tokens"] / max(gen_s, 1e-9),
                         rollout_restarts=group.restarts, staleness=group.version - current["version"])
@@ -209,3 +215,5 @@ def grpo_train_loop(config: dict) -> None:
         print(f"[grpo] final policy (Hugging Face format): {final}/hf", flush=True)
         stream.close()
         sink.close()
+        if rollout_log is not None:
+            rollout_log.close()
