@@ -235,7 +235,7 @@ def test_serving_mounts_api_keys_and_exposes_a_service(renders, release, served_
         assert any(p["containerPort"] == 8000 and p["name"] == "serve" for p in tmpl["spec"]["containers"][0]["ports"])
         assert tmpl["metadata"]["labels"]["app.kubernetes.io/component"] == "serving"
     serve_cfg = served_config(docs)
-    assert serve_cfg.model == "s3://your-bucket/seedr1/runs/grpo-qwen2-vl-7b/step_00001000/hf"
+    assert serve_cfg.model == "s3://your-bucket/seedr1/runs/grpo-qwen2-vl-7b/step_00000750/hf"
     assert (serve_cfg.min_replicas, serve_cfg.max_replicas) == (1, 4)
     service = next(d for d in docs if d["kind"] == "Service")
     assert service["spec"]["selector"]["ray.io/serve"] == "true"

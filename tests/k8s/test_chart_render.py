@@ -64,7 +64,7 @@ def test_components_per_value_set(renders):
 
 
 def test_paper_example_serves_nothing_before_its_run_wrote_the_checkpoint(renders, value_sets):
-    """The 8-GPU example serves step_00001000 of its own run: not at install (the checkpoint does not exist yet, the
+    """The 8-GPU example serves step_00000750 of its own run: not at install (the checkpoint does not exist yet, the
     RayService would never get ready), nor the nightly evaluation of that endpoint; its comment says how to upgrade."""
     kinds = {d["kind"] for d in renders["values-grpo-8gpu"]}
     assert "RayJob" in kinds and not kinds & {"RayService", "Service", "CronJob", "Job"}, kinds
