@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import av
 import numpy as np
@@ -50,12 +51,13 @@ def _png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
     (300, 30.0, 16),  # 10 s -> 20, capped at 16
     (3000, 30.0, 16),  # 100 s, capped
     (30, 30.0, 4),    # 1 s -> 2, raised to min 4
-    (1, 30.0, 4),     # a single frame still gives min_frames
-    (75, 30.0, 6),    # 2.5 s -> 5, odd -> 6
-    (105, 30.0, 8),   # 3.5 s -> 7, odd -> 8
-    (135, 30.0, 10),  # 4.5 s -> 9 -> 10
-    (165, 30.0, 12),  # 5.5 s -> 11 -> 12
-    (225, 30.0, 16),  # 7.5 s -> 15 -> 16 (still within max)
+    (3, 30.0, 2),     # min 4, but never more than the clip has: 3 -> down to even 2
+    (5, 30.0, 4),
+    (75, 30.0, 4),    # 2.5 s -> 5, down to even 4 (as the official smart_nframes)
+    (105, 30.0, 6),   # 3.5 s -> 7 -> 6
+    (135, 30.0, 8),   # 4.5 s -> 9 -> 8
+    (165, 30.0, 10),  # 5.5 s -> 11 -> 10
+    (225, 30.0, 14),  # 7.5 s -> 15 -> 14
     (100, 0.0, 4),    # unknown fps: duration 0 -> min
 ])
 def test_frame_count_defaults(num_frames, native_fps, expected):
@@ -69,14 +71,26 @@ def test_frame_count_odd_bounds_stay_even_and_within():
     assert frame_count(30, 30.0, 2.0, 5, 16) == 6
     # other sampling rates
     assert frame_count(300, 30.0, 1.0, 4, 16) == 10
-    assert frame_count(300, 30.0, 0.5, 2, 16) == 6   # 10 s at 0.5 fps -> 5 -> 6
+    assert frame_count(300, 30.0, 0.5, 2, 16) == 4   # 10 s at 0.5 fps -> 5 -> 4
+    with pytest.raises(ValueError, match="1 frame"):
+        frame_count(1, 30.0, 2.0, 4, 16)  # the official code refuses it too
 
 
-def test_frame_count_always_even_and_bounded():
-    for num_frames in range(1, 700, 7):
+def _official_smart_nframes(total_frames, video_fps, fps, min_frames, max_frames):
+    """SEED-Bench-R1's qwen-vl-utils smart_nframes (vision_process_egoplan.py), transcribed."""
+    min_frames = math.ceil(min_frames / 2) * 2
+    max_frames = math.floor(max_frames / 2) * 2
+    nframes = total_frames / video_fps * fps
+    nframes = min(min(max(nframes, min_frames), max_frames), total_frames)
+    return math.floor(nframes / 2) * 2
+
+
+def test_frame_count_is_the_official_rule_and_even_and_bounded():
+    for num_frames in range(2, 700, 7):
         for native_fps in (1.0, 4.0, 24.0, 29.97, 30.0, 60.0):
             n = frame_count(num_frames, native_fps, 2.0, 4, 16)
-            assert n % 2 == 0 and 4 <= n <= 16, (num_frames, native_fps, n)
+            assert n == _official_smart_nframes(num_frames, native_fps, 2.0, 4, 16)
+            assert n % 2 == 0 and 2 <= n <= min(16, num_frames), (num_frames, native_fps, n)
 
 
 # ---- frame_indices --------------------------------------------------------------------------------------------------

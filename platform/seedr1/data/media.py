@@ -1,11 +1,13 @@
 """Decoding media from bytes in memory: video with decord (no temp files), images with PIL; frame sampling.
 
-Frames are sampled at ``fps`` (default 2), at least ``min_frames`` and at most ``max_frames``, an even count
-(Qwen's temporal patch is 2), and resized to ``size`` x ``size`` (the official run: 252).
+Frames are sampled at ``fps`` (default 2), at least ``min_frames`` and at most ``max_frames`` and never more than
+the clip has, an even count rounded down (Qwen's temporal patch is 2; the official rule, ``frame_count``), and
+resized to ``size`` x ``size`` (the official run: 252).
 """
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 
@@ -15,13 +17,17 @@ class MediaError(ValueError):
 
 
 def frame_count(num_frames: int, native_fps: float, fps: float, min_frames: int, max_frames: int) -> int:
-    """How many frames to sample from a clip of ``num_frames`` at ``native_fps``."""
+    """How many frames to sample from a clip of ``num_frames`` at ``native_fps``: the official rule
+    (``smart_nframes`` in SEED-Bench-R1's qwen-vl-utils): duration x ``fps``, within ``min_frames`` (rounded up to
+    even) and ``max_frames`` (rounded down to even), never more than the clip has, then rounded down to even (Qwen's
+    temporal patch is 2). A clip of fewer than 2 frames has no such count: ValueError."""
     duration = num_frames / native_fps if native_fps > 0 else 0.0
-    n = int(round(duration * fps))
-    n = max(min_frames, min(max_frames, n))
-    if n % 2:  # even count for the temporal patch of 2; stay within the bounds
-        n = n + 1 if n + 1 <= max_frames else n - 1
-    return max(n, 2)
+    lo, hi = 2 * math.ceil(min_frames / 2), 2 * math.floor(max_frames / 2)
+    n = 2 * math.floor(min(min(max(duration * fps, lo), hi), num_frames) / 2)
+    if not 2 <= n <= num_frames:
+        raise ValueError(f"{num_frames} frame(s) give no even frame count of at least 2 (between {min_frames} and "
+                         f"{max_frames})")
+    return n
 
 
 def frame_indices(num_frames: int, count: int) -> np.ndarray:
@@ -49,7 +55,10 @@ def decode_clip(data: bytes, name: str = "<video>", fps: float = 2.0, min_frames
         n, native_fps = len(reader), float(reader.get_avg_fps())
         if n == 0:
             raise MediaError(f"{name}: video has no frames")
-        count = frame_count(n, native_fps, fps, min_frames, max_frames)
+        try:
+            count = frame_count(n, native_fps, fps, min_frames, max_frames)
+        except ValueError as e:
+            raise MediaError(f"{name}: {e}") from None
         frames = reader.get_batch(frame_indices(n, count).tolist()).asnumpy()
     except MediaError:
         raise
