@@ -4,9 +4,10 @@ vLLM's forms, which other OpenAI-compatible servers may not take).
 Media travel inline and lossless, in the prompt's order: the current-observation image as a PNG data URL
 (`image_url`), the task-progress clip as its sampled frames in vLLM's frame-list form (`video_url`
 ``data:video/jpeg;base64,<png>,<png>,...`` with ``media_io_kwargs`` giving their rate; ``serve.wire``; vLLM's own
-server takes it when started with ``--trust-request-mm-kwargs``). Bounded concurrency, retries with backoff. A request the server refuses for its content (400, 413, 422: e.g. a prompt over the model's length), or answers with
-fewer choices than the ``n`` asked for, fails only its sample; anything else (auth, 5xx or no connection after the
-retries) fails the run.
+server takes it when started with ``--trust-request-mm-kwargs``). Bounded concurrency, retries with backoff.
+A request the server refuses for its content (400, 413, 422: e.g. a prompt over the model's length), or answers
+with fewer choices than the ``n`` asked for, fails only its sample; anything else (auth, 5xx or no connection after
+the retries) fails the run.
 """
 from __future__ import annotations
 

@@ -158,28 +158,25 @@ def _check_messages(messages, limits: ServeLimits) -> tuple[list[dict], list[_Jo
             videos += 1
             if videos > max_videos:
                 raise bad_request(f"at most {max_videos} video(s) per request", param=pw, code="too_many_videos")
+            parts.append({"type": "video"})
             if kind == "video_url":
                 url, param = _url_of(part, "video_url", pw)
-                if url[:23].lower() == FRAMES_DATA_URL:  # sampled frames, as vLLM's own server takes them
-                    frames = [f"data:image/png;base64,{x}" for x in url[23:].split(",")]
-                    if len(frames) > limits.max_frames:
-                        raise bad_request(f"{len(frames)} frames; at most {limits.max_frames} per video",
-                                          param=param, code="too_many_frames")
-                    jobs.append(_Job("frames", param, urls=frames))
-                else:
+                if url[:len(FRAMES_DATA_URL)].lower() != FRAMES_DATA_URL:  # an encoded clip
                     jobs.append(_Job("video", param, url=url))
+                    continue
+                # sampled frames, as vLLM's own server takes them: base64 images joined by ","
+                frames = [f"data:image/png;base64,{x}" for x in url[len(FRAMES_DATA_URL):].split(",")]
             else:
-                frames = part.get("video")
+                frames, param = part.get("video"), f"{pw}.video"
                 if not isinstance(frames, list) or not frames:
-                    raise bad_request("'video' must be a non-empty list of image URLs", param=f"{pw}.video")
-                if len(frames) > limits.max_frames:
-                    raise bad_request(f"{len(frames)} frames; at most {limits.max_frames} per video",
-                                      param=f"{pw}.video", code="too_many_frames")
-                for k, url in enumerate(frames):
-                    if not isinstance(url, str) or not url:
-                        raise bad_request("each frame must be a non-empty image URL string", param=f"{pw}.video[{k}]")
-                jobs.append(_Job("frames", f"{pw}.video", urls=list(frames)))
-            parts.append({"type": "video"})
+                    raise bad_request("'video' must be a non-empty list of image URLs", param=param)
+            if len(frames) > limits.max_frames:
+                raise bad_request(f"{len(frames)} frames; at most {limits.max_frames} per video", param=param,
+                                  code="too_many_frames")
+            for k, url in enumerate(frames):
+                if not isinstance(url, str) or not url:
+                    raise bad_request("each frame must be a non-empty image URL string", param=f"{param}[{k}]")
+            jobs.append(_Job("frames", param, urls=list(frames)))
         out.append({"role": as_role, "content": parts})
     return out, jobs
 
